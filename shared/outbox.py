@@ -1,0 +1,181 @@
+"""The outbox relay: publishes committed events with publisher confirms.
+
+Repositories write events to the ``outbox`` collection in the same
+transaction as the state change. The relay, running inside the service
+process, claims pending entries under a lease (so replicas do not publish the
+same entry at the same moment), publishes each persistent message and waits
+for the broker's confirm, then marks the entries sent.
+
+A crash between the confirm and the mark means the entry is published again
+after its lease runs out. That duplicate is deliberate: delivery is at least
+once and every consumer deduplicates on the event ``id``. What can never
+happen is an event that is committed and never published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kombu
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from shequ.contracts.envelope import CONTENT_TYPE
+from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_PENDING
+from shequ.store import OUTBOX
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Moves pending outbox entries to the broker; one per service process."""
+
+    def __init__(
+        self,
+        db: Database[Any],
+        *,
+        amqp_uri: str,
+        service: str,
+        poll_interval: float = 1.0,
+        batch_size: int = 100,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.amqp_uri = amqp_uri
+        self.service = service
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.lease = timedelta(seconds=lease_seconds)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connection: kombu.Connection | None = None
+        self._exchanges: dict[str, kombu.Exchange] = {}
+        self.running = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"outbox-{self.service}")
+        self._thread.daemon = True
+        self.running = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.running = False
+        self._close_connection()
+
+    def nudge(self) -> None:
+        """Wake the relay now: a transaction that emitted events has committed."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_interval if failures == 0 else min(30, 2**failures))
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                while self.relay_once() and not self._stopping.is_set():
+                    pass
+                self._report_pending()
+                failures = 0
+            except (PyMongoError, OSError, kombu.exceptions.KombuError) as exc:
+                failures = min(failures + 1, 5)
+                log.warning("outbox relay for %s failed, will retry: %s", self.service, exc)
+                self._close_connection()
+            except Exception:
+                failures = min(failures + 1, 5)
+                log.exception("outbox relay for %s failed unexpectedly", self.service)
+                self._close_connection()
+
+    def relay_once(self) -> int:
+        """Claim, publish and mark one batch; return how many were published."""
+        outbox = self.db[OUTBOX]
+        now = datetime.now(UTC)
+        claimable = {
+            "status": "pending",
+            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
+        }
+        ids = [
+            doc["_id"]
+            for doc in outbox.find(claimable, {"_id": 1})
+            .sort([("created_at", 1), ("_id", 1)])
+            .limit(self.batch_size)
+        ]
+        if not ids:
+            return 0
+        owner = uuid.uuid4().hex
+        outbox.update_many(
+            {"_id": {"$in": ids}, **claimable},
+            {"$set": {"lease_until": now + self.lease, "lease_owner": owner}},
+        )
+        claimed = list(
+            outbox.find({"_id": {"$in": ids}, "lease_owner": owner}).sort(
+                [("created_at", 1), ("_id", 1)]
+            )
+        )
+        published: list[str] = []
+        try:
+            for entry in claimed:
+                self._publish(entry)
+                published.append(entry["_id"])
+                EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
+        finally:
+            if published:
+                outbox.update_many(
+                    {"_id": {"$in": published}},
+                    {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
+                )
+        return len(published)
+
+    def pending_count(self) -> int:
+        return self.db[OUTBOX].count_documents({"status": "pending"})
+
+    def _report_pending(self) -> None:
+        OUTBOX_PENDING.labels(self.service).set(self.pending_count())
+
+    def _publish(self, entry: dict[str, Any]) -> None:
+        connection = self._ensure_connection()
+        exchange = self._exchanges.get(entry["exchange"])
+        if exchange is None:
+            exchange = kombu.Exchange(entry["exchange"], type="topic", durable=True)
+            exchange(connection.default_channel).declare()
+            self._exchanges[entry["exchange"]] = exchange
+        producer = kombu.Producer(connection.default_channel)
+        producer.publish(
+            json.dumps(entry["body"], ensure_ascii=False),
+            exchange=exchange,
+            routing_key=entry["routing_key"],
+            content_type=CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=entry["_id"],
+            retry=False,
+        )
+
+    def _ensure_connection(self) -> kombu.Connection:
+        if self._connection is None:
+            connection = kombu.Connection(
+                self.amqp_uri, transport_options={"confirm_publish": True}, heartbeat=0
+            )
+            connection.connect()
+            self._connection = connection
+            self._exchanges = {}
+        return self._connection
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
+                log.debug("closing the relay's broker connection failed", exc_info=True)
+            self._connection = None

@@ -1,0 +1,253 @@
+"""The store provider: one MongoDB database per service, behind a repository.
+
+A service declares ``store = Store(MyRepository)``; each worker gets a fresh
+repository bound to the service's database. Repositories are the only code
+that touches collections. They write state changes and the events those
+changes cause in one transaction (``transaction()`` plus ``emit()``), which is
+what makes the outbox trustworthy: an event exists if and only if its state
+change was committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+import pymongo
+from nameko.extensions import DependencyProvider
+from pymongo import IndexModel
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from shequ.contracts import CloudEvent, new_event
+from shequ.contracts.registry import EventSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUTBOX = "outbox"
+PROCESSED = "processed_events"
+
+
+class AlreadyProcessed(Exception):
+    """The event was handled before by this handler; its effects already exist."""
+
+
+class Repository:
+    """Base of every service's repository.
+
+    Subclasses name their collections' indexes in ``INDEXES`` (created when the
+    service starts) and expose domain-named methods. Inside ``transaction()``
+    every method uses the transaction's session, so the handler and route
+    code never handle sessions themselves.
+    """
+
+    INDEXES: ClassVar[dict[str, list[IndexModel]]] = {}
+
+    def __init__(
+        self,
+        db: Database[Any],
+        *,
+        service: str,
+        district: str,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.db = db
+        self.service = service
+        self.district = district
+        self.session: ClientSession | None = None
+        self._on_commit = on_commit
+        self._emitted = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one MongoDB transaction (nested blocks join it)."""
+        if self.session is not None:
+            yield
+            return
+        with self.db.client.start_session() as session:
+            with session.start_transaction():
+                self.session = session
+                self._emitted = False
+                try:
+                    yield
+                finally:
+                    self.session = None
+            # Leaving start_transaction() committed without raising.
+        if self._emitted:
+            self._on_commit()
+
+    def run_in_transaction(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a transaction, retrying it on transient conflicts.
+
+        pymongo's ``with_transaction`` retries on TransientTransactionError
+        (write conflicts between concurrent workers) and on an unknown commit
+        result, so ``work`` must be safe to run again: it is, because
+        everything it wrote was rolled back.
+        """
+        if self.session is not None:
+            return work()
+        with self.db.client.start_session() as session:
+
+            def callback(bound: ClientSession) -> T:
+                self.session = bound
+                self._emitted = False
+                try:
+                    return work()
+                finally:
+                    self.session = None
+
+            result = session.with_transaction(callback)
+        if self._emitted:
+            self._on_commit()
+        return result
+
+    def emit(
+        self,
+        spec: EventSpec,
+        *,
+        subject: str,
+        sequence: int,
+        data: dict[str, Any],
+        traceparent: str | None = None,
+    ) -> CloudEvent:
+        """Write an event to the outbox in the current transaction.
+
+        The relay publishes it after the commit; if the transaction aborts,
+        the event was never written. Emitting outside a transaction is a
+        programming error: it would reopen the gap the outbox closes.
+        """
+        if self.session is None:
+            raise RuntimeError("emit() must be called inside transaction()")
+        event = new_event(
+            spec,
+            district=self.district,
+            subject=subject,
+            sequence=sequence,
+            data=data,
+            traceparent=traceparent,
+        )
+        self.db[OUTBOX].insert_one(
+            {
+                "_id": event.id,
+                "status": "pending",
+                "created_at": datetime.now(UTC),
+                "exchange": spec.exchange,
+                "routing_key": spec.name,
+                "type": spec.type,
+                "body": event.to_json_dict(),
+                "lease_until": None,
+            },
+            session=self.session,
+        )
+        self._emitted = True
+        return event
+
+    def mark_processed(self, handler: str, event: CloudEvent) -> None:
+        """Record in the current transaction that ``handler`` has handled ``event``.
+
+        Raises ``AlreadyProcessed`` when the mark exists: the event is a
+        redelivery and the transaction must change nothing.
+        """
+        if self.session is None:
+            raise RuntimeError("mark_processed() must be called inside transaction()")
+        try:
+            self.db[PROCESSED].insert_one(
+                {
+                    "_id": f"{handler}:{event.id}",
+                    "handler": handler,
+                    "event_id": event.id,
+                    "type": event.type,
+                    "subject": event.subject,
+                    "processed_at": datetime.now(UTC),
+                },
+                session=self.session,
+            )
+        except DuplicateKeyError as exc:
+            raise AlreadyProcessed(f"{handler} already processed event {event.id}") from exc
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached (readiness)."""
+        self.db.command("ping")
+
+
+class Store(DependencyProvider):
+    """Injects a repository bound to the service's own database.
+
+    The database is named after the service, behind ``MONGO_DATABASE_PREFIX``
+    (tests give each run its own prefix). Indexes, including the outbox's
+    and the processed-events', are created at start so a fresh database is
+    usable at once.
+    """
+
+    def __init__(self, repository_cls: type[Repository]) -> None:
+        self.repository_cls = repository_cls
+        self.client: pymongo.MongoClient[Any] | None = None
+        self.relay: Any = None
+
+    def setup(self) -> None:
+        config = self.container.config
+        self.service = self.container.service_name
+        self.district = config.get("DISTRICT", "dev")
+        self.client = pymongo.MongoClient(
+            config["MONGO_URI"],
+            serverSelectionTimeoutMS=int(config.get("MONGO_TIMEOUT_MS", 5000)),
+            tz_aware=True,
+            uuidRepresentation="standard",
+        )
+        self.database_name = f"{config.get('MONGO_DATABASE_PREFIX') or ''}{self.service}"
+        self.db = self.client[self.database_name]
+
+    def start(self) -> None:
+        self.ensure_indexes()
+        from shequ.outbox import OutboxRelay
+
+        self.relay = OutboxRelay(
+            self.db,
+            amqp_uri=self.container.config["AMQP_URI"],
+            service=self.service,
+            poll_interval=float(self.container.config.get("OUTBOX_POLL_SECONDS", 1.0)),
+        )
+        self.relay.start()
+
+    def ensure_indexes(self) -> None:
+        indexes: dict[str, list[IndexModel]] = {
+            OUTBOX: [IndexModel([("status", 1), ("created_at", 1)])],
+            PROCESSED: [IndexModel([("processed_at", 1)])],
+        }
+        for collection, models in self.repository_cls.INDEXES.items():
+            indexes.setdefault(collection, []).extend(models)
+        for collection, models in indexes.items():
+            try:
+                self.db[collection].create_indexes(models)
+            except PyMongoError:
+                log.exception("creating indexes on %s.%s failed", self.database_name, collection)
+                raise
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        if self.client is not None:
+            self.client.close()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx: Any) -> Repository:
+        on_commit = self.relay.nudge if self.relay is not None else (lambda: None)
+        return self.repository_cls(
+            self.db, service=self.service, district=self.district, on_commit=on_commit
+        )
+
+    def is_ready(self) -> bool:
+        """The database answers a ping and the relay is running."""
+        try:
+            self.db.command("ping")
+        except PyMongoError:
+            return False
+        return self.relay is not None and self.relay.running
