@@ -1,0 +1,295 @@
+"""Consuming events reliably: retries with back-off, a dead-letter queue, idempotence.
+
+nameko's stock ``event_handler`` acks a message whose handler raised, and the
+event is gone; with ``requeue_on_error`` it redelivers in a hot loop. Here a
+failed delivery is republished to a per-service delay queue (one per back-off
+step, a fanout exchange whose queue has a TTL and dead-letters back to the
+original queue through the default exchange) and only then acked. After the
+last step it goes to ``<service>.dead-letters`` with the error in its headers,
+where an operator can list and replay it (``shequ deadletters``).
+
+Republish-then-ack means a crash in between yields a duplicate, never a loss;
+``idempotent`` handlers absorb the duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from functools import partial, wraps
+from typing import Any
+
+import kombu
+import kombu.serialization
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventHandler
+from nameko.extensions import SharedExtension
+from nameko.messaging import QueueConsumer
+
+from shequ.contracts import CloudEvent, EnvelopeError, parse_event
+from shequ.contracts.envelope import CONTENT_TYPE
+from shequ.errors import PoisonMessage
+from shequ.metrics import DEAD_LETTERS, EVENT_HANDLE_SECONDS, EVENT_LAG_SECONDS, EVENT_RETRIES
+from shequ.store import AlreadyProcessed
+
+log = logging.getLogger(__name__)
+
+SERIALIZER = "cloudevents"
+DEFAULT_RETRY_DELAYS_MS = (1000, 5000, 30000)
+
+ATTEMPTS_HEADER = "x-shequ-attempts"
+ERROR_HEADER = "x-shequ-error"
+QUEUE_HEADER = "x-shequ-queue"
+HANDLER_HEADER = "x-shequ-handler"
+FAILED_AT_HEADER = "x-shequ-failed-at"
+
+kombu.serialization.register(
+    SERIALIZER,
+    lambda obj: json.dumps(obj, ensure_ascii=False),
+    json.loads,
+    content_type=CONTENT_TYPE,
+    content_encoding="utf-8",
+)
+
+
+def event_queue_name(source_service: str, event_name: str, service: str, method: str) -> str:
+    """nameko's queue name for a service-pool event handler (kept for compatibility)."""
+    return f"evt-{source_service}-{event_name}--{service}.{method}"
+
+
+def dead_letter_queue_name(service: str) -> str:
+    return f"{service}.dead-letters"
+
+
+def retry_exchange_name(service: str, delay_ms: int) -> str:
+    return f"{service}.retry.{delay_ms}ms"
+
+
+def retry_delays(config: dict[str, Any]) -> tuple[int, ...]:
+    delays = config.get("EVENT_RETRY_DELAYS_MS") or DEFAULT_RETRY_DELAYS_MS
+    return tuple(int(delay) for delay in delays)
+
+
+def declare_service_queues(channel: Any, service: str, delays: Iterable[int]) -> None:
+    """Declare a service's dead-letter queue and its back-off delay queues."""
+    dlq = dead_letter_queue_name(service)
+    kombu.Queue(dlq, exchange=kombu.Exchange(dlq, type="fanout", durable=True), durable=True)(
+        channel
+    ).declare()
+    for delay in delays:
+        name = retry_exchange_name(service, delay)
+        kombu.Queue(
+            name,
+            exchange=kombu.Exchange(name, type="fanout", durable=True),
+            durable=True,
+            queue_arguments={"x-message-ttl": delay, "x-dead-letter-exchange": ""},
+        )(channel).declare()
+
+
+class FailurePublisher(SharedExtension):
+    """One confirmed-publish connection per container for retries and dead letters."""
+
+    def setup(self) -> None:
+        config = self.container.config
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.delays = retry_delays(config)
+        self.service = self.container.service_name
+        self._connection: kombu.Connection | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with kombu.Connection(self.amqp_uri) as connection:
+            declare_service_queues(connection.default_channel, self.service, self.delays)
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+    def republish(self, message: Any, exchange: str, routing_key: str, headers: dict) -> None:
+        with self._lock:
+            self._republish(message, exchange, routing_key, headers)
+
+    def _republish(self, message: Any, exchange: str, routing_key: str, headers: dict) -> None:
+        if self._connection is None:
+            self._connection = kombu.Connection(
+                self.amqp_uri, transport_options={"confirm_publish": True}
+            )
+        producer = kombu.Producer(self._connection.default_channel)
+        try:
+            producer.publish(
+                message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                headers=headers,
+                delivery_mode=2,
+                message_id=message.properties.get("message_id"),
+                retry=False,
+            )
+        except Exception:
+            self._connection.release()
+            self._connection = None
+            raise
+
+
+class TrackedQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, remembering whether it is consuming right now.
+
+    ``/readyz`` reads ``consuming``: a service whose broker connection dropped
+    is alive but not ready.
+    """
+
+    consuming = False
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kw: Any) -> None:
+        self.consuming = True
+        super().on_consume_ready(connection, channel, consumers, **kw)
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        self.consuming = False
+        super().on_connection_error(exc, interval)
+
+    def stop(self) -> None:
+        self.consuming = False
+        super().stop()
+
+
+class ReliableEventHandler(EventHandler):
+    """An ``event_handler`` whose failures are retried with back-off, then dead-lettered.
+
+    Also measures every delivery: handling time by outcome, and lag from the
+    event's own time to the end of its handling.
+    """
+
+    failures = FailurePublisher()
+    queue_consumer = TrackedQueueConsumer()
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        context_data = self.unpack_message_headers(message)
+        handle_result = partial(self.handle_result, message, time.monotonic(), body)
+        try:
+            self.container.spawn_worker(
+                self, (body,), {}, context_data=context_data, handle_result=handle_result
+            )
+        except Exception:
+            self.queue_consumer.requeue_message(message)
+            raise
+
+    def handle_result(  # type: ignore[override]
+        self,
+        message: Any,
+        started: float,
+        body: Any,
+        worker_ctx: Any,
+        result: Any = None,
+        exc_info: Any = None,
+    ) -> tuple[Any, Any]:
+        service = self.container.service_name
+        outcome = "success" if exc_info is None else "error"
+        EVENT_HANDLE_SECONDS.labels(service, self.method_name, self.event_type, outcome).observe(
+            time.monotonic() - started
+        )
+        if exc_info is None:
+            self._observe_lag(service, body)
+            self.queue_consumer.ack_message(message)
+        else:
+            self._handle_failure(message, exc_info)
+        return result, exc_info
+
+    def _observe_lag(self, service: str, body: Any) -> None:
+        try:
+            sent = datetime.fromisoformat(body["time"])
+        except (TypeError, KeyError, ValueError):
+            return
+        lag = (datetime.now(UTC) - sent).total_seconds()
+        EVENT_LAG_SECONDS.labels(service, self.method_name, self.event_type).observe(max(lag, 0))
+
+    def _handle_failure(self, message: Any, exc_info: Any) -> None:
+        service = self.container.service_name
+        headers = dict(message.headers or {})
+        attempts = int(headers.get(ATTEMPTS_HEADER, 0)) + 1
+        exc = exc_info[1]
+        delays = self.failures.delays
+        poison = isinstance(exc, PoisonMessage | EnvelopeError)
+        headers[ATTEMPTS_HEADER] = attempts
+        try:
+            if not poison and attempts <= len(delays):
+                delay = delays[attempts - 1]
+                log.warning(
+                    "%s.%s failed on attempt %d, retrying in %d ms: %s",
+                    service, self.method_name, attempts, delay, type(exc).__name__,
+                )  # fmt: skip
+                self.failures.republish(
+                    message, retry_exchange_name(service, delay), self.queue.name, headers
+                )
+                EVENT_RETRIES.labels(service, self.method_name, self.event_type).inc()
+            else:
+                reason = "poison" if poison else "retries_exhausted"
+                headers[ERROR_HEADER] = _describe(exc)[:2000]
+                headers[QUEUE_HEADER] = self.queue.name
+                headers[HANDLER_HEADER] = f"{service}.{self.method_name}"
+                headers[FAILED_AT_HEADER] = datetime.now(UTC).isoformat()
+                log.error(
+                    "%s.%s gave up after %d attempts (%s); moved to %s",
+                    service, self.method_name, attempts, reason, dead_letter_queue_name(service),
+                )  # fmt: skip
+                self.failures.republish(
+                    message, dead_letter_queue_name(service), self.queue.name, headers
+                )
+                DEAD_LETTERS.labels(service, self.method_name, self.event_type, reason).inc()
+        except Exception:
+            # Could not park the message anywhere: leave it with the broker.
+            log.exception("could not schedule a retry; returning the message to its queue")
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = "; ".join(f"{frame.name}:{frame.lineno}" for frame in frames)
+    return f"{type(exc).__name__}: {exc} [{where}]"
+
+
+event_handler = ReliableEventHandler.decorator
+
+
+def idempotent(repository: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make an event handler's effects happen exactly once per event id.
+
+    The wrapped method receives the parsed ``CloudEvent`` instead of the raw
+    body. Its writes, made through the service repository named by
+    ``repository``, and the handler's "processed" mark commit in one
+    transaction: a redelivered event finds the mark and changes nothing; a
+    handler that fails leaves no mark and no partial effects.
+    """
+
+    def decorator(method: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(method)
+        def wrapper(self: Any, body: Any) -> Any:
+            try:
+                event: CloudEvent = parse_event(body)
+            except EnvelopeError as exc:
+                raise PoisonMessage(str(exc)) from exc
+            repo = getattr(self, repository)
+
+            def work() -> Any:
+                repo.mark_processed(method.__name__, event)
+                return method(self, event)
+
+            try:
+                return repo.run_in_transaction(work)
+            except AlreadyProcessed:
+                log.info("%s skipped redelivered event %s", method.__name__, event.id)
+                return None
+
+        return wrapper
+
+    return decorator
