@@ -1,0 +1,71 @@
+"""What every Shequ service has: health, readiness and metrics routes.
+
+A service class inherits ``PlatformService`` and gains ``/healthz`` (the
+process answers), ``/readyz`` (database and broker reachable, event
+consumers attached, outbox relay running) and ``/metrics`` on its own port.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kombu
+from nameko.extensions import DependencyProvider
+from werkzeug.wrappers import Request, Response
+
+from shequ.events import TrackedQueueConsumer
+from shequ.http import json_response, route
+from shequ.metrics import exposition
+from shequ.store import Store
+
+
+class Readiness(DependencyProvider):
+    """Answers whether this container can do its work right now."""
+
+    def get_dependency(self, worker_ctx: Any) -> Readiness:
+        return self
+
+    def check(self) -> dict[str, bool]:
+        container = self.container
+        checks: dict[str, bool] = {}
+        stores = [ext for ext in container.dependencies if isinstance(ext, Store)]
+        checks["database"] = all(store.is_ready() for store in stores)
+        consumers = [
+            ext for ext in container.subextensions if isinstance(ext, TrackedQueueConsumer)
+        ]
+        if consumers:
+            checks["consumers"] = all(consumer.consuming for consumer in consumers)
+        checks["broker"] = self._broker_reachable()
+        return checks
+
+    def _broker_reachable(self) -> bool:
+        try:
+            with kombu.Connection(self.container.config["AMQP_URI"], connect_timeout=2) as conn:
+                conn.connect()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not reachable
+            return False
+
+
+class PlatformService:
+    """Mixin for service classes: the platform's operational routes."""
+
+    readiness = Readiness()
+
+    @route("GET", "/healthz", public=True)
+    def healthz(self, request: Request) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @route("GET", "/readyz", public=True)
+    def readyz(self, request: Request) -> Response:
+        checks = self.readiness.check()
+        ready = all(checks.values())
+        return json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    @route("GET", "/metrics", public=True)
+    def metrics(self, request: Request) -> Response:
+        body, content_type = exposition()
+        return Response(body, status=200, headers={"Content-Type": content_type})
