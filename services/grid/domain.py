@@ -1,0 +1,149 @@
+"""Grid domain rules: categories, the registry of cells, and reporting an incident.
+
+Plain Python: no nameko, pymongo or marshmallow here, so the rules are tested
+without servers. Categories and cells are data (``categories.yaml``,
+``registry.yaml``); a district adds its own without code changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
+CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above")
+
+
+class GridError(Exception):
+    """Base of grid rule violations."""
+
+
+class UnknownCategory(GridError):
+    pass
+
+
+class UnknownGridCell(GridError):
+    pass
+
+
+class CategoryRetired(GridError):
+    pass
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    name_zh: str
+    name_en: str
+    urgency: str
+    department: str
+    opens_mediation: bool = False
+    volunteer_task: bool = False
+    sensitive: bool = False
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class GridCell:
+    id: str
+    name: str
+    community: str
+
+
+@dataclass
+class Incident:
+    """An incident as the grid keeps it; ``reporter`` and ``description`` never leave."""
+
+    id: str
+    category: str
+    grid_cell: str
+    community: str
+    description: str
+    location: dict[str, float] | None
+    reporter: str
+    channel: str
+    urgency: str
+    status: str
+    reported_at: datetime
+    version: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
+    """Build the category table from data, refusing duplicates and unknown tiers."""
+    categories: dict[str, Category] = {}
+    for item in raw:
+        category = Category(**item)
+        if category.code in categories:
+            raise ValueError(f"category {category.code} is defined twice")
+        if category.urgency not in URGENCY_TIERS:
+            raise ValueError(f"category {category.code}: unknown urgency {category.urgency}")
+        categories[category.code] = category
+    return categories
+
+
+def parse_cells(raw: dict[str, Any]) -> dict[str, GridCell]:
+    """Flatten ``communities: [{id, name, cells: [{id, name}]}]`` into cells by id."""
+    cells: dict[str, GridCell] = {}
+    for community in raw.get("communities", []):
+        for cell in community.get("cells", []):
+            if cell["id"] in cells:
+                raise ValueError(f"grid cell {cell['id']} is defined twice")
+            cells[cell["id"]] = GridCell(cell["id"], cell["name"], community["id"])
+    return cells
+
+
+def report_incident(
+    *,
+    categories: dict[str, Category],
+    cells: dict[str, GridCell],
+    category: str,
+    grid_cell: str,
+    description: str,
+    location: dict[str, float] | None,
+    reporter: str,
+    channel: str,
+    now: datetime,
+) -> Incident:
+    """Open a new incident in state ``reported``, or say which rule the report breaks."""
+    found = categories.get(category)
+    if found is None:
+        raise UnknownCategory(f"unknown category {category!r}")
+    if not found.active:
+        raise CategoryRetired(f"category {category!r} is retired and takes no new reports")
+    cell = cells.get(grid_cell)
+    if cell is None:
+        raise UnknownGridCell(f"unknown grid cell {grid_cell!r}")
+    incident = Incident(
+        id=new_incident_id(now),
+        category=found.code,
+        grid_cell=cell.id,
+        community=cell.community,
+        description=description,
+        location=location,
+        reporter=reporter,
+        channel=channel,
+        urgency=found.urgency,
+        status="reported",
+        reported_at=now,
+    )
+    incident.history.append({"at": now, "actor": reporter, "action": "reported", "to": "reported"})
+    return incident
+
+
+def new_incident_id(now: datetime) -> str:
+    """``INC-YYYYMMDD-<12 hex>``: readable on a phone call, unique without a counter."""
+    return f"INC-{now:%Y%m%d}-{uuid.uuid4().hex[:12]}"
+
+
+def can_read(
+    incident: Incident, *, sub: str, roles: frozenset[str], communities: tuple[str, ...]
+) -> bool:
+    """Object-level read rule of the first slice (the full matrix comes with issue #9)."""
+    if roles & {"admin", "auditor"}:
+        return True
+    if roles & {"community_staff", "grid_worker"} and incident.community in communities:
+        return True
+    return incident.reporter == sub

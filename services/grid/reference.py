@@ -1,0 +1,41 @@
+"""Reference data provider: categories and grid cells loaded from YAML at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from nameko.extensions import DependencyProvider
+
+from shequ_services.grid.domain import Category, GridCell, parse_categories, parse_cells
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    categories: dict[str, Category]
+    cells: dict[str, GridCell]
+
+
+class Reference(DependencyProvider):
+    """Reads ``GRID_CATEGORIES_FILE`` and ``GRID_REGISTRY_FILE`` once per process."""
+
+    def setup(self) -> None:
+        config = self.container.config
+        categories_file = Path(config.get("GRID_CATEGORIES_FILE") or HERE / "categories.yaml")
+        registry_file = Path(config.get("GRID_REGISTRY_FILE") or HERE / "registry.yaml")
+        self.data = ReferenceData(
+            categories=parse_categories(_read(categories_file)),
+            cells=parse_cells(_read(registry_file)),
+        )
+
+    def get_dependency(self, worker_ctx: Any) -> ReferenceData:
+        return self.data
+
+
+def _read(path: Path) -> Any:
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)

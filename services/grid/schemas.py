@@ -1,0 +1,51 @@
+"""The grid's HTTP schemas: what a report may contain and what the API returns."""
+
+import marshmallow
+from marshmallow import fields, validate
+
+from shequ_services.grid.domain import CHANNELS
+
+MAX_DESCRIPTION = 2000
+
+
+class LocationSchema(marshmallow.Schema):
+    lat = fields.Float(required=True, validate=validate.Range(min=-90, max=90))
+    lon = fields.Float(required=True, validate=validate.Range(min=-180, max=180))
+
+
+class IncidentReportSchema(marshmallow.Schema):
+    category = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    grid_cell = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    description = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
+    location = fields.Nested(LocationSchema, load_default=None)
+    channel = fields.String(load_default=None, validate=validate.OneOf(CHANNELS))
+
+
+class IncidentSchema(marshmallow.Schema):
+    id = fields.String()
+    category = fields.String()
+    grid_cell = fields.String()
+    community = fields.String()
+    description = fields.String()
+    location = fields.Nested(LocationSchema, allow_none=True)
+    channel = fields.String()
+    urgency = fields.String()
+    status = fields.String()
+    reported_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class IncidentListQuerySchema(marshmallow.Schema):
+    community = fields.String(validate=validate.Length(min=1, max=64))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class CategorySchema(marshmallow.Schema):
+    code = fields.String()
+    name_zh = fields.String()
+    name_en = fields.String()
+    urgency = fields.String()
+    department = fields.String()
+    opens_mediation = fields.Boolean()
+    volunteer_task = fields.Boolean()
+    sensitive = fields.Boolean()

@@ -1,0 +1,89 @@
+"""The grid service: incidents reported by grid workers and residents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from shequ.errors import Forbidden, InvalidInput, NotFound
+from shequ.http import json_response, load_body, load_query, route
+from shequ.service import PlatformService
+from shequ.store import Store
+from shequ_services.grid import domain
+from shequ_services.grid.reference import Reference
+from shequ_services.grid.schemas import (
+    CategorySchema,
+    IncidentListQuerySchema,
+    IncidentReportSchema,
+    IncidentSchema,
+)
+from shequ_services.grid.store import IncidentRepository
+
+REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
+
+
+class GridService(PlatformService):
+    name = "grid"
+
+    incidents = Store(IncidentRepository)
+    reference = Reference()
+
+    @route("GET", "/api/v1/grid/categories", public=True)
+    def list_categories(self, request: Request) -> list[dict[str, Any]]:
+        active = [c for c in self.reference.categories.values() if c.active]
+        return CategorySchema(many=True).dump(active)
+
+    @route("POST", "/api/v1/grid/incidents")
+    def report_incident(self, request: Request) -> Response:
+        identity = request.identity
+        if not identity.has_role(*REPORTER_ROLES):
+            raise Forbidden("only residents, grid workers and community staff report incidents")
+        report = load_body(request, IncidentReportSchema())
+        channel = report["channel"] or (
+            "patrol" if identity.has_role("grid_worker") else "resident_app"
+        )
+        try:
+            incident = domain.report_incident(
+                categories=self.reference.categories,
+                cells=self.reference.cells,
+                category=report["category"],
+                grid_cell=report["grid_cell"],
+                description=report["description"],
+                location=report["location"],
+                reporter=identity.sub,
+                channel=channel,
+                now=datetime.now(UTC),
+            )
+        except domain.UnknownCategory as exc:
+            raise InvalidInput("the report failed validation", {"category": [str(exc)]}) from exc
+        except domain.CategoryRetired as exc:
+            raise InvalidInput("the report failed validation", {"category": [str(exc)]}) from exc
+        except domain.UnknownGridCell as exc:
+            raise InvalidInput("the report failed validation", {"grid_cell": [str(exc)]}) from exc
+        self.incidents.add_reported(incident, self.reference.categories[incident.category])
+        return json_response(
+            IncidentSchema().dump(incident),
+            status=201,
+            headers={"Location": f"/api/v1/grid/incidents/{incident.id}"},
+        )
+
+    @route("GET", "/api/v1/grid/incidents/<string:incident_id>")
+    def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
+        incident = self.incidents.get(incident_id)
+        identity = request.identity
+        if not domain.can_read(
+            incident, sub=identity.sub, roles=identity.roles, communities=identity.communities
+        ):
+            # Not 403: whether an incident exists is itself not for everyone to know.
+            raise NotFound(f"no incident {incident_id}")
+        return IncidentSchema().dump(incident)
+
+    @route("GET", "/api/v1/grid/incidents")
+    def list_incidents(self, request: Request) -> dict[str, Any]:
+        query = load_query(request, IncidentListQuerySchema())
+        found = self.incidents.visible_to(
+            request.identity, community=query.get("community"), limit=query["limit"]
+        )
+        return {"items": IncidentSchema(many=True).dump(found)}
