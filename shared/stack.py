@@ -1,0 +1,261 @@
+"""``shequ up``: the embedded broker and store, every service, and the front door.
+
+Order matters and is the reason this module exists. Broker and store first,
+then the broker topology (so no event can be published before the queues
+that must receive it exist), then one process per service, then the front
+door. Ready means every service's ``/readyz`` answers 200, which includes
+its consumers being attached. Stopping runs the other way round: services
+first, so nothing is left consuming from a broker that is going away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shequ.auth import new_secret
+from shequ.config import interpolate, load_config
+from shequ.discovery import DEFAULTS, discover_services, load_service
+from shequ.embedded import EmbeddedError, RabbitMQNode, SecantusServer, free_port
+from shequ.events import retry_delays
+from shequ.frontdoor import FrontDoor
+from shequ.topology import declare_topology
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+ENDPOINTS_FILE = "endpoints.json"
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message says which part and why."""
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    port: int = 8080
+    host: str = "127.0.0.1"
+    services: list[str] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # External servers: when given (or set as SHEQU_AMQP_URI / SHEQU_MONGO_URI),
+    # no embedded broker or store is started.
+    amqp_uri: str = ""
+    mongo_uri: str = ""
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.rabbit: RabbitMQNode | None = None
+        self.store: SecantusServer | None = None
+        self.processes: dict[str, ServiceProcess] = {}
+        self.front_door: FrontDoor | None = None
+        self._specs: dict[str, str] = {}
+        self.ready_seconds = 0.0
+
+    # -- start -----------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_servers()
+            env = self._service_env()
+            classes = self._service_classes()
+            delays = retry_delays(interpolate(load_config(DEFAULTS), {**os.environ, **env}))
+            queues = declare_topology(self.amqp_uri, classes.values(), delays)
+            log.info("declared %d handler queues for %d services", queues, len(classes))
+            logs = self.data_dir / "logs"
+            logs.mkdir(exist_ok=True)
+            for name in classes:
+                proc = ServiceProcess(name, free_port(self.host), logs / f"{name}.log")
+                self.processes[name] = proc
+                self._spawn(proc, env)
+            self.front_door = FrontDoor(
+                self.host, self.port, {n: p.url for n, p in self.processes.items()}
+            )
+            self.front_door.start()
+            self._wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_seconds = time.monotonic() - started
+        self._write_endpoints()
+
+    def _start_servers(self) -> None:
+        self.amqp_uri = self.amqp_uri or os.environ.get("SHEQU_AMQP_URI", "")
+        self.mongo_uri = self.mongo_uri or os.environ.get("SHEQU_MONGO_URI", "")
+        try:
+            if not self.amqp_uri:
+                self.rabbit = RabbitMQNode(self.data_dir / "rabbitmq")
+                self.rabbit.start()
+                self.amqp_uri = self.rabbit.amqp_uri
+            if not self.mongo_uri:
+                self.store = SecantusServer(self.data_dir / "secantus")
+                self.store.start()
+                self.mongo_uri = self.store.mongo_uri
+        except EmbeddedError as exc:
+            raise StackError(str(exc)) from exc
+
+    def _service_classes(self) -> dict[str, type]:
+        """Service classes by name: every registered one, or those asked for."""
+        wanted = self.services or sorted(discover_services())
+        classes = {}
+        for spec in wanted:
+            try:
+                service_cls = load_service(spec)
+            except (LookupError, ImportError, AttributeError) as exc:
+                raise StackError(f"cannot load service {spec!r}: {exc}") from exc
+            classes[service_cls.name] = service_cls
+            self._specs[service_cls.name] = spec
+        return classes
+
+    def jwt_secret(self) -> str:
+        path = self.data_dir / SECRET_FILE
+        if not path.exists():
+            path.write_text(new_secret(), encoding="utf-8")
+            path.chmod(0o600)
+        return path.read_text(encoding="utf-8").strip()
+
+    def _service_env(self) -> dict[str, str]:
+        env = {
+            "SHEQU_AMQP_URI": self.amqp_uri,
+            "SHEQU_MONGO_URI": self.mongo_uri,
+            "SHEQU_JWT_SECRET": os.environ.get("SHEQU_JWT_SECRET") or self.jwt_secret(),
+        }
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, proc: ServiceProcess, env: dict[str, str]) -> None:
+        handle = proc.log_path.open("ab")
+        proc.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shequ.runner",
+                self._specs.get(proc.name, proc.name),
+                "--http",
+                f"{self.host}:{proc.port}",
+            ],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        handle.close()
+
+    def _wait_ready(self, deadline: float) -> None:
+        pending = set(self.processes)
+        while pending:
+            for name in sorted(pending):
+                proc = self.processes[name]
+                if proc.process is not None and proc.process.poll() is not None:
+                    raise StackError(
+                        f"service {name} exited with code {proc.process.returncode} while "
+                        f"starting; its log is {proc.log_path}:\n{_tail(proc.log_path)}"
+                    )
+                if _http_ok(f"{proc.url}/readyz"):
+                    pending.discard(name)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"services not ready in time: {', '.join(sorted(pending))}")
+            time.sleep(0.2)
+
+    # -- run and stop -------------------------------------------------------
+    def supervise_once(self) -> list[str]:
+        """Restart services that died; return their names (called by ``shequ up``)."""
+        restarted = []
+        env = self._service_env()
+        for proc in self.processes.values():
+            if proc.process is not None and proc.process.poll() is not None:
+                log.warning(
+                    "service %s exited with %s; restarting", proc.name, proc.process.returncode
+                )
+                proc.restarts += 1
+                self._spawn(proc, env)
+                restarted.append(proc.name)
+        return restarted
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.process is not None and proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGTERM)
+        for proc in self.processes.values():
+            if proc.process is None:
+                continue
+            try:
+                proc.process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                log.warning("service %s did not stop in time; killing it", proc.name)
+                os.killpg(proc.process.pid, signal.SIGKILL)
+                proc.process.wait(timeout=10)
+        if self.front_door is not None:
+            self.front_door.stop()
+            self.front_door = None
+        if self.rabbit is not None:
+            self.rabbit.stop()
+        if self.store is not None:
+            self.store.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "front_door": self.url,
+            "amqp_uri": self.amqp_uri,
+            "mongo_uri": self.mongo_uri,
+            "rabbitmq_management": self.rabbit.management_url if self.rabbit else None,
+            "services": {
+                name: {
+                    "http": proc.url,
+                    "metrics": f"{proc.url}/metrics",
+                    "log": str(proc.log_path),
+                }
+                for name, proc in self.processes.items()
+            },
+            "ready_seconds": round(self.ready_seconds, 2),
+        }
+
+    def _write_endpoints(self) -> None:
+        path = self.data_dir / ENDPOINTS_FILE
+        path.write_text(json.dumps(self.endpoints(), indent=2), encoding="utf-8")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
