@@ -1,0 +1,196 @@
+"""The ``shequ`` command: run the platform and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from shequ.auth import ROLES, mint_token
+
+# nameko imports eventlet, which warns on import; the CLI process never runs it.
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+
+DEFAULT_DATA_DIR = Path(os.environ.get("SHEQU_DATA_DIR", ".shequ"))
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where the embedded broker and store keep their data (default: %(default)s)",
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
+    from shequ.stack import Stack, StackError
+
+    stack = Stack(args.data_dir, port=args.port)
+    stop = _stop_on_signals()
+    print(f"starting shequ in {stack.data_dir} ...", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"shequ: {exc}", file=sys.stderr)
+        return 1
+    print(f"shequ ready: {stack.url}   (in {stack.ready_seconds:.1f} s)", flush=True)
+    code = 0
+    try:
+        _print_endpoints(stack)
+        if demo:
+            code = _play_demo(stack)
+        if getattr(args, "exit", False):
+            return code
+        print("serving; press Ctrl-C to stop", flush=True)
+        while not stop.wait(1.0):
+            stack.supervise_once()
+    finally:
+        print("stopping services, broker and store ...", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
+    return code
+
+
+def _print_endpoints(stack: object) -> None:
+    endpoints = stack.endpoints()  # type: ignore[attr-defined]
+    print(f"  front door      {endpoints['front_door']}")
+    for name, urls in endpoints["services"].items():
+        print(f"  {name:<15} {urls['http']}   metrics {urls['metrics']}")
+    print(f"  amqp            {endpoints['amqp_uri']}")
+    print(f"  mongodb         {endpoints['mongo_uri']}")
+    print(f"  endpoints file  {stack.data_dir / 'endpoints.json'}", flush=True)  # type: ignore[attr-defined]
+
+
+def _play_demo(stack: object) -> int:
+    from shequ.demo import DemoError, run_scenario, summary
+
+    try:
+        outcomes = run_scenario(stack.url, stack.jwt_secret())  # type: ignore[attr-defined]
+    except DemoError as exc:
+        print(f"shequ demo: {exc}", file=sys.stderr)
+        return 1
+    print(summary(outcomes), flush=True)
+    missing = any(h is None for o in outcomes for h in o.hops.values())
+    return 1 if missing else 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = os.environ.get("SHEQU_JWT_SECRET")
+    if not secret:
+        path = args.data_dir / "jwt-secret"
+        if not path.exists():
+            print(
+                f"shequ token: no secret in {path}; run `shequ up --data-dir {args.data_dir}` "
+                "first or set SHEQU_JWT_SECRET",
+                file=sys.stderr,
+            )
+            return 2
+        secret = path.read_text(encoding="utf-8").strip()
+    try:
+        token = mint_token(
+            secret,
+            roles=args.role,
+            sub=args.sub,
+            communities=args.community or [],
+            department=args.department,
+        )
+    except ValueError as exc:
+        print(f"shequ token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _amqp_uri(args: argparse.Namespace) -> str | None:
+    if os.environ.get("SHEQU_AMQP_URI"):
+        return os.environ["SHEQU_AMQP_URI"]
+    path = args.data_dir / "endpoints.json"
+    if path.exists():
+        return str(json.loads(path.read_text(encoding="utf-8"))["amqp_uri"])
+    print(
+        f"shequ: no running stack found ({path} is missing); set SHEQU_AMQP_URI",
+        file=sys.stderr,
+    )
+    return None
+
+
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    from shequ.deadletters import list_dead_letters, replay_dead_letters
+
+    uri = _amqp_uri(args)
+    if uri is None:
+        return 2
+    if args.action == "list":
+        letters = list_dead_letters(uri, args.service)
+        for letter in letters:
+            print(json.dumps({
+                "message_id": letter.message_id, "type": letter.event_type,
+                "subject": letter.subject, "queue": letter.queue,
+                "attempts": letter.attempts, "error": letter.error,
+            }, ensure_ascii=False))  # fmt: skip
+        print(f"{len(letters)} dead letter(s) in {args.service}", file=sys.stderr)
+        return 0
+    count = replay_dead_letters(uri, args.service, args.id)
+    print(f"replayed {count} dead letter(s) of {args.service}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the embedded stack and every service (foreground)")
+    _add_data_dir(up)
+    up.add_argument("--port", type=int, default=8080, help="front door port (default 8080)")
+
+    demo = sub.add_parser("demo", help="`up` plus a scripted community morning and a summary")
+    _add_data_dir(demo)
+    demo.add_argument("--port", type=int, default=8080, help="front door port (default 8080)")
+    demo.add_argument("--exit", action="store_true", help="stop after the summary")
+
+    token = sub.add_parser("token", help="mint a development bearer token")
+    _add_data_dir(token)
+    token.add_argument("--role", action="append", required=True, choices=sorted(ROLES))
+    token.add_argument("--sub", default="dev-user", help="the subject (user id)")
+    token.add_argument("--community", action="append", help="a community in scope (repeatable)")
+    token.add_argument("--department", help="the department id, for department users")
+
+    dead = sub.add_parser("deadletters", help="list or replay a service's dead letters")
+    _add_data_dir(dead)
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("service")
+    dead.add_argument("--id", help="replay only the message with this id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # front door access lines
+    if args.command == "up":
+        return cmd_up(args)
+    if args.command == "demo":
+        return cmd_up(args, demo=True)
+    if args.command == "token":
+        return cmd_token(args)
+    if args.command == "deadletters":
+        return cmd_deadletters(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
