@@ -1,0 +1,126 @@
+"""Shared fixtures: the real servers and the running platform, started once per session.
+
+Three levels, each runnable alone:
+
+* ``tests/unit``: pure logic, no servers, seconds.
+* ``tests/integration``: runtime pieces against a real RabbitMQ node and a
+  real SecantusDB server that this file starts on free loopback ports in a
+  temporary directory (``servers``).
+* ``tests/e2e``: the whole platform (every service in its own process and the
+  front door) on those servers, driven through HTTP (``platform``).
+
+pytest itself is not eventlet-patched: services always run in their own
+processes (``python -m shequ.runner``), exactly as in production, so tests
+can kill one service alone. Nothing here sleeps a fixed time; ``wait_for``
+polls a condition with a bound.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pymongo
+import pytest
+import requests
+
+from shequ.auth import mint_token
+from shequ.embedded import RabbitMQNode, SecantusServer, free_port
+from shequ.stack import Stack
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@dataclass
+class Servers:
+    amqp_uri: str
+    mongo_uri: str
+    management_url: str
+
+    def mongo(self) -> pymongo.MongoClient[Any]:
+        return pymongo.MongoClient(self.mongo_uri, tz_aware=True)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    root = tmp_path_factory.mktemp("servers")
+    rabbit = RabbitMQNode(root / "rabbitmq")
+    store = SecantusServer(root / "secantus")
+    rabbit.start()
+    try:
+        store.start()
+        try:
+            yield Servers(rabbit.amqp_uri, store.mongo_uri, rabbit.management_url)
+        finally:
+            store.stop()
+    finally:
+        rabbit.stop()
+
+
+@dataclass
+class Platform:
+    """A running stack and what tests need to talk to it."""
+
+    stack: Stack
+    servers: Servers
+    db_prefix: str
+
+    @property
+    def url(self) -> str:
+        return self.stack.url
+
+    def token(self, *roles: str, sub: str = "tester", communities: tuple[str, ...] = ()) -> str:
+        return mint_token(self.stack.jwt_secret(), roles=roles, sub=sub, communities=communities)
+
+    def session(self, *roles: str, **claims: Any) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.token(*roles, **claims)}"
+        return session
+
+    def db(self, service: str) -> Any:
+        return self.servers.mongo()[f"{self.db_prefix}{service}"]
+
+
+@pytest.fixture(scope="session")
+def platform(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    stack = Stack(
+        tmp_path_factory.mktemp("platform"),
+        port=free_port(),
+        amqp_uri=servers.amqp_uri,
+        mongo_uri=servers.mongo_uri,
+        extra_env={
+            "SHEQU_MONGO_DATABASE_PREFIX": prefix,
+            # Short back-offs keep the dead-letter tests quick; the rule is the same.
+            "SHEQU_RETRY_DELAYS_MS": "[100, 300]",
+            "SHEQU_OUTBOX_POLL_SECONDS": "0.2",
+        },
+    )
+    stack.start()
+    try:
+        yield Platform(stack, servers, prefix)
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,119 @@
+"""The transactional outbox and the processed-event marks, on the real store and broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import kombu
+import pytest
+
+from shequ.contracts import new_event
+from shequ.outbox import OutboxRelay
+from shequ.store import OUTBOX, AlreadyProcessed, Repository
+from tests.conftest import Servers
+from tests.support.flaky import THING_HAPPENED_V1
+
+pytestmark = pytest.mark.integration
+
+
+class Things(Repository):
+    def happen(self, thing_id: str) -> None:
+        self.db["things"].insert_one({"_id": thing_id}, session=self.session)
+        self.emit(
+            THING_HAPPENED_V1,
+            subject=thing_id,
+            sequence=1,
+            data={"thing_id": thing_id, "poison": False},
+        )
+
+
+@pytest.fixture
+def database(servers: Servers) -> Iterator[Any]:
+    client = servers.mongo()
+    name = f"outbox_{uuid.uuid4().hex[:8]}"
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+def repository(database: Any) -> Things:
+    return Things(database, service="testsource", district="test")
+
+
+def test_a_state_change_and_its_event_commit_together(database: Any) -> None:
+    things = repository(database)
+    things.run_in_transaction(lambda: things.happen("t-1"))
+    assert database["things"].count_documents({"_id": "t-1"}) == 1
+    entry = database[OUTBOX].find_one({"body.subject": "t-1"})
+    assert entry["status"] == "pending"
+    assert entry["body"]["type"] == "shequ.testsource.thing.happened"
+
+
+def test_an_aborted_transaction_leaves_neither_state_nor_event(database: Any) -> None:
+    things = repository(database)
+
+    def fail_after_writing() -> None:
+        things.happen("t-2")
+        raise RuntimeError("the handler failed after writing")
+
+    with pytest.raises(RuntimeError):
+        things.run_in_transaction(fail_after_writing)
+    assert database["things"].count_documents({}) == 0
+    assert database[OUTBOX].count_documents({}) == 0
+
+
+def test_emitting_outside_a_transaction_is_refused(database: Any) -> None:
+    with pytest.raises(RuntimeError, match="inside transaction"):
+        repository(database).happen("t-3")
+
+
+def test_a_second_processed_mark_rolls_back_the_handlers_writes(database: Any) -> None:
+    things = repository(database)
+    event = new_event(
+        THING_HAPPENED_V1,
+        district="t",
+        subject="s",
+        sequence=1,
+        data={"thing_id": "x", "poison": False},
+    )
+
+    def handle(thing_id: str) -> None:
+        things.mark_processed("handler", event)
+        database["effects"].insert_one({"thing": thing_id}, session=things.session)
+
+    things.run_in_transaction(lambda: handle("first"))
+    with pytest.raises(AlreadyProcessed):
+        things.run_in_transaction(lambda: handle("second"))
+    assert [d["thing"] for d in database["effects"].find()] == ["first"]
+
+
+def test_the_relay_publishes_with_confirms_and_marks_entries_sent(
+    database: Any, servers: Servers
+) -> None:
+    things = repository(database)
+    for n in range(3):
+        things.run_in_transaction(lambda n=n: things.happen(f"r-{n}"))
+    queue_name = f"test-relay-{uuid.uuid4().hex[:8]}"
+    with kombu.Connection(servers.amqp_uri) as connection:
+        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
+        queue = kombu.Queue(queue_name, exchange, routing_key="thing.happened", auto_delete=False)
+        queue(connection.default_channel).declare()
+        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        try:
+            assert relay.relay_once() == 3
+            assert relay.relay_once() == 0
+        finally:
+            relay.stop()
+        received = []
+        bound = queue(connection.default_channel)
+        while (message := bound.get(no_ack=True)) is not None:
+            received.append(message)
+        bound.delete()
+    assert [json.loads(m.body)["subject"] for m in received] == ["r-0", "r-1", "r-2"]
+    assert received[0].content_type == "application/cloudevents+json"
+    assert received[0].properties["delivery_mode"] == 2
+    assert database[OUTBOX].count_documents({"status": "sent"}) == 3
+    assert relay.pending_count() == 0

@@ -1,0 +1,1 @@
+"""Unit level: pure logic and the runtime's pure parts; no servers, runs in seconds."""

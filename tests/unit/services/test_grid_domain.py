@@ -1,0 +1,91 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shequ_services.grid import domain
+
+HERE = Path(domain.__file__).parent
+CATEGORIES = domain.parse_categories(yaml.safe_load((HERE / "categories.yaml").read_text()))
+CELLS = domain.parse_cells(yaml.safe_load((HERE / "registry.yaml").read_text()))
+NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+def report(**overrides: object) -> domain.Incident:
+    args = {
+        "categories": CATEGORIES,
+        "cells": CELLS,
+        "category": "facility_damaged",
+        "grid_cell": "qy-01",
+        "description": "路灯坏了",
+        "location": None,
+        "reporter": "gw-1",
+        "channel": "patrol",
+        "now": NOW,
+    }
+    args.update(overrides)
+    return domain.report_incident(**args)  # type: ignore[arg-type]
+
+
+def test_the_shipped_categories_include_the_eight_must_report_items() -> None:
+    eight = {
+        "facility_damaged", "alley_unclean", "new_pregnancy", "migrants_moving_in",
+        "resident_hospitalised", "house_rented_out", "safety_hazard", "instability_factor",
+    }  # fmt: skip
+    assert eight <= set(CATEGORIES)
+    assert CATEGORIES["new_pregnancy"].sensitive and CATEGORIES["neighbour_dispute"].opens_mediation
+
+
+def test_a_report_opens_an_incident_in_its_cells_community() -> None:
+    incident = report(grid_cell="ls-02")
+    assert incident.status == "reported"
+    assert incident.community == "hx-liushu"
+    assert incident.urgency == "simple"
+    assert incident.id.startswith("INC-20261123-")
+    assert incident.history[0]["action"] == "reported"
+
+
+def test_an_unknown_category_is_refused() -> None:
+    with pytest.raises(domain.UnknownCategory):
+        report(category="flying_saucer")
+
+
+def test_an_unknown_cell_is_refused() -> None:
+    with pytest.raises(domain.UnknownGridCell):
+        report(grid_cell="nowhere")
+
+
+def test_a_retired_category_takes_no_new_reports() -> None:
+    retired = domain.parse_categories(
+        [{"code": "old", "name_zh": "旧", "name_en": "Old", "urgency": "simple",
+          "department": "x", "active": False}]
+    )  # fmt: skip
+    with pytest.raises(domain.CategoryRetired):
+        report(categories=retired, category="old")
+
+
+def test_duplicate_category_codes_are_refused() -> None:
+    item = {"code": "a", "name_zh": "甲", "name_en": "A", "urgency": "simple", "department": "x"}
+    with pytest.raises(ValueError, match="twice"):
+        domain.parse_categories([item, item])
+
+
+@pytest.mark.parametrize(
+    ("roles", "sub", "communities", "allowed"),
+    [
+        ({"resident"}, "gw-1", (), True),
+        ({"resident"}, "someone-else", (), False),
+        ({"grid_worker"}, "gw-2", ("hx-qingyuan",), True),
+        ({"grid_worker"}, "gw-2", ("hx-liushu",), False),
+        ({"auditor"}, "a", (), True),
+    ],
+)
+def test_who_may_read_an_incident(
+    roles: set[str], sub: str, communities: tuple[str, ...], allowed: bool
+) -> None:
+    incident = report()
+    assert (
+        domain.can_read(incident, sub=sub, roles=frozenset(roles), communities=communities)
+        is allowed
+    )

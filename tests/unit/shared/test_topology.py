@@ -1,0 +1,22 @@
+from shequ.topology import subscriptions
+from shequ_services.disclosure.service import DisclosureService
+from shequ_services.grid.service import GridService
+from shequ_services.mediation.service import MediationService
+from shequ_services.notify.service import NotifyService
+from shequ_services.volunteer.service import VolunteerService
+
+
+def test_every_consumer_of_incident_reported_has_a_nameko_compatible_queue() -> None:
+    queues = {
+        sub.queue
+        for cls in (NotifyService, DisclosureService, MediationService, VolunteerService)
+        for sub in subscriptions(cls)
+    }
+    assert queues == {
+        f"evt-grid-incident.reported--{name}.on_incident_reported"
+        for name in ("notify", "disclosure", "mediation", "volunteer")
+    }
+
+
+def test_the_grid_consumes_nothing_yet() -> None:
+    assert subscriptions(GridService) == []
