@@ -102,38 +102,40 @@ def run_scenario(base_url: str, secret: str, timeout: float = 60.0) -> list[Outc
     return outcomes
 
 
+def _first_effect(base_url: str, token: str, service: str, iid: str) -> tuple[str, dict] | None:
+    """The committed-at time and record of a service's first effect of an incident."""
+    if service == "notify":
+        url = f"{base_url}/api/v1/notify/notifications?subject_ref={iid}"
+        items = _call("GET", url, token)["items"]
+        if not items:
+            return None
+        first = min(items, key=lambda n: _at(n["created_at"]))
+        note = f"{len(items)} notifications (log channel)"
+        return first["created_at"], {**first, "note": note}
+    if service == "disclosure":
+        entries = _call("GET", f"{base_url}/api/v1/disclosure/entries?limit=500", token)["items"]
+        found = [e for e in entries if iid in e["references"]]
+        if not found:
+            return None
+        entry = found[0]
+        return entry["published_at"], {**entry, "note": f"entry #{entry['seq']} {entry['title']}"}
+    path, at, describe = {
+        "mediation": ("mediation/cases", "opened_at", lambda r: f"case {r['id']}"),
+        "volunteer": ("volunteer/tasks", "created_at", lambda r: f"task {r['id']} ({r['kind']})"),
+    }[service]
+    items = _call("GET", f"{base_url}/api/v1/{path}?incident_id={iid}", token)["items"]
+    if not items:
+        return None
+    return items[0][at], {**items[0], "note": describe(items[0])}
+
+
 def _collect(base_url: str, token: str, outcome: Outcome, expected: set[str]) -> None:
-    iid = outcome.incident_id
-    if "notify" in expected and "notify" not in outcome.hops:
-        items = _call("GET", f"{base_url}/api/v1/notify/notifications?subject_ref={iid}", token)
-        if items["items"]:
-            first = min(_at(n["created_at"]) for n in items["items"])
-            outcome.hops["notify"] = (first - outcome.reported_at).total_seconds()
-            outcome.notes["notify"] = f"{len(items['items'])} notifications (log channel)"
-    if "disclosure" in expected and "disclosure" not in outcome.hops:
-        entries = _call("GET", f"{base_url}/api/v1/disclosure/entries?limit=500", token)
-        for entry in entries["items"]:
-            if iid in entry["references"]:
-                outcome.hops["disclosure"] = (
-                    _at(entry["published_at"]) - outcome.reported_at
-                ).total_seconds()
-                outcome.notes["disclosure"] = f"entry #{entry['seq']} {entry['title']}"
-    if "mediation" in expected and "mediation" not in outcome.hops:
-        cases = _call("GET", f"{base_url}/api/v1/mediation/cases?incident_id={iid}", token)
-        if cases["items"]:
-            case = cases["items"][0]
-            outcome.hops["mediation"] = (
-                _at(case["opened_at"]) - outcome.reported_at
-            ).total_seconds()
-            outcome.notes["mediation"] = f"case {case['id']}"
-    if "volunteer" in expected and "volunteer" not in outcome.hops:
-        tasks = _call("GET", f"{base_url}/api/v1/volunteer/tasks?incident_id={iid}", token)
-        if tasks["items"]:
-            task = tasks["items"][0]
-            outcome.hops["volunteer"] = (
-                _at(task["created_at"]) - outcome.reported_at
-            ).total_seconds()
-            outcome.notes["volunteer"] = f"task {task['id']} ({task['kind']})"
+    for service in sorted(expected - set(outcome.hops)):
+        found = _first_effect(base_url, token, service, outcome.incident_id)
+        if found is not None:
+            at, record = found
+            outcome.hops[service] = (_at(at) - outcome.reported_at).total_seconds()
+            outcome.notes[service] = record["note"]
 
 
 def summary(outcomes: list[Outcome]) -> str:

@@ -34,6 +34,13 @@ OUTBOX = "outbox"
 PROCESSED = "processed_events"
 
 
+def as_record(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored document as the API shows it: ``_id`` becomes ``id``."""
+    record = dict(document)
+    record["id"] = record.pop("_id")
+    return record
+
+
 class AlreadyProcessed(Exception):
     """The event was handled before by this handler; its effects already exist."""
 

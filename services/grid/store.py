@@ -10,7 +10,7 @@ from pymongo import DESCENDING, IndexModel
 from shequ.auth import Identity
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
-from shequ.store import Repository
+from shequ.store import Repository, as_record
 from shequ_services.grid.domain import Category, Incident
 
 INCIDENTS = "incidents"
@@ -86,6 +86,4 @@ class IncidentRepository(Repository):
 
 
 def _to_incident(document: dict[str, Any]) -> Incident:
-    document = dict(document)
-    document["id"] = document.pop("_id")
-    return Incident(**document)
+    return Incident(**as_record(document))

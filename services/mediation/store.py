@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import IndexModel
 
 from shequ.contracts import mediation as contract
-from shequ.store import Repository
+from shequ.store import Repository, as_record
 from shequ_services.mediation.domain import Case
 
 CASES = "cases"
@@ -43,10 +43,4 @@ class CaseRepository(Repository):
         )
 
     def for_incident(self, incident_id: str) -> list[dict[str, Any]]:
-        return [_public(d) for d in self.db[CASES].find({"incident_id": incident_id})]
-
-
-def _public(document: dict[str, Any]) -> dict[str, Any]:
-    document = dict(document)
-    document["id"] = document.pop("_id")
-    return document
+        return [as_record(d) for d in self.db[CASES].find({"incident_id": incident_id})]

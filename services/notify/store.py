@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import IndexModel
 
 from shequ.contracts import notify as contract
-from shequ.store import Repository
+from shequ.store import Repository, as_record
 from shequ_services.notify.domain import Notification
 
 NOTIFICATIONS = "notifications"
@@ -37,10 +37,4 @@ class NotificationRepository(Repository):
 
     def about(self, subject_ref: str, limit: int) -> list[dict[str, Any]]:
         cursor = self.db[NOTIFICATIONS].find({"subject_ref": subject_ref}).sort("created_at", 1)
-        return [_public(document) for document in cursor.limit(limit)]
-
-
-def _public(document: dict[str, Any]) -> dict[str, Any]:
-    document = dict(document)
-    document["id"] = document.pop("_id")
-    return document
+        return [as_record(document) for document in cursor.limit(limit)]

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from shequ.auth import verify_token
+from shequ.cli import main
+
+
+def test_token_mints_a_verifiable_token_from_the_data_dirs_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_JWT_SECRET", raising=False)
+    (tmp_path / "jwt-secret").write_text("k" * 48)
+    args = ["token", "--data-dir", str(tmp_path), "--role", "grid_worker", "--sub", "gw-7"]
+    assert main([*args, "--community", "c1", "--community", "c2"]) == 0
+    identity = verify_token(capsys.readouterr().out.strip(), secret="k" * 48)
+    assert identity.sub == "gw-7" and identity.communities == ("c1", "c2")
+
+
+def test_token_without_a_secret_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_JWT_SECRET", raising=False)
+    assert main(["token", "--data-dir", str(tmp_path), "--role", "resident"]) == 2
+    assert "run `shequ up" in capsys.readouterr().err
+
+
+def test_token_refuses_an_unknown_role(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["token", "--role", "emperor"])
+    assert "invalid choice: 'emperor'" in capsys.readouterr().err
+
+
+def test_deadletters_without_a_running_stack_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_AMQP_URI", raising=False)
+    assert main(["deadletters", "list", "grid", "--data-dir", str(tmp_path)]) == 2
+    assert "no running stack found" in capsys.readouterr().err
