@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
+from kombu.exceptions import KombuError
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -88,7 +89,7 @@ class OutboxRelay:
                     pass
                 self._report_pending()
                 failures = 0
-            except (PyMongoError, OSError, kombu.exceptions.KombuError) as exc:
+            except (PyMongoError, OSError, KombuError) as exc:
                 failures = min(failures + 1, 5)
                 log.warning("outbox relay for %s failed, will retry: %s", self.service, exc)
                 self._close_connection()

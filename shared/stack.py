@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ class Stack:
     def start(self, timeout: float = 180.0) -> None:
         started = time.monotonic()
         deadline = started + timeout
+        self._check_port_free()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_servers()
@@ -103,6 +105,18 @@ class Stack:
             raise
         self.ready_seconds = time.monotonic() - started
         self._write_endpoints()
+
+    def _check_port_free(self) -> None:
+        """Fail before booting anything when the front door's port is taken."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise StackError(
+                    f"the front door cannot listen on {self.host}:{self.port} "
+                    f"({exc.strerror}); choose another port with --port"
+                ) from exc
 
     def _start_servers(self) -> None:
         self.amqp_uri = self.amqp_uri or os.environ.get("SHEQU_AMQP_URI", "")
