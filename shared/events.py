@@ -28,6 +28,7 @@ import kombu
 import kombu.serialization
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
+from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import SharedExtension
 from nameko.messaging import QueueConsumer
 
@@ -178,9 +179,9 @@ class ReliableEventHandler(EventHandler):
             self.container.spawn_worker(
                 self, (body,), {}, context_data=context_data, handle_result=handle_result
             )
-        except Exception:
+        except ContainerBeingKilled:
+            # Shutting down: the broker redelivers it to whoever consumes next.
             self.queue_consumer.requeue_message(message)
-            raise
 
     def handle_result(  # type: ignore[override]
         self,
