@@ -69,6 +69,7 @@ class Incident:
     reported_at: datetime
     version: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
+    department: str | None = None
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
@@ -139,11 +140,34 @@ def new_incident_id(now: datetime) -> str:
 
 
 def can_read(
-    incident: Incident, *, sub: str, roles: frozenset[str], communities: tuple[str, ...]
+    incident: Incident,
+    *,
+    sub: str,
+    roles: frozenset[str],
+    communities: tuple[str, ...],
+    department: str | None = None,
 ) -> bool:
-    """Object-level read rule of the first slice (the full matrix comes with issue #9)."""
+    """Object-level read rule (the full policy table comes with issue #9).
+
+    Residents read their own reports, grid workers and staff their
+    communities', a department what was dispatched to it.
+    """
     if roles & {"admin", "auditor"}:
         return True
     if roles & {"community_staff", "grid_worker"} and incident.community in communities:
         return True
+    if "department" in roles and department and incident.department == department:
+        return True
     return incident.reporter == sub
+
+
+CLOSED_STATES = ("closed_resolved", "closed_unresolved")
+
+
+def closed_at(incident: Incident) -> datetime | None:
+    """When the incident was last closed, for the reporter's reopen window."""
+    for entry in reversed(incident.history):
+        if entry.get("to") in CLOSED_STATES:
+            at: datetime = entry["at"]
+            return at
+    return None

@@ -4,6 +4,7 @@ import marshmallow
 from marshmallow import fields, validate
 
 from shequ_services.grid.domain import CHANNELS
+from shequ_services.grid.workflow import RULES
 
 MAX_DESCRIPTION = 2000
 
@@ -33,6 +34,7 @@ class IncidentSchema(marshmallow.Schema):
     status = fields.String()
     reported_at = fields.AwareDateTime()
     version = fields.Integer()
+    department = fields.String(allow_none=True)
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
@@ -49,3 +51,25 @@ class CategorySchema(marshmallow.Schema):
     opens_mediation = fields.Boolean()
     volunteer_task = fields.Boolean()
     sensitive = fields.Boolean()
+
+
+class TransitionRequestSchema(marshmallow.Schema):
+    """One lifecycle step; which of the optional fields are needed depends on the action."""
+
+    action = fields.String(required=True, validate=validate.OneOf(sorted(RULES)))
+    expected_version = fields.Integer(required=True, validate=validate.Range(min=1))
+    reason = fields.String(validate=validate.Length(min=1, max=1000))
+    department = fields.String(validate=validate.Length(min=1, max=64))
+    feedback = fields.String(validate=validate.Length(min=1, max=2000))
+    outcome = fields.String(validate=validate.Length(min=1, max=32))
+    target_date = fields.Date()
+    note = fields.String(validate=validate.Length(min=1, max=1000))
+
+
+class HistoryEntrySchema(marshmallow.Schema):
+    at = fields.AwareDateTime()
+    actor = fields.String()
+    action = fields.String()
+    from_state = fields.String(data_key="from", attribute="from")
+    to = fields.String()
+    fields_ = fields.Dict(data_key="fields", attribute="fields")

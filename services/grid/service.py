@@ -7,17 +7,19 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from shequ.errors import Forbidden, InvalidInput, NotFound
+from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.http import json_response, load_body, load_query, route
 from shequ.service import PlatformService
 from shequ.store import Store
-from shequ_services.grid import domain
+from shequ_services.grid import domain, workflow
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
     CategorySchema,
+    HistoryEntrySchema,
     IncidentListQuerySchema,
     IncidentReportSchema,
     IncidentSchema,
+    TransitionRequestSchema,
 )
 from shequ_services.grid.store import IncidentRepository
 
@@ -71,14 +73,56 @@ class GridService(PlatformService):
 
     @route("GET", "/api/v1/grid/incidents/<string:incident_id>")
     def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
+        return IncidentSchema().dump(self._readable(request, incident_id))
+
+    @route("GET", "/api/v1/grid/incidents/<string:incident_id>/history")
+    def get_history(self, request: Request, incident_id: str) -> dict[str, Any]:
+        incident = self._readable(request, incident_id)
+        return {"items": HistoryEntrySchema(many=True).dump(incident.history)}
+
+    @route("POST", "/api/v1/grid/incidents/<string:incident_id>/transitions")
+    def transition(self, request: Request, incident_id: str) -> dict[str, Any]:
+        incident = self._readable(request, incident_id)
+        step = load_body(request, TransitionRequestSchema())
+        action, expected = step.pop("action"), step.pop("expected_version")
+        identity = request.identity
+        try:
+            decided = workflow.apply(
+                incident.status,
+                incident.version,
+                action,
+                expected_version=expected,
+                actor=identity.sub,
+                roles=identity.roles,
+                fields=step,
+                at=datetime.now(UTC),
+                closed_at=domain.closed_at(incident),
+                reporter=incident.reporter,
+            )
+            updated = self.incidents.record_transition(incident, decided)
+        except workflow.StaleVersion as exc:
+            raise Conflict(str(exc), current_version=exc.actual) from exc
+        except workflow.IllegalTransition as exc:
+            raise Conflict(str(exc), state=exc.state, allowed=exc.allowed) from exc
+        except workflow.TransitionNotPermitted as exc:
+            raise Forbidden(str(exc)) from exc
+        except (workflow.MissingField, workflow.InvalidField) as exc:
+            raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
+        return IncidentSchema().dump(updated)
+
+    def _readable(self, request: Request, incident_id: str) -> domain.Incident:
         incident = self.incidents.get(incident_id)
         identity = request.identity
         if not domain.can_read(
-            incident, sub=identity.sub, roles=identity.roles, communities=identity.communities
+            incident,
+            sub=identity.sub,
+            roles=identity.roles,
+            communities=identity.communities,
+            department=identity.department,
         ):
             # Not 403: whether an incident exists is itself not for everyone to know.
             raise NotFound(f"no incident {incident_id}")
-        return IncidentSchema().dump(incident)
+        return incident
 
     @route("GET", "/api/v1/grid/incidents")
     def list_incidents(self, request: Request) -> dict[str, Any]:

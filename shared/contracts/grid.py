@@ -42,3 +42,51 @@ INCIDENT_REPORTED_V1 = register(
     IncidentReportedV1,
     "A grid worker or resident reported an incident; emitted once the report is stored.",
 )
+
+
+class IncidentTransitionV1(marshmallow.Schema):
+    """One lifecycle step: who acted is not published, only the step itself."""
+
+    incident_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    category = fields.String(required=True)
+    community = fields.String(required=True)
+    grid_cell = fields.String(required=True)
+    action = fields.String(required=True)
+    from_state = fields.String(required=True)
+    to_state = fields.String(required=True)
+    department = fields.String(load_default=None, dump_default=None, allow_none=True)
+    at = fields.AwareDateTime(required=True)
+
+
+#: The event each lifecycle action emits (``check`` emits ``closed`` or ``reopened``).
+TRANSITION_EVENTS = {
+    "accept": "incident.accepted",
+    "reject": "incident.rejected",
+    "dispatch": "incident.dispatched",
+    "return_case": "incident.returned",
+    "start": "incident.started",
+    "report_handled": "incident.handled",
+    "defer": "incident.deferred",
+    "resume": "incident.resumed",
+    "reopen": "incident.reopened",
+}
+INCIDENT_CLOSED = "incident.closed"
+INCIDENT_REOPENED = "incident.reopened"
+
+TRANSITION_SPECS = {
+    name: register(
+        SERVICE,
+        name,
+        1,
+        IncidentTransitionV1,
+        f"The incident moved through the lifecycle step {name.split('.')[1]}.",
+    )
+    for name in sorted({*TRANSITION_EVENTS.values(), INCIDENT_CLOSED})
+}
+
+
+def transition_event(action: str, to_state: str) -> str:
+    """The event name for a lifecycle step."""
+    if action == "check":
+        return INCIDENT_REOPENED if to_state == "reopened" else INCIDENT_CLOSED
+    return TRANSITION_EVENTS[action]
