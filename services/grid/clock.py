@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Unit = Literal["hours", "calendar_days", "working_days"]
+# Seconds and minutes exist for drills and tests; districts use the other three.
+Unit = Literal["seconds", "minutes", "hours", "calendar_days", "working_days"]
 UNITS: tuple[str, ...] = get_args(Unit)
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -84,7 +85,7 @@ TIER_SETS: dict[str, dict[str, Limit]] = {
 def add_duration(start: datetime, limit: Limit, calendar: BusinessCalendar) -> datetime:
     """The deadline for ``limit`` counted from ``start``, as an aware UTC datetime.
 
-    - ``hours``: elapsed time, ``start + amount hours``.
+    - ``seconds``, ``minutes``, ``hours``: elapsed time.
     - ``calendar_days``: the same local clock time ``amount`` days later in the
       calendar's zone; holidays and weekends count. In Asia/Shanghai (no DST)
       this is exactly ``start + amount * 24 hours``.
@@ -97,8 +98,8 @@ def add_duration(start: datetime, limit: Limit, calendar: BusinessCalendar) -> d
     ``start`` must be aware: a naive time is ambiguous across zones.
     """
     _require_aware(start, "start")
-    if limit.unit == "hours":
-        return start.astimezone(UTC) + timedelta(hours=limit.amount)
+    if limit.unit in ("seconds", "minutes", "hours"):
+        return start.astimezone(UTC) + timedelta(**{limit.unit: limit.amount})
     local = start.astimezone(calendar.tz)
     if limit.unit == "calendar_days":
         return (local + timedelta(days=limit.amount)).astimezone(UTC)
