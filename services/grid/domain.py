@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shequ_services.grid import deadlines
+from shequ_services.grid.deadlines import Clock
+
 URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
 CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above")
 
@@ -70,6 +73,9 @@ class Incident:
     version: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
     department: str | None = None
+    clocks: dict[str, Clock] = field(default_factory=dict)
+    next_due: datetime | None = None
+    event_seq: int = 1
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
@@ -107,6 +113,7 @@ def report_incident(
     reporter: str,
     channel: str,
     now: datetime,
+    policy: deadlines.Policy,
 ) -> Incident:
     """Open a new incident in state ``reported``, or say which rule the report breaks."""
     found = categories.get(category)
@@ -131,6 +138,10 @@ def report_incident(
         reported_at=now,
     )
     incident.history.append({"at": now, "actor": reporter, "action": "reported", "to": "reported"})
+    incident.clocks, _ = deadlines.on_state(
+        {}, policy, urgency=incident.urgency, to_state="reported", at=now
+    )
+    incident.next_due = deadlines.next_due(incident.clocks)
     return incident
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from nameko.extensions import DependencyProvider
 
+from shequ_services.grid.deadlines import Policy, parse_policy
 from shequ_services.grid.domain import Category, GridCell, parse_categories, parse_cells
 
 HERE = Path(__file__).parent
@@ -18,18 +19,21 @@ HERE = Path(__file__).parent
 class ReferenceData:
     categories: dict[str, Category]
     cells: dict[str, GridCell]
+    policy: Policy
 
 
 class Reference(DependencyProvider):
-    """Reads ``GRID_CATEGORIES_FILE`` and ``GRID_REGISTRY_FILE`` once per process."""
+    """Reads the categories, registry and time-limit policy files once per process."""
 
     def setup(self) -> None:
         config = self.container.config
         categories_file = Path(config.get("GRID_CATEGORIES_FILE") or HERE / "categories.yaml")
         registry_file = Path(config.get("GRID_REGISTRY_FILE") or HERE / "registry.yaml")
+        policy_file = Path(config.get("GRID_POLICY_FILE") or HERE / "policy.yaml")
         self.data = ReferenceData(
             categories=parse_categories(_read(categories_file)),
             cells=parse_cells(_read(registry_file)),
+            policy=parse_policy(_read(policy_file)),
         )
 
     def get_dependency(self, worker_ctx: Any) -> ReferenceData:

@@ -9,9 +9,11 @@ from werkzeug.wrappers import Request, Response
 
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.http import json_response, load_body, load_query, route
+from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
 from shequ.service import PlatformService
 from shequ.store import Store
-from shequ_services.grid import domain, workflow
+from shequ.timers import timer
+from shequ_services.grid import deadlines, domain, workflow
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
     CategorySchema,
@@ -57,6 +59,7 @@ class GridService(PlatformService):
                 reporter=identity.sub,
                 channel=channel,
                 now=datetime.now(UTC),
+                policy=self.reference.policy,
             )
         except domain.UnknownCategory as exc:
             raise InvalidInput("the report failed validation", {"category": [str(exc)]}) from exc
@@ -99,7 +102,15 @@ class GridService(PlatformService):
                 closed_at=domain.closed_at(incident),
                 reporter=incident.reporter,
             )
-            updated = self.incidents.record_transition(incident, decided)
+            clocks, stopped = deadlines.on_state(
+                incident.clocks,
+                self.reference.policy,
+                urgency=incident.urgency,
+                to_state=decided.to_state,
+                at=decided.at,
+                target_date=decided.fields.get("target_date"),
+            )
+            updated = self.incidents.record_transition(incident, decided, clocks)
         except workflow.StaleVersion as exc:
             raise Conflict(str(exc), current_version=exc.actual) from exc
         except workflow.IllegalTransition as exc:
@@ -108,7 +119,30 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
+        for stage in stopped:
+            INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
         return IncidentSchema().dump(updated)
+
+    @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
+    def scan_deadlines(self) -> None:
+        """Raise the clock alerts that fell due; safe with several replicas and restarts."""
+        now = datetime.now(UTC)
+        for incident in self.incidents.due(now, limit=200):
+            alerts = deadlines.due_alerts(incident.clocks, now)
+            if not alerts:
+                continue
+            try:
+                self.incidents.record_alerts(
+                    incident, alerts, deadlines.mark_raised(incident.clocks, alerts, now)
+                )
+            except workflow.StaleVersion:
+                continue  # changed meanwhile; the next scan sees the new state
+            for clock, alert in alerts:
+                if alert == "overdue":
+                    SLA_BREACHES.labels(clock, incident.category).inc()
+        INCIDENTS_OPEN.clear()
+        for category, count in self.incidents.open_by_category().items():
+            INCIDENTS_OPEN.labels(category).set(count)
 
     def _readable(self, request: Request, incident_id: str) -> domain.Incident:
         incident = self.incidents.get(incident_id)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from pymongo import DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ.auth import Identity
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
 from shequ.store import Repository, as_record
-from shequ_services.grid.domain import Category, Incident
+from shequ_services.grid import deadlines
+from shequ_services.grid.deadlines import Clock
+from shequ_services.grid.domain import CLOSED_STATES, Category, Incident
 from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
@@ -27,6 +29,8 @@ class IncidentRepository(Repository):
         INCIDENTS: [
             IndexModel([("reporter", 1), ("reported_at", DESCENDING)]),
             IndexModel([("community", 1), ("reported_at", DESCENDING)]),
+            IndexModel([("department", 1), ("reported_at", DESCENDING)]),
+            IndexModel([("next_due", ASCENDING)], sparse=True),
         ]
     }
 
@@ -40,7 +44,7 @@ class IncidentRepository(Repository):
             self.emit(
                 contract.INCIDENT_REPORTED_V1,
                 subject=incident.id,
-                sequence=incident.version,
+                sequence=incident.event_seq,
                 data={
                     "incident_id": incident.id,
                     "category": {
@@ -60,8 +64,10 @@ class IncidentRepository(Repository):
 
         self.run_in_transaction(work)
 
-    def record_transition(self, incident: Incident, step: Transition) -> Incident:
-        """Store one lifecycle step and its event, if nobody changed the incident meanwhile.
+    def record_transition(
+        self, incident: Incident, step: Transition, clocks: dict[str, Clock]
+    ) -> Incident:
+        """Store one lifecycle step, its clocks and its event, if nobody changed the incident.
 
         The update is conditional on the version the step was decided on, so
         two concurrent steps cannot both apply: the loser gets ``StaleVersion``.
@@ -76,22 +82,31 @@ class IncidentRepository(Repository):
                 "to": step.to_state,
                 "fields": _storable(step.fields),
             }
-            changes: dict[str, Any] = {"status": step.to_state}
+            changes: dict[str, Any] = {
+                "status": step.to_state,
+                "clocks": _clock_documents(clocks),
+                "next_due": deadlines.next_due(clocks),
+            }
             if step.action == "dispatch":
                 changes["department"] = step.fields["department"]
-            result = self.db[INCIDENTS].update_one(
+            document = self.db[INCIDENTS].find_one_and_update(
                 {"_id": incident.id, "version": incident.version},
-                {"$set": changes, "$inc": {"version": 1}, "$push": {"history": entry}},
+                {
+                    "$set": changes,
+                    "$inc": {"version": 1, "event_seq": 1},
+                    "$push": {"history": entry},
+                },
+                return_document=ReturnDocument.AFTER,
                 session=self.session,
             )
-            if result.matched_count == 0:
-                current = self.get(incident.id)
-                raise StaleVersion(expected=incident.version, actual=current.version)
+            if document is None:
+                raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
+            updated = _to_incident(document)
             name = contract.transition_event(step.action, step.to_state)
             self.emit(
                 contract.TRANSITION_SPECS[name],
                 subject=incident.id,
-                sequence=incident.version + 1,
+                sequence=updated.event_seq,
                 data={
                     "incident_id": incident.id,
                     "category": incident.category,
@@ -100,13 +115,77 @@ class IncidentRepository(Repository):
                     "action": step.action,
                     "from_state": step.from_state,
                     "to_state": step.to_state,
-                    "department": changes.get("department", incident.department),
+                    "department": updated.department,
                     "at": step.at,
                 },
             )
-            return self.get(incident.id)
+            return updated
 
         return self.run_in_transaction(work)
+
+    def due(self, now: datetime, limit: int) -> list[Incident]:
+        """Incidents with a clock alert due at ``now``, earliest first."""
+        cursor = (
+            self.db[INCIDENTS]
+            .find({"next_due": {"$lte": now}})
+            .sort("next_due", ASCENDING)
+            .limit(limit)
+        )
+        return [_to_incident(document) for document in cursor]
+
+    def record_alerts(
+        self,
+        incident: Incident,
+        alerts: list[tuple[str, str]],
+        clocks: dict[str, Clock],
+    ) -> None:
+        """Store raised alerts and emit one event each, exactly once across replicas.
+
+        The update is conditional on the incident's version and event count as
+        read: a replica that scanned the same incident concurrently, or a step
+        taken meanwhile, makes this one match nothing, and its transaction
+        (events included) is rolled back by ``StaleVersion``.
+        """
+
+        def work() -> None:
+            document = self.db[INCIDENTS].find_one_and_update(
+                {"_id": incident.id, "version": incident.version, "event_seq": incident.event_seq},
+                {
+                    "$set": {
+                        "clocks": _clock_documents(clocks),
+                        "next_due": deadlines.next_due(clocks),
+                    },
+                    "$inc": {"event_seq": len(alerts)},
+                },
+                session=self.session,
+            )
+            if document is None:
+                raise StaleVersion(expected=incident.version, actual=-1)
+            for offset, (clock, alert) in enumerate(alerts, start=1):
+                self.emit(
+                    contract.ALERT_SPECS[alert],
+                    subject=incident.id,
+                    sequence=incident.event_seq + offset,
+                    data={
+                        "incident_id": incident.id,
+                        "category": incident.category,
+                        "community": incident.community,
+                        "grid_cell": incident.grid_cell,
+                        "clock": clock,
+                        "deadline": clocks[clock].deadline,
+                        "department": incident.department,
+                    },
+                )
+
+        self.run_in_transaction(work)
+
+    def open_by_category(self) -> dict[str, int]:
+        """How many incidents are open (not closed, not rejected) per category."""
+        counts: dict[str, int] = {}
+        open_query = {"status": {"$nin": [*CLOSED_STATES, "rejected"]}}
+        for document in self.db[INCIDENTS].find(open_query, {"category": 1}):
+            counts[document["category"]] = counts.get(document["category"], 0) + 1
+        return counts
 
     def get(self, incident_id: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"_id": incident_id}, session=self.session)
@@ -142,5 +221,13 @@ def _storable(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, date) else v for k, v in fields.items()}
 
 
+def _clock_documents(clocks: dict[str, Clock]) -> dict[str, dict[str, Any]]:
+    return {name: clock.to_document() for name, clock in clocks.items()}
+
+
 def _to_incident(document: dict[str, Any]) -> Incident:
-    return Incident(**as_record(document))
+    record = as_record(document)
+    record["clocks"] = {
+        name: Clock.from_document(clock) for name, clock in record.get("clocks", {}).items()
+    }
+    return Incident(**record)

@@ -90,3 +90,32 @@ def transition_event(action: str, to_state: str) -> str:
     if action == "check":
         return INCIDENT_REOPENED if to_state == "reopened" else INCIDENT_CLOSED
     return TRANSITION_EVENTS[action]
+
+
+class IncidentClockAlertV1(marshmallow.Schema):
+    """A time limit of an incident was nearly reached, passed, or escalated."""
+
+    incident_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    category = fields.String(required=True)
+    community = fields.String(required=True)
+    grid_cell = fields.String(required=True)
+    clock = fields.String(required=True)
+    deadline = fields.AwareDateTime(required=True)
+    department = fields.String(load_default=None, dump_default=None, allow_none=True)
+
+
+INCIDENT_WARNED = "incident.warned"
+INCIDENT_OVERDUE = "incident.overdue"
+INCIDENT_ESCALATED = "incident.escalated"
+
+ALERT_SPECS = {
+    alert: register(
+        SERVICE,
+        f"incident.{alert}",
+        1,
+        IncidentClockAlertV1,
+        f"An incident's time limit was {alert} (acknowledge, dispatch, sign-for, resolve or "
+        "feedback clock).",
+    )
+    for alert in ("warned", "overdue", "escalated")
+}

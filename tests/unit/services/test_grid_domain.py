@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shequ_services.grid import domain
+from shequ_services.grid import deadlines, domain
 
 HERE = Path(domain.__file__).parent
 CATEGORIES = domain.parse_categories(yaml.safe_load((HERE / "categories.yaml").read_text()))
 CELLS = domain.parse_cells(yaml.safe_load((HERE / "registry.yaml").read_text()))
+POLICY = deadlines.parse_policy(yaml.safe_load((HERE / "policy.yaml").read_text()))
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
 
@@ -23,6 +24,7 @@ def report(**overrides: object) -> domain.Incident:
         "reporter": "gw-1",
         "channel": "patrol",
         "now": NOW,
+        "policy": POLICY,
     }
     args.update(overrides)
     return domain.report_incident(**args)  # type: ignore[arg-type]
@@ -44,6 +46,8 @@ def test_a_report_opens_an_incident_in_its_cells_community() -> None:
     assert incident.urgency == "simple"
     assert incident.id.startswith("INC-20261123-")
     assert incident.history[0]["action"] == "reported"
+    assert set(incident.clocks) == {"acknowledge"}
+    assert incident.next_due == incident.clocks["acknowledge"].warn_at
 
 
 def test_an_unknown_category_is_refused() -> None:
