@@ -23,7 +23,7 @@ from shequ_services.grid.schemas import (
     IncidentSchema,
     TransitionRequestSchema,
 )
-from shequ_services.grid.store import IncidentRepository
+from shequ_services.grid.store import IncidentChanged, IncidentRepository
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
 
@@ -135,8 +135,8 @@ class GridService(PlatformService):
                 self.incidents.record_alerts(
                     incident, alerts, deadlines.mark_raised(incident.clocks, alerts, now)
                 )
-            except workflow.StaleVersion:
-                continue  # changed meanwhile; the next scan sees the new state
+            except IncidentChanged:
+                continue  # the next scan sees the new state
             for clock, alert in alerts:
                 if alert == "overdue":
                     SLA_BREACHES.labels(clock, incident.category).inc()

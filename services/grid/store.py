@@ -24,6 +24,10 @@ class IncidentNotFound(NotFound):
     pass
 
 
+class IncidentChanged(Exception):
+    """A timer scan lost a race with a step or another replica; the next scan retries."""
+
+
 class IncidentRepository(Repository):
     INDEXES = {
         INCIDENTS: [
@@ -160,7 +164,7 @@ class IncidentRepository(Repository):
                 session=self.session,
             )
             if document is None:
-                raise StaleVersion(expected=incident.version, actual=-1)
+                raise IncidentChanged(f"incident {incident.id} changed since it was scanned")
             for offset, (clock, alert) in enumerate(alerts, start=1):
                 self.emit(
                     contract.ALERT_SPECS[alert],
