@@ -99,24 +99,36 @@ class Platform:
         return self.servers.mongo()[f"{self.db_prefix}{service}"]
 
 
-@pytest.fixture(scope="session")
-def platform(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    stack = Stack(
-        tmp_path_factory.mktemp("platform"),
+def stack_on(
+    servers: Servers,
+    data_dir: Path,
+    *,
+    services: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """A stack on the session's servers with its own database prefix (not started)."""
+    return Stack(
+        data_dir,
         port=free_port(),
+        services=services,
         amqp_uri=servers.amqp_uri,
         mongo_uri=servers.mongo_uri,
         extra_env={
-            "SHEQU_MONGO_DATABASE_PREFIX": prefix,
+            "SHEQU_MONGO_DATABASE_PREFIX": f"t{uuid.uuid4().hex[:8]}_",
             # Short back-offs keep the dead-letter tests quick; the rule is the same.
             "SHEQU_RETRY_DELAYS_MS": "[100, 300]",
             "SHEQU_OUTBOX_POLL_SECONDS": "0.2",
+            **(env or {}),
         },
     )
+
+
+@pytest.fixture(scope="session")
+def platform(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    stack = stack_on(servers, tmp_path_factory.mktemp("platform"))
     stack.start()
     try:
-        yield Platform(stack, servers, prefix)
+        yield Platform(stack, servers, stack.extra_env["SHEQU_MONGO_DATABASE_PREFIX"])
     finally:
         stack.stop()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from shequ.auth import mint_token
-from shequ.embedded import free_port
 from shequ.stack import Stack
-from tests.conftest import Servers, wait_for
+from tests.conftest import Servers, stack_on, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +28,11 @@ ALERTS = [
 
 @pytest.fixture(scope="module")
 def grid(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(
+    stack = stack_on(
+        servers,
         tmp_path_factory.mktemp("clocks"),
-        port=free_port(),
         services=["grid"],
-        amqp_uri=servers.amqp_uri,
-        mongo_uri=servers.mongo_uri,
-        extra_env={
-            "SHEQU_MONGO_DATABASE_PREFIX": f"c{uuid.uuid4().hex[:8]}_",
+        env={
             "SHEQU_GRID_POLICY_FILE": str(FAST_POLICY),
             "SHEQU_GRID_DEADLINE_SCAN_SECONDS": "0.2",
         },

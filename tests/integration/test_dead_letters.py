@@ -12,9 +12,8 @@ import requests
 
 from shequ.contracts import new_event
 from shequ.deadletters import list_dead_letters, replay_dead_letters
-from shequ.embedded import free_port
 from shequ.stack import Stack
-from tests.conftest import Servers, wait_for
+from tests.conftest import Servers, stack_on, wait_for
 from tests.support.flaky import THING_HAPPENED_V1
 
 pytestmark = pytest.mark.integration
@@ -22,16 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def flaky(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(
-        tmp_path_factory.mktemp("flaky"),
-        port=free_port(),
-        services=["tests.support.flaky:FlakyService"],
-        amqp_uri=servers.amqp_uri,
-        mongo_uri=servers.mongo_uri,
-        extra_env={
-            "SHEQU_MONGO_DATABASE_PREFIX": f"f{uuid.uuid4().hex[:8]}_",
-            "SHEQU_RETRY_DELAYS_MS": "[100, 300]",
-        },
+    stack = stack_on(
+        servers, tmp_path_factory.mktemp("flaky"), services=["tests.support.flaky:FlakyService"]
     )
     stack.start()
     yield stack
