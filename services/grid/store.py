@@ -112,10 +112,7 @@ class IncidentRepository(Repository):
                 subject=incident.id,
                 sequence=updated.event_seq,
                 data={
-                    "incident_id": incident.id,
-                    "category": incident.category,
-                    "community": incident.community,
-                    "grid_cell": incident.grid_cell,
+                    **_place(incident),
                     "action": step.action,
                     "from_state": step.from_state,
                     "to_state": step.to_state,
@@ -171,10 +168,7 @@ class IncidentRepository(Repository):
                     subject=incident.id,
                     sequence=incident.event_seq + offset,
                     data={
-                        "incident_id": incident.id,
-                        "category": incident.category,
-                        "community": incident.community,
-                        "grid_cell": incident.grid_cell,
+                        **_place(incident),
                         "clock": clock,
                         "deadline": clocks[clock].deadline,
                         "department": incident.department,
@@ -223,6 +217,16 @@ class IncidentRepository(Repository):
 def _storable(fields: dict[str, Any]) -> dict[str, Any]:
     """BSON has no date type: a target date is stored as its ISO text."""
     return {k: v.isoformat() if isinstance(v, date) else v for k, v in fields.items()}
+
+
+def _place(incident: Incident) -> dict[str, str]:
+    """The fields of ``IncidentPlaceV1``, shared by every event after the report."""
+    return {
+        "incident_id": incident.id,
+        "category": incident.category,
+        "community": incident.community,
+        "grid_cell": incident.grid_cell,
+    }
 
 
 def _clock_documents(clocks: dict[str, Clock]) -> dict[str, dict[str, Any]]:

@@ -44,13 +44,18 @@ INCIDENT_REPORTED_V1 = register(
 )
 
 
-class IncidentTransitionV1(marshmallow.Schema):
-    """One lifecycle step: who acted is not published, only the step itself."""
+class IncidentPlaceV1(marshmallow.Schema):
+    """Which incident, of what category, where: the part every later grid event shares."""
 
     incident_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     category = fields.String(required=True)
     community = fields.String(required=True)
     grid_cell = fields.String(required=True)
+
+
+class IncidentTransitionV1(IncidentPlaceV1):
+    """One lifecycle step: who acted is not published, only the step itself."""
+
     action = fields.String(required=True)
     from_state = fields.String(required=True)
     to_state = fields.String(required=True)
@@ -92,13 +97,9 @@ def transition_event(action: str, to_state: str) -> str:
     return TRANSITION_EVENTS[action]
 
 
-class IncidentClockAlertV1(marshmallow.Schema):
+class IncidentClockAlertV1(IncidentPlaceV1):
     """A time limit of an incident was nearly reached, passed, or escalated."""
 
-    incident_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    category = fields.String(required=True)
-    community = fields.String(required=True)
-    grid_cell = fields.String(required=True)
     clock = fields.String(required=True)
     deadline = fields.AwareDateTime(required=True)
     department = fields.String(load_default=None, dump_default=None, allow_none=True)
