@@ -2,6 +2,12 @@
 
 werkzeug's ``ProxyMiddleware`` forwards each prefix to the owning service's
 own port; anything else is a problem+json 404.
+
+Like the Ingress (nginx's ``proxy-body-size``), the front door refuses a body
+over the platform's limit itself, with the same problem+json 413 a service
+gives. Left to the service, the refusal races the proxy still streaming the
+body: the service answers and closes, the proxy's upload breaks, and the
+client sees a 502 instead of the 413.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 from werkzeug.middleware.http_proxy import ProxyMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from shequ.http import DEFAULT_MAX_BODY_BYTES
 
 # Prefix -> service, as in deploy/k8s (the Ingress) and ARCHITECTURE.md.
 ROUTES: dict[str, str] = {
@@ -35,22 +43,46 @@ def routes_for(services: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return targets
 
 
+def _problem(status: int, title: str, detail: str) -> Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+
+
 @Request.application
 def _not_found(request: Request) -> Response:
-    body = {
-        "type": "about:blank",
-        "title": "Not found",
-        "status": 404,
-        "detail": f"no service serves {request.path}",
-    }
-    return Response(json.dumps(body), status=404, mimetype="application/problem+json")
+    return _problem(404, "Not found", f"no service serves {request.path}")
+
+
+class BodyLimit:
+    """WSGI middleware: a declared body over ``max_body`` bytes is 413, never proxied."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        length = Request(environ).content_length
+        if length is not None and length > self.max_body:
+            response = _problem(
+                413,
+                "Request body too large",
+                f"the body has {length} bytes; the limit is {self.max_body}",
+            )
+            return response(environ, start_response)
+        return self.app(environ, start_response)
 
 
 class FrontDoor:
     """A threaded werkzeug server in this process (the ``shequ up`` process)."""
 
-    def __init__(self, host: str, port: int, services: Mapping[str, str]) -> None:
-        app = ProxyMiddleware(_not_found, routes_for(services))
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        services: Mapping[str, str],
+        max_body: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        app = BodyLimit(ProxyMiddleware(_not_found, routes_for(services)), max_body)
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

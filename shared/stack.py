@@ -86,7 +86,8 @@ class Stack:
             self._start_servers()
             env = self._service_env()
             classes = self._service_classes()
-            delays = retry_delays(interpolate(load_config(DEFAULTS), {**os.environ, **env}))
+            defaults = interpolate(load_config(DEFAULTS), {**os.environ, **env})
+            delays = retry_delays(defaults)
             queues = declare_topology(self.amqp_uri, classes.values(), delays)
             log.info("declared %d handler queues for %d services", queues, len(classes))
             logs = self.data_dir / "logs"
@@ -96,7 +97,10 @@ class Stack:
                 self.processes[name] = proc
                 self._spawn(proc, env)
             self.front_door = FrontDoor(
-                self.host, self.port, {n: p.url for n, p in self.processes.items()}
+                self.host,
+                self.port,
+                {n: p.url for n, p in self.processes.items()},
+                max_body=int(defaults["MAX_BODY_BYTES"]),
             )
             self.front_door.start()
             self._wait_ready(deadline)
