@@ -76,14 +76,17 @@ def _print_endpoints(stack: object) -> None:
 
 
 def _play_demo(stack: object) -> int:
-    from shequ.demo import DemoError, run_scenario, summary
+    from shequ.demo import DemoError, casework_summary, run_scenario, summary, work_cases
 
+    secret = stack.jwt_secret()  # type: ignore[attr-defined]
     try:
-        outcomes = run_scenario(stack.url, stack.jwt_secret())  # type: ignore[attr-defined]
+        outcomes = run_scenario(stack.url, secret)  # type: ignore[attr-defined]
+        print(summary(outcomes), flush=True)
+        work = work_cases(stack.url, secret, outcomes)  # type: ignore[attr-defined]
+        print(casework_summary(work), flush=True)
     except DemoError as exc:
         print(f"shequ demo: {exc}", file=sys.stderr)
         return 1
-    print(summary(outcomes), flush=True)
     missing = any(h is None for o in outcomes for h in o.hops.values())
     return 1 if missing else 0
 

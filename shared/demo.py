@@ -1,10 +1,15 @@
-"""``shequ demo``: a scripted morning in a community, then what happened where.
+"""``shequ demo``: a scripted day in a community, then what happened where.
 
-Grid workers and residents report incidents of several categories through the
-front door. The demo then waits (bounded) for each incident's effects in
-every service that should react, and prints, per incident, which service did
-what and how long each hop took from the report's acceptance to the
-consumer's committed record.
+In the morning grid workers and residents report incidents of several
+categories through the front door. The demo waits (bounded) for each
+incident's effects in every service that should react, and prints, per
+incident, which service did what and how long each hop took from the report's
+acceptance to the consumer's committed record.
+
+In the afternoon the community works the cases through the lifecycle with
+the same API a client would use (``CASEWORK``): accept, dispatch, a department
+sending a case back, handling, the on-site check, the reporter's rating. One
+report is left unacknowledged so its clock runs out while you watch.
 """
 
 from __future__ import annotations
@@ -29,6 +34,37 @@ SCRIPT = [
     ("grid_worker", "resident_hospitalised", "qy-01", "独居老人住院，需要探访。"),
     ("resident", "safety_hazard", "qy-02", "小区消防通道被杂物堵塞。"),
 ]
+
+
+# The afternoon: who takes which steps on which of the morning's incidents.
+# (actor, action, fields); actors are the keys of ``_casework_tokens``.
+CASEWORK: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "safety_hazard": [
+        ("staff", "accept", {}),
+        ("staff", "dispatch", {"department": "city_management"}),
+        ("city_management", "start", {}),
+        ("city_management", "report_handled", {"feedback": "已清理消防通道杂物，张贴禁停提示。"}),
+        ("grid_worker", "check", {"outcome": "resolved", "note": "现场复核通道畅通。"}),
+    ],
+    "facility_damaged": [
+        ("staff", "accept", {}),
+        ("staff", "dispatch", {"department": "city_management"}),
+        ("city_management", "return_case", {"reason": "路灯属市政设施，不属城管职责。"}),
+        ("staff", "dispatch", {"department": "municipal"}),
+        ("municipal", "start", {}),
+        ("municipal", "report_handled", {"feedback": "灯杆锈蚀需整体更换，已报采购。"}),
+        ("grid_worker", "check", {"outcome": "unresolved", "note": "暂未恢复照明。"}),
+    ],
+    "neighbour_dispute": [
+        ("staff", "accept", {}),
+        ("staff", "dispatch", {"department": "justice"}),
+        ("justice", "start", {}),
+    ],
+    "alley_unclean": [
+        ("grid_worker", "accept", {}),
+        ("staff", "dispatch", {"department": "city_management"}),
+    ],
+}
 
 
 @dataclass
@@ -157,4 +193,68 @@ def summary(outcomes: list[Outcome]) -> str:
             f"  {len(outcomes)} incidents, {len(hops)} effects, slowest hop "
             f"{max(hops) * 1000:.0f} ms, missing effects: {missing}"
         )
+    return "\n".join(lines)
+
+
+@dataclass
+class Casework:
+    """What the afternoon did to one incident: the states it went through."""
+
+    incident_id: str
+    category: str
+    path: list[str] = field(default_factory=list)
+    version: int = 1
+
+
+def _casework_tokens(secret: str) -> dict[str, str]:
+    people = {
+        "staff": (["community_staff"], "staff-qy-01", None),
+        "grid_worker": (["grid_worker"], "gw-qy-001", None),
+        "resident": (["resident"], "resident-1024", None),
+        **{dept: (["department"], f"dept-{dept}", dept) for dept in _departments()},
+    }
+    return {
+        actor: mint_token(secret, roles=roles, sub=sub, communities=[COMMUNITY], department=dept)
+        for actor, (roles, sub, dept) in people.items()
+    }
+
+
+def _departments() -> set[str]:
+    return {
+        fields["department"]
+        for steps in CASEWORK.values()
+        for _, action, fields in steps
+        if action == "dispatch"
+    }
+
+
+def work_cases(base_url: str, secret: str, outcomes: list[Outcome]) -> list[Casework]:
+    """Take the morning's incidents through the afternoon's steps (``CASEWORK``)."""
+    tokens = _casework_tokens(secret)
+    done = []
+    for outcome in outcomes:
+        steps = CASEWORK.get(outcome.category)
+        if steps is None:
+            continue
+        work = Casework(outcome.incident_id, outcome.category, ["reported"])
+        url = f"{base_url}/api/v1/grid/incidents/{outcome.incident_id}/transitions"
+        for actor, action, fields in steps:
+            body = {"action": action, "expected_version": work.version, **fields}
+            updated = _call("POST", url, tokens[actor], body)
+            work.version = updated["version"]
+            shown = updated["status"]
+            if action == "dispatch":
+                shown += f"({fields['department']})"
+            elif action == "return_case":
+                shown = f"returned→{shown}"
+            work.path.append(shown)
+        done.append(work)
+    return done
+
+
+def casework_summary(work: list[Casework]) -> str:
+    lines = ["", "The afternoon's casework (each step a versioned transition and an event):"]
+    for case in work:
+        lines.append(f"  {case.incident_id}  [{case.category}]")
+        lines.append(f"      {' → '.join(case.path)}")
     return "\n".join(lines)
