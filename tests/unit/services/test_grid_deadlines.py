@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from shequ_services.grid import deadlines
-from shequ_services.grid.clock import Limit
+from shequ_services.grid.clock import Limit, add_duration
 
 POLICY = deadlines.parse_policy(
     yaml.safe_load((Path(deadlines.__file__).parent / "policy.yaml").read_text())
@@ -122,3 +122,23 @@ def test_a_bad_policy_is_refused_with_a_message_naming_the_entry(raw: dict, mess
 def test_a_fixed_limit_does_not_depend_on_urgency() -> None:
     rule = POLICY.clocks[0]
     assert POLICY.limit_for(rule, "complex") == Limit(4, "hours")
+
+
+def test_the_shipped_calendar_counts_the_2026_national_day_holiday_and_makeup_days() -> None:
+    calendar = POLICY.calendar
+    assert not calendar.is_working_day(date(2026, 10, 1))
+    assert not calendar.is_working_day(date(2026, 10, 7))
+    assert calendar.is_working_day(date(2026, 9, 20))  # a Sunday made a working day
+    assert calendar.is_working_day(date(2026, 10, 10))  # a Saturday made a working day
+    # Reported Wednesday 30 September: 1–7 October are holidays, so the three working
+    # days are Thursday 8th, Friday 9th and the make-up Saturday 10th.
+    start = datetime(2026, 9, 30, 2, 0, tzinfo=UTC)
+    deadline = add_duration(start, Limit(3, "working_days"), calendar)
+    assert deadline == datetime(2026, 10, 10, 15, 59, 59, 999999, tzinfo=UTC)
+
+
+def test_the_shipped_calendar_lists_the_spring_festival_week_as_holidays() -> None:
+    spring = [date(2026, 2, 15) + timedelta(days=n) for n in range(9)]
+    assert not any(POLICY.calendar.is_working_day(d) for d in spring)
+    assert POLICY.calendar.is_working_day(date(2026, 2, 14))
+    assert POLICY.calendar.is_working_day(date(2026, 2, 28))
