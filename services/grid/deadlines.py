@@ -84,13 +84,11 @@ class Policy:
         except KeyError:
             raise ValueError(f"no time limit for urgency {urgency!r} in the policy") from None
 
-    def rule(self, name: str) -> ClockRule:
+    def rule(self, name: str) -> ClockRule | None:
+        """The rule of a clock by name; ``None`` for one the policy no longer has."""
         if name == CO_HANDLING:
             return self.co_handling
-        for rule in self.clocks:
-            if rule.name == name:
-                return rule
-        raise ValueError(f"no clock {name!r} in the policy")
+        return next((rule for rule in self.clocks if rule.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -155,10 +153,14 @@ class Clock:
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Clock:
+        """Read a stored clock, also one stored before escalation levels (one level then)."""
         values = dict(document)
-        values["escalations"] = tuple(
-            Escalation(**level) for level in values.get("escalations", ())
-        )
+        levels = [Escalation(**level) for level in values.get("escalations", ())]
+        escalate_at = values.pop("escalate_at", None)
+        escalated_at = values.pop("escalated_at", None)
+        if escalate_at is not None and not levels:
+            levels = [Escalation(1, escalate_at, DEFAULT_ESCALATION_TARGET, escalated_at)]
+        values["escalations"] = tuple(levels)
         return cls(**values)
 
 
@@ -348,11 +350,12 @@ def move_to(clock: Clock, policy: Policy, target: date) -> Clock:
     whole span; the escalation levels are counted afresh from the new deadline.
     """
     end = datetime.combine(target, time.max, tzinfo=policy.calendar.tz).astimezone(UTC)
+    rule = policy.rule(clock.name)
     return replace(
         clock,
         deadline=end,
         warn_at=clock.started + (end - clock.started) * policy.warn_fraction,
-        escalations=_escalations(policy.rule(clock.name), end, policy.calendar),
+        escalations=_escalations(rule, end, policy.calendar) if rule is not None else (),
         warned_at=None,
         overdue_at=None,
     )

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -152,8 +153,28 @@ def test_an_old_single_escalate_after_still_loads_as_one_level() -> None:
 
 def test_the_shipped_drill_policy_with_escalate_after_still_loads() -> None:
     drill = Path(__file__).resolve().parents[2] / "support" / "fast_policy.yaml"
-    policy = deadlines.parse_policy(yaml.safe_load(drill.read_text()))
-    assert len(policy.rule("acknowledge").escalations) == 1
+    rule = deadlines.parse_policy(yaml.safe_load(drill.read_text())).rule("acknowledge")
+    assert rule is not None and len(rule.escalations) == 1
+
+
+def test_a_clock_stored_before_escalation_levels_reads_as_one_level() -> None:
+    clocks, _ = step({}, "dispatched", MONDAY)
+    stored = clocks["resolve"].to_document()
+    del stored["escalations"]
+    stored["escalate_at"] = MONDAY + timedelta(days=5)
+    stored["escalated_at"] = None
+    (level,) = deadlines.Clock.from_document(stored).escalations
+    assert level == deadlines.Escalation(
+        1, MONDAY + timedelta(days=5), deadlines.DEFAULT_ESCALATION_TARGET
+    )
+
+
+def test_a_clock_the_policy_no_longer_has_moves_without_escalations() -> None:
+    clocks, _ = step({}, "dispatched", MONDAY)
+    renamed = replace(clocks["resolve"], name="retired")
+    moved = deadlines.move_to(renamed, POLICY, date(2026, 12, 31))
+    assert moved.escalations == ()
+    assert moved.deadline == datetime(2026, 12, 31, 15, 59, 59, 999999, tzinfo=UTC)
 
 
 def test_a_stopped_clock_raises_nothing() -> None:
