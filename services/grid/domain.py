@@ -76,6 +76,16 @@ class Incident:
     clocks: dict[str, Clock] = field(default_factory=dict)
     next_due: datetime | None = None
     event_seq: int = 1
+    # Co-handling (吹哨报到) and extensions (延期); see ``workflow.consequences``.
+    subtasks: list[dict[str, Any]] = field(default_factory=list)
+    extension: dict[str, Any] | None = None
+
+    def co_handlers(self) -> tuple[str, ...]:
+        """Every department with a sub-task on the case, open or handled."""
+        return tuple(task["department"] for task in self.subtasks)
+
+    def open_subtasks(self) -> tuple[str, ...]:
+        return tuple(task["department"] for task in self.subtasks if task["status"] == "open")
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
@@ -161,13 +171,18 @@ def can_read(
     """Object-level read rule (the full policy table comes with issue #9).
 
     Residents read their own reports, grid workers and staff their
-    communities', a department what was dispatched to it.
+    communities', a department what was dispatched to it, as lead or as a
+    co-handler.
     """
     if roles & {"admin", "auditor"}:
         return True
     if roles & {"community_staff", "grid_worker"} and incident.community in communities:
         return True
-    if "department" in roles and department and incident.department == department:
+    if (
+        "department" in roles
+        and department
+        and (incident.department == department or department in incident.co_handlers())
+    ):
         return True
     return incident.reporter == sub
 

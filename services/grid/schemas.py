@@ -7,6 +7,7 @@ from shequ_services.grid.domain import CHANNELS
 from shequ_services.grid.workflow import RULES
 
 MAX_DESCRIPTION = 2000
+MAX_CO_DEPARTMENTS = 10
 
 
 class LocationSchema(marshmallow.Schema):
@@ -22,6 +23,25 @@ class IncidentReportSchema(marshmallow.Schema):
     channel = fields.String(load_default=None, validate=validate.OneOf(CHANNELS))
 
 
+class SubtaskSchema(marshmallow.Schema):
+    """A co-handling department's part of a case (吹哨报到)."""
+
+    department = fields.String()
+    status = fields.String()
+    dispatched_at = fields.AwareDateTime()
+    handled_at = fields.AwareDateTime(allow_none=True)
+
+
+class ExtensionSchema(marshmallow.Schema):
+    """The latest extension request (延期) and its decision."""
+
+    status = fields.String()
+    department = fields.String(allow_none=True)
+    target_date = fields.String()
+    requested_at = fields.AwareDateTime()
+    decided_at = fields.AwareDateTime(allow_none=True)
+
+
 class IncidentSchema(marshmallow.Schema):
     id = fields.String()
     category = fields.String()
@@ -35,6 +55,8 @@ class IncidentSchema(marshmallow.Schema):
     reported_at = fields.AwareDateTime()
     version = fields.Integer()
     department = fields.String(allow_none=True)
+    subtasks = fields.List(fields.Nested(SubtaskSchema))
+    extension = fields.Nested(ExtensionSchema, allow_none=True)
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
@@ -64,6 +86,10 @@ class TransitionRequestSchema(marshmallow.Schema):
     outcome = fields.String(validate=validate.Length(min=1, max=32))
     target_date = fields.Date()
     note = fields.String(validate=validate.Length(min=1, max=1000))
+    co_departments = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        validate=validate.Length(max=MAX_CO_DEPARTMENTS),
+    )
 
 
 class HistoryEntrySchema(marshmallow.Schema):

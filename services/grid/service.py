@@ -88,7 +88,7 @@ class GridService(PlatformService):
         incident = self._readable(request, incident_id)
         step = load_body(request, TransitionRequestSchema())
         action, expected = step.pop("action"), step.pop("expected_version")
-        identity = request.identity
+        identity, policy = request.identity, self.reference.policy
         try:
             decided = workflow.apply(
                 incident.status,
@@ -101,20 +101,28 @@ class GridService(PlatformService):
                 at=datetime.now(UTC),
                 closed_at=domain.closed_at(incident),
                 reporter=incident.reporter,
+                actor_department=identity.department,
+                case=workflow.case_of(
+                    incident, deadlines.deadline_date(incident.clocks, policy, "resolve")
+                ),
             )
+            effects = workflow.consequences(incident, decided, identity.department)
             clocks, stopped = deadlines.on_state(
                 incident.clocks,
-                self.reference.policy,
+                policy,
                 urgency=incident.urgency,
                 to_state=decided.to_state,
                 at=decided.at,
-                target_date=decided.fields.get("target_date"),
+                target_date=effects.resolve_target,
+                co_handlers=effects.open_subtasks,
             )
-            updated = self.incidents.record_transition(incident, decided, clocks)
+            updated = self.incidents.record_transition(incident, decided, clocks, effects.changes)
         except workflow.StaleVersion as exc:
             raise Conflict(str(exc), current_version=exc.actual) from exc
         except workflow.IllegalTransition as exc:
             raise Conflict(str(exc), state=exc.state, allowed=exc.allowed) from exc
+        except workflow.CaseBlocked as exc:
+            raise Conflict(str(exc), open_subtasks=list(exc.open_subtasks)) from exc
         except workflow.TransitionNotPermitted as exc:
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
@@ -137,8 +145,9 @@ class GridService(PlatformService):
                 )
             except IncidentChanged:
                 continue  # the next scan sees the new state
-            for clock, alert in alerts:
-                if alert == "overdue":
+            for alert in alerts:
+                if alert.kind == "overdue":
+                    clock = incident.clocks[alert.clock].name
                     SLA_BREACHES.labels(clock, incident.category).inc()
         INCIDENTS_OPEN.clear()
         for category, count in self.incidents.open_by_category().items():

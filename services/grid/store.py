@@ -35,6 +35,7 @@ class IncidentRepository(Repository):
             IndexModel([("community", 1), ("reported_at", DESCENDING)]),
             IndexModel([("department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("next_due", ASCENDING)], sparse=True),
+            IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
         ]
     }
 
@@ -69,9 +70,14 @@ class IncidentRepository(Repository):
         self.run_in_transaction(work)
 
     def record_transition(
-        self, incident: Incident, step: Transition, clocks: dict[str, Clock]
+        self,
+        incident: Incident,
+        step: Transition,
+        clocks: dict[str, Clock],
+        changes: dict[str, Any] | None = None,
     ) -> Incident:
-        """Store one lifecycle step, its clocks and its event, if nobody changed the incident.
+        """Store one lifecycle step, its clocks, its field ``changes`` and its event,
+        if nobody changed the incident.
 
         The update is conditional on the version the step was decided on, so
         two concurrent steps cannot both apply: the loser gets ``StaleVersion``.
@@ -86,17 +92,16 @@ class IncidentRepository(Repository):
                 "to": step.to_state,
                 "fields": _storable(step.fields),
             }
-            changes: dict[str, Any] = {
+            stored: dict[str, Any] = {
+                **(changes or {}),
                 "status": step.to_state,
                 "clocks": _clock_documents(clocks),
                 "next_due": deadlines.next_due(clocks),
             }
-            if step.action == "dispatch":
-                changes["department"] = step.fields["department"]
             document = self.db[INCIDENTS].find_one_and_update(
                 {"_id": incident.id, "version": incident.version},
                 {
-                    "$set": changes,
+                    "$set": stored,
                     "$inc": {"version": 1, "event_seq": 1},
                     "$push": {"history": entry},
                 },
@@ -118,6 +123,7 @@ class IncidentRepository(Repository):
                     "to_state": step.to_state,
                     "department": updated.department,
                     "at": step.at,
+                    **_step_details(step, updated),
                 },
             )
             return updated
@@ -137,7 +143,7 @@ class IncidentRepository(Repository):
     def record_alerts(
         self,
         incident: Incident,
-        alerts: list[tuple[str, str]],
+        alerts: list[deadlines.Alert],
         clocks: dict[str, Clock],
     ) -> None:
         """Store raised alerts and emit one event each, exactly once across replicas.
@@ -162,17 +168,21 @@ class IncidentRepository(Repository):
             )
             if document is None:
                 raise IncidentChanged(f"incident {incident.id} changed since it was scanned")
-            for offset, (clock, alert) in enumerate(alerts, start=1):
+            for offset, alert in enumerate(alerts, start=1):
+                clock = clocks[alert.clock]
+                data: dict[str, Any] = {
+                    **_place(incident),
+                    "clock": clock.name,
+                    "deadline": clock.deadline,
+                    "department": clock.department or incident.department,
+                }
+                if alert.kind == "escalated":
+                    data.update(level=alert.level, target=alert.to)
                 self.emit(
-                    contract.ALERT_SPECS[alert],
+                    contract.ALERT_SPECS[alert.kind],
                     subject=incident.id,
                     sequence=incident.event_seq + offset,
-                    data={
-                        **_place(incident),
-                        "clock": clock,
-                        "deadline": clocks[clock].deadline,
-                        "department": incident.department,
-                    },
+                    data=data,
                 )
 
         self.run_in_transaction(work)
@@ -205,7 +215,13 @@ class IncidentRepository(Repository):
                 ]
             }
         elif identity.has_role("department") and identity.department:
-            query = {"$or": [{"department": identity.department}, {"reporter": identity.sub}]}
+            query = {
+                "$or": [
+                    {"department": identity.department},
+                    {"subtasks.department": identity.department},
+                    {"reporter": identity.sub},
+                ]
+            }
         else:
             query = {"reporter": identity.sub}
         if community is not None:
@@ -217,6 +233,18 @@ class IncidentRepository(Repository):
 def _storable(fields: dict[str, Any]) -> dict[str, Any]:
     """BSON has no date type: a target date is stored as its ISO text."""
     return {k: v.isoformat() if isinstance(v, date) else v for k, v in fields.items()}
+
+
+def _step_details(step: Transition, updated: Incident) -> dict[str, Any]:
+    """What the co-handling and extension events add to a step's payload: ids and dates only."""
+    if step.action == "dispatch":
+        return {"co_departments": list(step.fields.get("co_departments", []))}
+    if step.action == "report_subtask":
+        return {"co_department": step.fields["co_department"]}
+    if step.action in ("request_extension", "approve_extension", "refuse_extension"):
+        assert updated.extension is not None
+        return {"target_date": date.fromisoformat(updated.extension["target_date"])}
+    return {}
 
 
 def _place(incident: Incident) -> dict[str, str]:

@@ -61,6 +61,8 @@ class IncidentTransitionV1(IncidentPlaceV1):
     to_state = fields.String(required=True)
     department = fields.String(load_default=None, dump_default=None, allow_none=True)
     at = fields.AwareDateTime(required=True)
+    #: On ``incident.dispatched`` only: the co-handling departments (吹哨报到).
+    co_departments = fields.List(fields.String(), load_default=list)
 
 
 #: The event each lifecycle action emits (``check`` emits ``closed`` or ``reopened``).
@@ -118,5 +120,69 @@ ALERT_SPECS = {
         f"An incident's time limit was {alert} (acknowledge, dispatch, sign-for, resolve or "
         "feedback clock).",
     )
-    for alert in ("warned", "overdue", "escalated")
+    for alert in ("warned", "overdue")
 }
+
+
+# Co-handling (吹哨报到), extensions (延期) and escalation levels.
+
+
+class IncidentSubtaskHandledV1(IncidentTransitionV1):
+    """A co-handling department reported its sub-task handled; the state does not change."""
+
+    co_department = fields.String(required=True)
+
+
+class IncidentExtensionV1(IncidentTransitionV1):
+    """An extension was requested, approved or refused; the state does not change."""
+
+    target_date = fields.Date(required=True)
+
+
+class IncidentEscalatedV1(IncidentClockAlertV1):
+    """One escalation level of a clock fell due: ``level`` counts from 1, ``target`` is
+    where the case goes up to (for example ``sub_district``, ``district``)."""
+
+    level = fields.Integer(required=True, validate=validate.Range(min=1))
+    target = fields.String(required=True)
+
+
+INCIDENT_SUBTASK_HANDLED = "incident.subtask_handled"
+INCIDENT_EXTENSION_REQUESTED = "incident.extension_requested"
+INCIDENT_EXTENSION_APPROVED = "incident.extension_approved"
+INCIDENT_EXTENSION_REFUSED = "incident.extension_refused"
+
+TRANSITION_EVENTS.update(
+    {
+        "report_subtask": INCIDENT_SUBTASK_HANDLED,
+        "request_extension": INCIDENT_EXTENSION_REQUESTED,
+        "approve_extension": INCIDENT_EXTENSION_APPROVED,
+        "refuse_extension": INCIDENT_EXTENSION_REFUSED,
+    }
+)
+TRANSITION_SPECS[INCIDENT_SUBTASK_HANDLED] = register(
+    SERVICE,
+    INCIDENT_SUBTASK_HANDLED,
+    1,
+    IncidentSubtaskHandledV1,
+    "A co-handling department (吹哨报到) reported its sub-task of an incident handled.",
+)
+TRANSITION_SPECS.update(
+    {
+        name: register(
+            SERVICE, name, 1, IncidentExtensionV1, f"An extension (延期) of an incident was {verb}."
+        )
+        for name, verb in (
+            (INCIDENT_EXTENSION_REQUESTED, "requested by the lead department"),
+            (INCIDENT_EXTENSION_APPROVED, "approved: the resolve deadline moved to the target"),
+            (INCIDENT_EXTENSION_REFUSED, "refused: the resolve deadline is unchanged"),
+        )
+    }
+)
+ALERT_SPECS["escalated"] = register(
+    SERVICE,
+    INCIDENT_ESCALATED,
+    1,
+    IncidentEscalatedV1,
+    "An incident's clock passed one of its escalation levels; each level is raised once.",
+)

@@ -93,3 +93,18 @@ def test_who_may_read_an_incident(
         domain.can_read(incident, sub=sub, roles=frozenset(roles), communities=communities)
         is allowed
     )
+
+
+def test_a_department_reads_a_case_it_leads_or_co_handles_and_no_other() -> None:
+    incident = report()
+    incident.department = "municipal"
+    incident.subtasks = [{"department": "police", "status": "handled"}]
+
+    def reads(department: str) -> bool:
+        return domain.can_read(
+            incident, sub="d-1", roles=frozenset({"department"}), communities=(),
+            department=department,
+        )  # fmt: skip
+
+    assert reads("municipal") and reads("police")
+    assert not reads("housing")
