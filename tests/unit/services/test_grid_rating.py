@@ -111,6 +111,14 @@ def test_a_case_reopened_and_closed_again_may_be_rated_again() -> None:
     assert rate(again, score=5).closure == 2
 
 
+def test_a_rating_in_the_history_is_not_a_closure() -> None:
+    rated = incident(ratings=[Rating(score=3, at=AT, closure=1)])
+    rated.history.append({"at": AT, "action": "rate", "fields": {"score": 3}})
+    assert rating.closures(rated) == 1
+    with pytest.raises(rating.AlreadyRated):
+        rate(rated)
+
+
 def test_a_stale_version_is_refused_first() -> None:
     with pytest.raises(StaleVersion):
         rate(incident("reported"), expected_version=3, actor="someone-else", score=9)
