@@ -44,6 +44,10 @@ at least 90 % of the values do not exceed, so it is always a time some
 incident really took.
 
 A rate whose denominator is zero is ``None`` (no data), never 0 or 100 %.
+
+**Groups**: by community, category, the lead department the case is
+dispatched to (``None`` for incidents never dispatched), or the local day or
+month of the report.
 """
 
 from __future__ import annotations
