@@ -89,7 +89,9 @@ class RatingRequestSchema(marshmallow.Schema):
     """The reporter's rating of the current closure; not a lifecycle step."""
 
     score = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
-    comment = fields.String(load_default=None, validate=validate.Length(max=MAX_COMMENT))
+    comment = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_COMMENT)
+    )
     expected_version = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
