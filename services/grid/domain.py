@@ -55,6 +55,16 @@ class GridCell:
     community: str
 
 
+@dataclass(frozen=True)
+class Rating:
+    """The reporter's judgement (评) of one closure; ``closure`` counts closures from 1."""
+
+    score: int
+    at: datetime
+    closure: int
+    comment: str | None = None
+
+
 @dataclass
 class Incident:
     """An incident as the grid keeps it; ``reporter`` and ``description`` never leave."""
@@ -86,6 +96,7 @@ class Incident:
 
     def open_subtasks(self) -> tuple[str, ...]:
         return tuple(task["department"] for task in self.subtasks if task["status"] == "open")
+    ratings: list[Rating] = field(default_factory=list)
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:

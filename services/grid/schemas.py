@@ -4,6 +4,8 @@ import marshmallow
 from marshmallow import fields, validate
 
 from shequ_services.grid.domain import CHANNELS
+from shequ_services.grid.rates import GROUPINGS
+from shequ_services.grid.rating import MAX_COMMENT
 from shequ_services.grid.workflow import RULES
 
 MAX_DESCRIPTION = 2000
@@ -57,6 +59,7 @@ class IncidentSchema(marshmallow.Schema):
     department = fields.String(allow_none=True)
     subtasks = fields.List(fields.Nested(SubtaskSchema))
     extension = fields.Nested(ExtensionSchema, allow_none=True)
+    ratings = fields.List(fields.Nested(lambda: RatingSchema()))
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
@@ -99,3 +102,66 @@ class HistoryEntrySchema(marshmallow.Schema):
     from_state = fields.String(data_key="from", attribute="from")
     to = fields.String()
     fields_ = fields.Dict(data_key="fields", attribute="fields")
+
+
+class RatingSchema(marshmallow.Schema):
+    score = fields.Integer()
+    comment = fields.String(allow_none=True)
+    at = fields.AwareDateTime()
+    closure = fields.Integer()
+
+
+class RatingRequestSchema(marshmallow.Schema):
+    """The reporter's rating of the current closure; not a lifecycle step."""
+
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
+    comment = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_COMMENT)
+    )
+    expected_version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class RatesQuerySchema(marshmallow.Schema):
+    """Filters of ``GET rates``; ``from``/``to`` are local calendar days, both included."""
+
+    community = fields.String(validate=validate.Length(min=1, max=64))
+    category = fields.String(validate=validate.Length(min=1, max=64))
+    department = fields.String(validate=validate.Length(min=1, max=64))
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    group_by = fields.String(validate=validate.OneOf(GROUPINGS))
+
+
+class RatioSchema(marshmallow.Schema):
+    numerator = fields.Integer()
+    denominator = fields.Integer()
+    value = fields.Float(allow_none=True)
+
+
+class SpreadSchema(marshmallow.Schema):
+    count = fields.Integer()
+    median = fields.Float(allow_none=True)
+    p90 = fields.Float(allow_none=True)
+
+
+class RatesGroupSchema(marshmallow.Schema):
+    key = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
+    incidents = fields.Integer()
+    response_rate = fields.Nested(RatioSchema)
+    resolution_rate = fields.Nested(RatioSchema)
+    satisfaction_rate = fields.Nested(RatioSchema)
+    stage_seconds = fields.Dict(keys=fields.String(), values=fields.Nested(SpreadSchema))
+
+
+class PeriodSchema(marshmallow.Schema):
+    from_ = fields.Date(data_key="from", attribute="first")
+    to = fields.Date(attribute="last")
+    timezone = fields.Function(lambda period: period.tz.key)
+
+
+class RatesSchema(marshmallow.Schema):
+    period = fields.Nested(PeriodSchema)
+    filters = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
+    group_by = fields.String(allow_none=True)
+    definitions = fields.Dict(keys=fields.String(), values=fields.String())
+    groups = fields.List(fields.Nested(RatesGroupSchema))

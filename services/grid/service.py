@@ -13,7 +13,7 @@ from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
-from shequ_services.grid import deadlines, domain, workflow
+from shequ_services.grid import deadlines, domain, rates, rating, workflow
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
     CategorySchema,
@@ -21,6 +21,9 @@ from shequ_services.grid.schemas import (
     IncidentListQuerySchema,
     IncidentReportSchema,
     IncidentSchema,
+    RatesQuerySchema,
+    RatesSchema,
+    RatingRequestSchema,
     TransitionRequestSchema,
 )
 from shequ_services.grid.store import IncidentChanged, IncidentRepository
@@ -129,6 +132,9 @@ class GridService(PlatformService):
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
+            if stage.breached and incident.clocks[stage.clock].overdue_at is None:
+                # Stopped late before a scan saw it: the timer will never count this breach.
+                SLA_BREACHES.labels(stage.clock, incident.category).inc()
         return IncidentSchema().dump(updated)
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
@@ -174,3 +180,78 @@ class GridService(PlatformService):
             request.identity, community=query.get("community"), limit=query["limit"]
         )
         return {"items": IncidentSchema(many=True).dump(found)}
+
+    @route("POST", "/api/v1/grid/incidents/<string:incident_id>/rating")
+    def rate_incident(self, request: Request, incident_id: str) -> Response:
+        incident = self._readable(request, incident_id)
+        body = load_body(request, RatingRequestSchema())
+        identity = request.identity
+        try:
+            decided = rating.rate(
+                incident,
+                expected_version=body["expected_version"],
+                actor=identity.sub,
+                roles=identity.roles,
+                score=body["score"],
+                comment=body["comment"],
+                at=datetime.now(UTC),
+            )
+            updated = self.incidents.record_rating(incident, decided, identity.sub)
+        except workflow.StaleVersion as exc:
+            raise Conflict(str(exc), current_version=exc.actual) from exc
+        except rating.RatingNotOpen as exc:
+            raise Conflict(str(exc), state=exc.state) from exc
+        except rating.AlreadyRated as exc:
+            raise Conflict(str(exc), closure=exc.closure) from exc
+        except rating.NotTheReporter as exc:
+            raise Forbidden(str(exc)) from exc
+        except rating.InvalidRating as exc:
+            raise InvalidInput("the rating failed validation", {exc.field: [str(exc)]}) from exc
+        return json_response(IncidentSchema().dump(updated), status=201)
+
+    @route("GET", "/api/v1/grid/rates")
+    def get_rates(self, request: Request) -> dict[str, Any]:
+        identity = request.identity
+        if not identity.has_role(*rates.READER_ROLES):
+            raise Forbidden("the rates are for community staff, auditors and admins")
+        query = load_query(request, RatesQuerySchema())
+        calendar = self.reference.policy.calendar
+        now = datetime.now(UTC)
+        try:
+            communities = rates.readable_communities(
+                identity.roles, identity.communities, query.get("community")
+            )
+            period = rates.period(
+                query.get("from_"),
+                query.get("to"),
+                today=now.astimezone(calendar.tz).date(),
+                tz=calendar.tz,
+            )
+        except rates.NotAllowed as exc:
+            raise Forbidden(str(exc)) from exc
+        except rates.InvalidPeriod as exc:
+            raise InvalidInput("the period failed validation", {exc.field: [str(exc)]}) from exc
+        start, end = period.bounds()
+        facts = self.incidents.rate_facts(
+            start=start,
+            end=end,
+            communities=communities,
+            category=query.get("category"),
+            department=query.get("department"),
+        )
+        groups = rates.summarise(
+            facts,
+            now=now,
+            clocks=[rule.name for rule in self.reference.policy.clocks],
+            tz=calendar.tz,
+            group_by=query.get("group_by"),
+        )
+        return RatesSchema().dump(
+            {
+                "period": period,
+                "filters": {k: query.get(k) for k in ("community", "category", "department")},
+                "group_by": query.get("group_by"),
+                "definitions": rates.DEFINITIONS,
+                "groups": groups,
+            }
+        )

@@ -14,7 +14,8 @@ from shequ.errors import NotFound
 from shequ.store import Repository, as_record
 from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import CLOSED_STATES, Category, Incident
+from shequ_services.grid.domain import CLOSED_STATES, Category, Incident, Rating
+from shequ_services.grid.rates import Facts
 from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
@@ -36,6 +37,7 @@ class IncidentRepository(Repository):
             IndexModel([("department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("next_due", ASCENDING)], sparse=True),
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
+            IndexModel([("reported_at", ASCENDING)]),
         ]
     }
 
@@ -195,6 +197,91 @@ class IncidentRepository(Repository):
             counts[document["category"]] = counts.get(document["category"], 0) + 1
         return counts
 
+    def record_rating(self, incident: Incident, rating: Rating, actor: str) -> Incident:
+        """Store the reporter's rating, its history entry and ``incident.rated``.
+
+        Conditional on the version the rating was decided on, like a step, so
+        a double submission or a reopen in between rates nothing.
+        """
+
+        def work() -> Incident:
+            fields: dict[str, Any] = {"score": rating.score}
+            if rating.comment is not None:
+                fields["comment"] = rating.comment
+            # No from/to: a rating enters no state, and readers of the history
+            # (the reopen window, the closure count) look for the entries that do.
+            entry = {"at": rating.at, "actor": actor, "action": "rate", "fields": fields}
+            document = self.db[INCIDENTS].find_one_and_update(
+                {"_id": incident.id, "version": incident.version},
+                {
+                    "$inc": {"version": 1, "event_seq": 1},
+                    "$push": {"history": entry, "ratings": asdict(rating)},
+                },
+                return_document=ReturnDocument.AFTER,
+                session=self.session,
+            )
+            if document is None:
+                raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
+            updated = _to_incident(document)
+            self.emit(
+                contract.INCIDENT_RATED_V1,
+                subject=incident.id,
+                sequence=updated.event_seq,
+                data={
+                    **_place(incident),
+                    "score": rating.score,
+                    "outcome": incident.status,
+                    "department": incident.department,
+                    "at": rating.at,
+                },
+            )
+            return updated
+
+        return self.run_in_transaction(work)
+
+    def rate_facts(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        communities: tuple[str, ...] | None,
+        category: str | None,
+        department: str | None,
+    ) -> list[Facts]:
+        """What the rates need of the incidents reported in [start, end), nothing more."""
+        query: dict[str, Any] = {"reported_at": {"$gte": start, "$lt": end}}
+        if communities is not None:
+            query["community"] = {"$in": list(communities)}
+        if category is not None:
+            query["category"] = category
+        if department is not None:
+            query["department"] = department
+        projection = {
+            "_id": 0,
+            "community": 1,
+            "category": 1,
+            "department": 1,
+            "status": 1,
+            "reported_at": 1,
+            "clocks": 1,
+            "ratings.score": 1,
+        }
+        return [
+            Facts(
+                community=document["community"],
+                category=document["category"],
+                department=document.get("department"),
+                status=document["status"],
+                reported_at=document["reported_at"],
+                clocks={
+                    name: Clock.from_document(clock)
+                    for name, clock in (document.get("clocks") or {}).items()
+                },
+                score=(document.get("ratings") or [{}])[-1].get("score"),
+            )
+            for document in self.db[INCIDENTS].find(query, projection)
+        ]
+
     def get(self, incident_id: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"_id": incident_id}, session=self.session)
         if document is None:
@@ -266,4 +353,5 @@ def _to_incident(document: dict[str, Any]) -> Incident:
     record["clocks"] = {
         name: Clock.from_document(clock) for name, clock in record.get("clocks", {}).items()
     }
+    record["ratings"] = [Rating(**rating) for rating in record.get("ratings", [])]
     return Incident(**record)

@@ -186,3 +186,25 @@ ALERT_SPECS["escalated"] = register(
     IncidentEscalatedV1,
     "An incident's clock passed one of its escalation levels; each level is raised once.",
 )
+
+
+class IncidentRatedV1(IncidentPlaceV1):
+    """The reporter rated a closure (评): the score only, never the comment or the reporter."""
+
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
+    outcome = fields.String(
+        required=True, validate=validate.OneOf(["closed_resolved", "closed_unresolved"])
+    )
+    department = fields.String(load_default=None, dump_default=None, allow_none=True)
+    at = fields.AwareDateTime(required=True)
+
+
+INCIDENT_RATED = "incident.rated"
+
+INCIDENT_RATED_V1 = register(
+    SERVICE,
+    INCIDENT_RATED,
+    1,
+    IncidentRatedV1,
+    "The reporter rated a closed incident 1 to 5; counts towards the satisfaction rate.",
+)
