@@ -96,6 +96,7 @@ class Incident:
 
     def open_subtasks(self) -> tuple[str, ...]:
         return tuple(task["department"] for task in self.subtasks if task["status"] == "open")
+
     ratings: list[Rating] = field(default_factory=list)
 
 
