@@ -166,11 +166,16 @@ class Clock:
 
 @dataclass(frozen=True)
 class Stopped:
-    """A clock that stopped at this step: how long the stage took, and whether late."""
+    """A clock that stopped at this step: how long the stage took, and whether late.
+
+    ``overdue_raised`` says whether the timer already raised (and counted) the
+    clock's overdue alert, so a late stop is counted as a breach exactly once.
+    """
 
     clock: str
     seconds: float
     breached: bool
+    overdue_raised: bool = False
 
 
 def parse_policy(raw: Mapping[str, Any]) -> Policy:
@@ -304,7 +309,12 @@ def on_state(
         if clock is not None and clock.running and to_state in rule.stops_on:
             updated[rule.name] = replace(clock, stopped_at=at)
             stopped.append(
-                Stopped(rule.name, (at - clock.started).total_seconds(), at > clock.deadline)
+                Stopped(
+                    rule.name,
+                    (at - clock.started).total_seconds(),
+                    at > clock.deadline,
+                    clock.overdue_at is not None,
+                )
             )
         elif to_state in rule.starts_on and (clock is None or not clock.running):
             updated[rule.name] = _start(rule, policy, urgency, at)
@@ -332,7 +342,12 @@ def _reconcile_co_handling(
         if clock.name == CO_HANDLING and clock.running and clock.department not in co_handlers:
             clocks[key] = replace(clock, stopped_at=at)
             stopped.append(
-                Stopped(CO_HANDLING, (at - clock.started).total_seconds(), at > clock.deadline)
+                Stopped(
+                    CO_HANDLING,
+                    (at - clock.started).total_seconds(),
+                    at > clock.deadline,
+                    clock.overdue_at is not None,
+                )
             )
     for department in co_handlers:
         key = co_handling_key(department)

@@ -132,7 +132,7 @@ class GridService(PlatformService):
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
-            if stage.breached and incident.clocks[stage.clock].overdue_at is None:
+            if stage.breached and not stage.overdue_raised:
                 # Stopped late before a scan saw it: the timer will never count this breach.
                 SLA_BREACHES.labels(stage.clock, incident.category).inc()
         return IncidentSchema().dump(updated)

@@ -34,6 +34,25 @@ def test_acceptance_stops_acknowledge_in_time_and_starts_dispatch() -> None:
     assert clocks["dispatch"].running and not clocks["acknowledge"].running
 
 
+def test_a_late_stop_says_whether_the_overdue_alert_was_already_raised() -> None:
+    reported, _ = step({}, "reported", MONDAY)
+    late = MONDAY + timedelta(hours=5)
+    _, unseen = step(reported, "accepted", late)
+    assert unseen == [deadlines.Stopped("acknowledge", 5 * 3600.0, True, overdue_raised=False)]
+    alerts = deadlines.due_alerts(reported, late)
+    alerted = deadlines.mark_raised(reported, alerts, late)
+    _, counted = step(alerted, "accepted", late)
+    assert counted == [deadlines.Stopped("acknowledge", 5 * 3600.0, True, overdue_raised=True)]
+
+
+def test_a_late_co_handler_stop_is_reported_under_the_co_handling_stage() -> None:
+    dispatched, _ = step({}, "dispatched", MONDAY, co_handlers=("police",))
+    _, stopped = step(dispatched, "dispatched", MONDAY + timedelta(days=30), co_handlers=())
+    assert [(s.clock, s.breached, s.overdue_raised) for s in stopped] == [
+        ("co_handling", True, False)
+    ]
+
+
 def test_the_resolve_limit_comes_from_the_urgency_tier() -> None:
     simple, _ = step({}, "dispatched", MONDAY, urgency="simple")
     urgent, _ = step({}, "dispatched", MONDAY, urgency="urgent")
