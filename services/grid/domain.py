@@ -16,7 +16,7 @@ from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
 
 URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
-CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above")
+CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above", "open311")
 
 
 class GridError(Exception):
@@ -76,6 +76,10 @@ class Incident:
     clocks: dict[str, Clock] = field(default_factory=dict)
     next_due: datetime | None = None
     event_seq: int = 1
+    # Open311 intake: the reporter's personal fields as sent (never in a view or
+    # event) and the request's own details (client, lookup token, attributes).
+    private: dict[str, str] = field(default_factory=dict)
+    open311: dict[str, Any] | None = None
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
