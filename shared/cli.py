@@ -152,6 +152,55 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mongo_uri(args: argparse.Namespace) -> str | None:
+    if os.environ.get("SHEQU_MONGO_URI"):
+        return os.environ["SHEQU_MONGO_URI"]
+    path = args.data_dir / "endpoints.json"
+    if path.exists():
+        return str(json.loads(path.read_text(encoding="utf-8"))["mongo_uri"])
+    print(
+        f"shequ: no running stack found ({path} is missing); set SHEQU_MONGO_URI",
+        file=sys.stderr,
+    )
+    return None
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    """Issue an Open311 client's key: printed once, stored only as a hash in the grid's database."""
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    from shequ.store import database_name
+    from shequ_services.grid.open311 import check_client_name
+    from shequ_services.grid.store import ApiKeyRepository, ClientExists, issue_api_key
+
+    try:
+        name = check_client_name(args.name)
+    except ValueError as exc:
+        print(f"shequ apikey: {exc}", file=sys.stderr)
+        return 2
+    uri = _mongo_uri(args)
+    if uri is None:
+        return 2
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    try:
+        db = client[database_name("grid", os.environ.get("SHEQU_MONGO_DATABASE_PREFIX"))]
+        key = issue_api_key(ApiKeyRepository(db), name)
+    except ClientExists as exc:
+        print(f"shequ apikey: {exc}", file=sys.stderr)
+        return 1
+    except PyMongoError as exc:
+        print(f"shequ apikey: cannot reach the grid's database at {uri}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(key)
+    print(f"the Open311 api_key of {name}; it is shown only this once", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("service")
     dead.add_argument("--id", help="replay only the message with this id")
+
+    apikey = sub.add_parser("apikey", help="manage Open311 clients' API keys")
+    apikey_sub = apikey.add_subparsers(dest="apikey_action", required=True)
+    add = apikey_sub.add_parser("add", help="issue an API key for a new Open311 client")
+    _add_data_dir(add)
+    add.add_argument("name", help="the client's name, e.g. wechat-miniapp")
     return parser
 
 
@@ -192,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_token(args)
     if args.command == "deadletters":
         return cmd_deadletters(args)
+    if args.command == "apikey":
+        return cmd_apikey(args)
     return 2
 
 

@@ -41,6 +41,15 @@ def as_record(document: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def database_name(service: str, prefix: str | None = None) -> str:
+    """The database a service owns: its name behind ``MONGO_DATABASE_PREFIX``.
+
+    Also used by operator commands that write to a service's database
+    directly, so both agree on the name.
+    """
+    return f"{prefix or ''}{service}"
+
+
 class AlreadyProcessed(Exception):
     """The event was handled before by this handler; its effects already exist."""
 
@@ -207,7 +216,7 @@ class Store(DependencyProvider):
             tz_aware=True,
             uuidRepresentation="standard",
         )
-        self.database_name = f"{config.get('MONGO_DATABASE_PREFIX') or ''}{self.service}"
+        self.database_name = database_name(self.service, config.get("MONGO_DATABASE_PREFIX"))
         self.db = self.client[self.database_name]
 
     def start(self) -> None:

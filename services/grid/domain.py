@@ -16,7 +16,7 @@ from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
 
 URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
-CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above")
+CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above", "open311")
 
 
 class GridError(Exception):
@@ -89,6 +89,11 @@ class Incident:
     # Co-handling (吹哨报到) and extensions (延期); see ``workflow.consequences``.
     subtasks: list[dict[str, Any]] = field(default_factory=list)
     extension: dict[str, Any] | None = None
+    ratings: list[Rating] = field(default_factory=list)
+    # Open311 intake: the reporter's personal fields as sent (never in a view or
+    # event) and the request's own details (client, lookup token, attributes).
+    private: dict[str, str] = field(default_factory=dict)
+    open311: dict[str, Any] | None = None
 
     def co_handlers(self) -> tuple[str, ...]:
         """Every department with a sub-task on the case, open or handled."""
@@ -96,8 +101,6 @@ class Incident:
 
     def open_subtasks(self) -> tuple[str, ...]:
         return tuple(task["department"] for task in self.subtasks if task["status"] == "open")
-
-    ratings: list[Rating] = field(default_factory=list)
 
 
 def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:

@@ -3,16 +3,19 @@
 Open311 lets third-party apps (a district's WeChat mini-program, a citizen
 app, a city 12345 hub) file and follow reports without knowing our internals.
 This module only translates: categories become GeoReport *services*, a
-form-encoded POST becomes a checked ``Open311Request``, an incident becomes a
-public *request* view, and any of those becomes the XML or JSON the spec
-describes. It is plain Python so every rule is tested without a server; the
-HTTP routes call it and decide what to store, publish and authorise.
+form-encoded POST becomes a checked ``Open311Request`` and then a new incident
+placed in a grid cell, an incident becomes a public *request* view, and any of
+those becomes the XML or JSON the spec describes; it also mints and hashes
+clients' API keys. It is plain Python so every rule is tested without a
+server; the HTTP routes call it and decide what to store, publish and
+authorise.
 
 Two rules shape it beyond the spec:
 
 * a reporter's personal details (name, phone, e-mail, device and account ids)
-  are split off into ``Open311Request.private`` so the caller cannot publish
-  them by accident;
+  are split off into ``Open311Request.private`` (then ``Incident.private``) so
+  the caller cannot publish them by accident, and the public view leaves out
+  the resident's own words (description, typed address) as well;
 * sensitive and retired categories are not offered: GeoReport is a public,
   anonymous interface, and sensitive categories concern residents' private
   circumstances that are reported through staff channels.
@@ -20,16 +23,22 @@ Two rules shape it beyond the spec:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shequ_services.grid.domain import Category
+import yaml
+
+from shequ_services.grid import deadlines, domain
+from shequ_services.grid.domain import Category, GridCell
 
 DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 LIST_DATATYPES = ("singlevaluelist", "multivaluelist")
@@ -142,49 +151,19 @@ def parse_attributes(raw: Iterable[Mapping[str, Any]]) -> list[Attribute]:
     return sorted(attributes, key=lambda attribute: attribute.order)
 
 
-ATTRIBUTES: dict[str, list[Attribute]] = {
-    "facility_damaged": parse_attributes(
-        [
-            {
-                "code": "facility_type",
-                "datatype": "singlevaluelist",
-                "required": True,
-                "order": 1,
-                "description": "损坏的是哪类设施？",
-                "values": [
-                    {"key": "streetlight", "name": "路灯"},
-                    {"key": "manhole", "name": "井盖"},
-                    {"key": "bench", "name": "座椅"},
-                    {"key": "other", "name": "其他"},
-                ],
-            }
-        ]
-    ),
-    "safety_hazard": parse_attributes(
-        [
-            {
-                "code": "hazard_kind",
-                "datatype": "multivaluelist",
-                "order": 1,
-                "description": "隐患属于哪些类型？（可多选）",
-                "values": [
-                    {"key": "fire", "name": "消防"},
-                    {"key": "electrical", "name": "用电"},
-                    {"key": "structural", "name": "建筑结构"},
-                    {"key": "other", "name": "其他"},
-                ],
-            },
-            {
-                "code": "hazard_detail",
-                "datatype": "string",
-                "order": 2,
-                "description": "请简要说明隐患的具体位置和情况",
-                "datatype_description": "一行文字",
-            },
-        ]
-    ),
-}
-"""Extra questions per category code, until categories carry them in YAML."""
+def parse_questions(
+    raw: Mapping[str, Iterable[Mapping[str, Any]]] | None,
+) -> dict[str, list[Attribute]]:
+    """Every category's extra questions from data (``questions.yaml``), by category code."""
+    return {str(code): parse_attributes(items or ()) for code, items in (raw or {}).items()}
+
+
+SHIPPED_QUESTIONS = Path(__file__).with_name("questions.yaml")
+
+ATTRIBUTES: dict[str, list[Attribute]] = parse_questions(
+    yaml.safe_load(SHIPPED_QUESTIONS.read_text(encoding="utf-8"))
+)
+"""The shipped extra questions; a district's own file replaces them through ``Reference``."""
 
 
 def attributes_for(
@@ -280,7 +259,7 @@ class Open311Request:
         """The point in the shape ``Incident.location`` keeps, if one was sent."""
         if self.lat is None or self.long is None:
             return None
-        return {"lat": self.lat, "long": self.long}
+        return {"lat": self.lat, "lon": self.long}
 
 
 def parse_request(
@@ -681,3 +660,234 @@ def _date_arg(args: Mapping[str, str], name: str, errors: list[tuple[str, str]])
             )
         )
     return value
+
+
+# --- from a checked request to an incident, and back to a public view ---------------------
+
+CHANNEL = "open311"
+CLOSED_STATES = (*domain.CLOSED_STATES, "rejected")
+"""Grid states an Open311 client sees as ``closed``; every other state is ``open``."""
+
+PLACE_WITHIN_M = 1500.0
+"""A point farther than this from every cell centre is outside the sub-district."""
+
+_EARTH_RADIUS_M = 6_371_000.0
+
+STATUS_NOTES = {
+    "reported": "已收到，等待社区受理",
+    "accepted": "社区已受理，正在派遣",
+    "rejected": "经核实不予受理",
+    "dispatched": "已派遣至责任部门",
+    "in_progress": "责任部门正在处置",
+    "handled": "已处置，等待网格员现场核查",
+    "deferred": "已挂账，待条件具备后办理",
+    "reopened": "已重新办理",
+    "closed_resolved": "已办结，问题已解决",
+    "closed_unresolved": "已结案，问题未能解决",
+}
+"""A fixed note per grid state: staff free text (reasons, feedback) is never republished."""
+
+_UNIT_ZH = {
+    "seconds": "秒",
+    "minutes": "分钟",
+    "hours": "小时",
+    "calendar_days": "天",
+    "working_days": "个工作日",
+}
+
+
+def cell_centroids(registry: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Cell centres (``centroid: {lat, lon}`` in the registry data) for placing a lat/long."""
+    centres: dict[str, tuple[float, float]] = {}
+    for community in registry.get("communities", []):
+        for cell in community.get("cells", []):
+            centre = cell.get("centroid")
+            if centre is not None:
+                centres[cell["id"]] = (float(centre["lat"]), float(centre["lon"]))
+    return centres
+
+
+def place(
+    request: Open311Request,
+    cells: Mapping[str, GridCell],
+    centroids: Mapping[str, tuple[float, float]],
+) -> GridCell:
+    """The grid cell a request belongs to, or a 400 saying how to send one that can be placed.
+
+    ``address_id`` is the jurisdiction's own address id in the spec; ours is the
+    grid cell, so a client that knows the cell names it there and that wins.
+    Otherwise the nearest cell centre to ``lat``/``long`` within
+    ``PLACE_WITHIN_M``. An ``address_string`` alone cannot be placed: the grid
+    does no geocoding.
+    """
+    if request.address_id is not None:
+        cell = cells.get(request.address_id)
+        if cell is None:
+            raise Open311Error(
+                400,
+                [("unknown_address_id", f"address_id {request.address_id!r} is no grid cell here")],
+            )
+        return cell
+    if request.lat is None or request.long is None:
+        raise Open311Error(
+            400,
+            [
+                (
+                    "unplaceable_request",
+                    "send lat & long, or a grid cell id as address_id; "
+                    "address_string alone cannot be placed",
+                )
+            ],
+        )
+    distances = [
+        (_metres(request.lat, request.long, *centre), cell_id)
+        for cell_id, centre in centroids.items()
+        if cell_id in cells
+    ]
+    if not distances or min(distances)[0] > PLACE_WITHIN_M:
+        raise Open311Error(
+            400,
+            [("outside_area", "lat & long are not within any grid cell of this sub-district")],
+        )
+    return cells[min(distances)[1]]
+
+
+def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance; plenty for picking the nearest of a few cell centres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
+
+def open_incident(
+    request: Open311Request,
+    *,
+    client: str,
+    categories: dict[str, Category],
+    cells: dict[str, GridCell],
+    centroids: Mapping[str, tuple[float, float]],
+    now: datetime,
+    policy: deadlines.Policy,
+) -> domain.Incident:
+    """A new incident from a checked request, through the same rules as a native report.
+
+    The reporter is the client (``open311:<name>``): the person behind it is
+    known only by the personal fields they chose to send, which go to
+    ``Incident.private`` and nowhere else.
+    """
+    cell = place(request, cells, centroids)
+    incident = domain.report_incident(
+        categories=categories,
+        cells=cells,
+        category=request.service_code,
+        grid_cell=cell.id,
+        description=request.description or "",
+        location=request.location,
+        reporter=f"{CHANNEL}:{client}",
+        channel=CHANNEL,
+        now=now,
+        policy=policy,
+    )
+    incident.private = dict(request.private)
+    incident.open311 = {
+        "client": client,
+        "token": secrets.token_urlsafe(16),
+        "attributes": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in request.attributes.items()
+        },
+        "address_string": request.address_string,
+        "address_id": request.address_id,
+        "media_url": request.media_url,
+    }
+    return incident
+
+
+def service_notice(category: Category, policy: deadlines.Policy) -> str:
+    """What the client may tell the resident about the time limit this service works to."""
+    rule = next((rule for rule in policy.clocks if rule.name == "resolve"), None)
+    if rule is None:
+        return ""
+    limit = policy.limit_for(rule, category.urgency)
+    return f"派遣责任部门后 {limit.amount} {_UNIT_ZH[limit.unit]}内办结"
+
+
+def incident_view(
+    incident: domain.Incident,
+    *,
+    category: Category,
+    cells: Mapping[str, GridCell],
+    policy: deadlines.Policy,
+) -> dict[str, Any]:
+    """GET requests: an incident as a public service request.
+
+    The description, the address as typed and everything in ``private`` are
+    the resident's words and stay inside; the address shown is the grid
+    cell's name and the status note is a fixed text per state.
+    """
+    resolve = incident.clocks.get("resolve")
+    cell = cells.get(incident.grid_cell)
+    location = incident.location or {}
+    details = incident.open311 or {}
+    return request_view(
+        service_request_id=incident.id,
+        status_open=incident.status not in CLOSED_STATES,
+        status_notes=STATUS_NOTES.get(incident.status),
+        service_name=category.name_zh,
+        service_code=category.code,
+        description=None,
+        agency_responsible=incident.department or category.department,
+        service_notice=service_notice(category, policy) or None,
+        requested_datetime=incident.reported_at,
+        updated_datetime=max([incident.reported_at, *(entry["at"] for entry in incident.history)]),
+        expected_datetime=resolve.deadline if resolve is not None else None,
+        address=cell.name if cell is not None else None,
+        lat=location.get("lat"),
+        long=location.get("lon"),
+        media_url=details.get("media_url"),
+    )
+
+
+def posted_view(incident: domain.Incident, notice: str | None) -> dict[str, Any]:
+    """POST requests: the id (the grid is realtime), a token to look it up by, the notice."""
+    details = incident.open311 or {}
+    return {
+        "service_request_id": incident.id,
+        "token": details.get("token"),
+        "service_notice": notice or None,
+        "account_id": None,
+    }
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+API_KEY_BYTES = 32
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def new_api_key() -> str:
+    """A key for one Open311 client: random, shown once, stored only as its hash."""
+    return secrets.token_urlsafe(API_KEY_BYTES)
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 is enough here: the key is 256 random bits, nothing to guess or stretch."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def check_client_name(name: str) -> str:
+    """A client's name is a label in ids (``open311:<name>``) and logs: short and plain."""
+    if not CLIENT_NAME.match(name):
+        raise ValueError(
+            "a client name is 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def api_key_of(form: Mapping[str, list[str]]) -> str:
+    """The api_key a POST carries; its absence is the spec's 403 before anything else."""
+    present = [value for value in form.get("api_key", []) if value != ""]
+    if not present:
+        raise Open311Error(403, [("missing_api_key", "api_key was not provided")])
+    return present[0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +16,8 @@ from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
-from shequ_services.grid import deadlines, domain, rates, rating, workflow
+from shequ_services.grid import deadlines, domain, open311, rates, rating, workflow
+from shequ_services.grid.open311 import Open311Error
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
     CategorySchema,
@@ -26,9 +30,46 @@ from shequ_services.grid.schemas import (
     RatingRequestSchema,
     TransitionRequestSchema,
 )
-from shequ_services.grid.store import IncidentChanged, IncidentRepository
+from shequ_services.grid.store import ApiKeyRepository, IncidentChanged, IncidentRepository
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
+
+
+OPEN311_CONTENT_TYPES = {
+    "json": "application/json; charset=utf-8",
+    "xml": "text/xml; charset=utf-8",
+}
+
+
+def open311_response(
+    fmt: str, payload: Any, root: str, item_tag: str | None = None, status: int = 200
+) -> Response:
+    """A GeoReport body in the format the path asked for, UTF-8 as the spec requires."""
+    if fmt != "xml":
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    elif item_tag is None:
+        body = open311.object_to_xml(root, payload)
+    else:
+        body = open311.to_xml(root, item_tag, payload)
+    return Response(body, status=status, content_type=OPEN311_CONTENT_TYPES[fmt])
+
+
+def open311_answer(method: Callable[..., Response]) -> Callable[..., Response]:
+    """Answer an ``Open311Error`` with the spec's error list instead of problem+json.
+
+    GeoReport clients parse ``errors/error`` (XML) or ``[{code, description}]``
+    (JSON) in the format of the path they called.
+    """
+
+    @functools.wraps(method)
+    def answer(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return method(self, request, *args, **kwargs)
+        except Open311Error as exc:
+            errors = open311.errors_body(exc.errors)
+            return open311_response(kwargs["fmt"], errors, "errors", "error", status=exc.status)
+
+    return answer
 
 
 class GridService(PlatformService):
@@ -254,4 +295,99 @@ class GridService(PlatformService):
                 "definitions": rates.DEFINITIONS,
                 "groups": groups,
             }
+        )
+
+    # -- Open311 GeoReport v2 (public: clients identify with an api_key on POST) ------------
+
+    @route("GET", "/open311/v2/services.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_services(self, request: Request, fmt: str) -> Response:
+        offered = open311.service_list(
+            self.reference.categories.values(), registry=self.reference.questions
+        )
+        return open311_response(fmt, offered, "services", "service")
+
+    @route("GET", "/open311/v2/services/<string:code>.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_service_definition(self, request: Request, code: str, fmt: str) -> Response:
+        category = self.reference.categories.get(code)
+        if category is None or not open311.is_offered(category):
+            raise Open311Error(404, [("unknown_service_code", f"no service {code!r}")])
+        definition = open311.service_definition(category, registry=self.reference.questions)
+        return open311_response(fmt, definition, "service_definition")
+
+    @route("POST", "/open311/v2/requests.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_post_request(self, request: Request, fmt: str) -> Response:
+        form = {name: request.form.getlist(name) for name in request.form}
+        client = ApiKeyRepository(self.incidents.db).active_client(
+            open311.hash_api_key(open311.api_key_of(form))
+        )
+        if client is None:
+            raise Open311Error(403, [("invalid_api_key", "api_key is not valid")])
+        ref = self.reference
+        checked = open311.parse_request(form, ref.categories, registry=ref.questions)
+        incident = open311.open_incident(
+            checked,
+            client=client.name,
+            categories=ref.categories,
+            cells=ref.cells,
+            centroids=ref.centroids,
+            now=datetime.now(UTC),
+            policy=ref.policy,
+        )
+        category = ref.categories[incident.category]
+        self.incidents.add_reported(incident, category)
+        notice = open311.service_notice(category, ref.policy)
+        posted = open311.posted_view(incident, notice)
+        return open311_response(fmt, [posted], "service_requests", "request", status=201)
+
+    @route("GET", "/open311/v2/tokens/<string:token>.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_token(self, request: Request, token: str, fmt: str) -> Response:
+        incident = self._open311_visible(lambda: self.incidents.by_open311_token(token))
+        found = {"service_request_id": incident.id, "token": token}
+        return open311_response(fmt, [found], "service_requests", "request")
+
+    @route("GET", "/open311/v2/requests.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_requests(self, request: Request, fmt: str) -> Response:
+        query = open311.parse_list_query(request.args.to_dict(), datetime.now(UTC))
+        offered = [c.code for c in self.reference.categories.values() if open311.is_offered(c)]
+        codes = [c for c in offered if not query.service_codes or c in query.service_codes]
+        statuses = set(query.statuses)
+        found = self.incidents.open311_requests(
+            ids=query.service_request_ids,
+            categories=tuple(codes),
+            start=query.start,
+            end=query.end,
+            closed=None if len(statuses) != 1 else statuses == {"closed"},
+            limit=query.limit,
+        )
+        views = [self._open311_view(incident) for incident in found]
+        return open311_response(fmt, views, "service_requests", "request")
+
+    @route("GET", "/open311/v2/requests/<string:request_id>.<any(json,xml):fmt>", public=True)
+    @open311_answer
+    def open311_request(self, request: Request, request_id: str, fmt: str) -> Response:
+        incident = self._open311_visible(lambda: self.incidents.get(request_id))
+        return open311_response(fmt, [self._open311_view(incident)], "service_requests", "request")
+
+    def _open311_visible(self, find: Callable[[], domain.Incident]) -> domain.Incident:
+        """The incident, if it exists and its category is offered; otherwise the spec's 404."""
+        try:
+            incident = find()
+        except NotFound:
+            incident = None
+        category = self.reference.categories.get(incident.category) if incident else None
+        if incident is None or category is None or category.sensitive:
+            raise Open311Error(404, [("not_found", "no such service request")])
+        return incident
+
+    def _open311_view(self, incident: domain.Incident) -> dict[str, Any]:
+        return open311.incident_view(
+            incident,
+            category=self.reference.categories[incident.category],
+            cells=self.reference.cells,
+            policy=self.reference.policy,
         )

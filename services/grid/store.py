@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import date, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from shequ.auth import Identity
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
 from shequ.store import Repository, as_record
-from shequ_services.grid import deadlines
+from shequ_services.grid import deadlines, open311
 from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import CLOSED_STATES, Category, Incident, Rating
 from shequ_services.grid.rates import Facts
 from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
+CLIENTS = "open311_clients"
 
 
 class IncidentNotFound(NotFound):
@@ -38,6 +41,7 @@ class IncidentRepository(Repository):
             IndexModel([("next_due", ASCENDING)], sparse=True),
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("reported_at", ASCENDING)]),
+            IndexModel([("open311.token", ASCENDING)], sparse=True),
         ]
     }
 
@@ -315,6 +319,88 @@ class IncidentRepository(Repository):
             query = {"$and": [query, {"community": community}]}
         cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
         return [_to_incident(document) for document in cursor]
+
+    # -- Open311: public reads, never of sensitive categories -------------------------------
+
+    def open311_requests(
+        self,
+        *,
+        ids: tuple[str, ...],
+        categories: tuple[str, ...],
+        start: datetime | None,
+        end: datetime | None,
+        closed: bool | None,
+        limit: int,
+    ) -> list[Incident]:
+        """Incidents an Open311 client may see, newest first.
+
+        ``categories`` are the offered ones (already narrowed by a
+        service_code filter); ``closed`` None means any status.
+        """
+        query: dict[str, Any] = {"category": {"$in": list(categories)}}
+        if ids:
+            query["_id"] = {"$in": list(ids)}
+        if start is not None and end is not None:
+            query["reported_at"] = {"$gte": start, "$lte": end}
+        if closed is not None:
+            query["status"] = {"$in" if closed else "$nin": list(open311.CLOSED_STATES)}
+        cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
+        return [_to_incident(document) for document in cursor]
+
+    def by_open311_token(self, token: str) -> Incident:
+        document = self.db[INCIDENTS].find_one({"open311.token": token}, session=self.session)
+        if document is None:
+            raise IncidentNotFound(f"no request with token {token}")
+        return _to_incident(document)
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """An Open311 client: it is known by name; its key exists only as a hash."""
+
+    name: str
+    created_at: datetime
+    active: bool = True
+
+
+class ClientExists(Exception):
+    pass
+
+
+class ApiKeyRepository:
+    """Open311 clients and their key hashes (``open311_clients``).
+
+    Not a ``Repository``: nothing here is an event, so it needs neither a
+    transaction nor the outbox, and the ``shequ apikey`` command can use it
+    with a bare database handle.
+    """
+
+    def __init__(self, db: Database[Any]) -> None:
+        self.db = db
+
+    def add(self, name: str, key_hash: str, created_at: datetime) -> ApiClient:
+        """Register a client; a second client of the same name is refused."""
+        self.db[CLIENTS].create_index("name", unique=True)
+        try:
+            self.db[CLIENTS].insert_one(
+                {"_id": key_hash, "name": name, "created_at": created_at, "active": True}
+            )
+        except DuplicateKeyError as exc:
+            raise ClientExists(f"an Open311 client named {name!r} exists already") from exc
+        return ApiClient(name, created_at)
+
+    def active_client(self, key_hash: str) -> ApiClient | None:
+        document = self.db[CLIENTS].find_one({"_id": key_hash, "active": True})
+        if document is None:
+            return None
+        return ApiClient(document["name"], document["created_at"], document["active"])
+
+
+def issue_api_key(keys: ApiKeyRepository, name: str) -> str:
+    """Register a client and return its new key, the only time the key exists in the clear."""
+    key = open311.new_api_key()
+    keys.add(open311.check_client_name(name), open311.hash_api_key(key), datetime.now(UTC))
+    return key
 
 
 def _storable(fields: dict[str, Any]) -> dict[str, Any]:

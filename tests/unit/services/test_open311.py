@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shequ_services.grid import domain, open311
+from shequ_services.grid import deadlines, domain, open311, workflow
 from shequ_services.grid.open311 import Attribute, Open311Error
 
 HERE = Path(domain.__file__).parent
@@ -229,7 +229,7 @@ def test_repeated_attribute_orders_in_one_service_are_refused() -> None:
 def test_a_minimal_request_with_a_point_is_accepted() -> None:
     request = open311.parse_request(form(), CATEGORIES)
     assert request.service_code == "alley_unclean"
-    assert request.location == {"lat": 30.27, "long": 120.15}
+    assert request.location == {"lat": 30.27, "lon": 120.15}
     assert request.api_key == "key-1"
     assert request.private == {} and request.attributes == {}
 
@@ -343,7 +343,7 @@ def test_a_longitude_outside_wgs84_is_refused(long: str) -> None:
 
 def test_the_coordinate_bounds_themselves_are_accepted() -> None:
     request = open311.parse_request(form(lat="-90", long="180"), CATEGORIES)
-    assert request.location == {"lat": -90.0, "long": 180.0}
+    assert request.location == {"lat": -90.0, "lon": 180.0}
 
 
 def test_a_description_of_4000_characters_is_accepted() -> None:
@@ -683,3 +683,198 @@ def test_service_request_ids_override_every_other_filter() -> None:
 def test_a_naive_now_is_refused() -> None:
     with pytest.raises(ValueError):
         open311.parse_list_query({}, datetime(2026, 1, 1))
+
+
+# --- extra questions as data ----------------------------------------------------------------
+
+
+def test_the_shipped_questions_file_is_what_the_module_offers() -> None:
+    raw = yaml.safe_load((HERE / "questions.yaml").read_text(encoding="utf-8"))
+    assert open311.parse_questions(raw) == open311.ATTRIBUTES
+
+
+def test_a_questions_file_with_a_bad_datatype_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown datatype"):
+        open311.parse_questions(
+            {"x": [{"code": "a", "datatype": "colour", "description": "A", "order": 1}]}
+        )
+
+
+def test_an_empty_questions_file_asks_nothing() -> None:
+    assert open311.parse_questions(None) == {}
+
+
+# --- placing a request in a grid cell -------------------------------------------------------
+
+REGISTRY = yaml.safe_load((HERE / "registry.yaml").read_text(encoding="utf-8"))
+CELLS = domain.parse_cells(REGISTRY)
+CENTROIDS = open311.cell_centroids(REGISTRY)
+POLICY = deadlines.parse_policy(yaml.safe_load((HERE / "policy.yaml").read_text()))
+
+
+def checked(**fields: str | list[str]) -> open311.Open311Request:
+    return open311.parse_request(form(**fields), CATEGORIES)
+
+
+def test_every_shipped_cell_has_a_centroid() -> None:
+    assert set(CENTROIDS) == set(CELLS)
+
+
+def test_an_address_id_naming_a_cell_wins_over_the_coordinates() -> None:
+    request = checked(address_id="ls-02", lat="30.2712", long="120.1502")
+    assert open311.place(request, CELLS, CENTROIDS).id == "ls-02"
+
+
+def test_an_address_id_that_is_no_cell_is_a_400() -> None:
+    with pytest.raises(Open311Error) as caught:
+        open311.place(checked(address_id="zz-99"), CELLS, CENTROIDS)
+    assert caught.value.status == 400 and codes(caught.value) == ["unknown_address_id"]
+
+
+def test_coordinates_go_to_the_nearest_cell_centre() -> None:
+    request = checked(lat="30.2670", long="120.1530")
+    assert open311.place(request, CELLS, CENTROIDS).id == "qy-03"
+
+
+def test_coordinates_far_from_every_cell_are_outside_the_area() -> None:
+    with pytest.raises(Open311Error) as caught:
+        open311.place(checked(lat="39.9042", long="116.4074"), CELLS, CENTROIDS)
+    assert codes(caught.value) == ["outside_area"]
+
+
+def test_coordinates_cannot_be_placed_without_any_centroid() -> None:
+    with pytest.raises(Open311Error) as caught:
+        open311.place(checked(lat="30.2712", long="120.1502"), CELLS, {})
+    assert codes(caught.value) == ["outside_area"]
+
+
+def test_an_address_string_alone_cannot_be_placed() -> None:
+    request = checked(lat="", long="", address_string="清源社区 2 号楼")
+    with pytest.raises(Open311Error) as caught:
+        open311.place(request, CELLS, CENTROIDS)
+    assert caught.value.status == 400 and codes(caught.value) == ["unplaceable_request"]
+
+
+# --- the incident and its public view -------------------------------------------------------
+
+PERSONAL = {"email": "a@example.cn", "first_name": "伟", "last_name": "张", "phone": "139"}
+
+
+def opened(**fields: str | list[str]) -> domain.Incident:
+    request = checked(
+        service_code="facility_damaged",
+        attribute__facility_type__="manhole",
+        description="井盖松动",
+        media_url="https://img.example.cn/a.jpg",
+        **{**PERSONAL, **fields},
+    )
+    return open311.open_incident(
+        request,
+        client="app-1",
+        categories=CATEGORIES,
+        cells=CELLS,
+        centroids=CENTROIDS,
+        now=NOW,
+        policy=POLICY,
+    )
+
+
+def test_a_request_opens_a_reported_incident_in_its_cell() -> None:
+    incident = opened(lat="30.2712", long="120.1502")
+    assert incident.status == "reported" and incident.grid_cell == "qy-01"
+    assert incident.community == "hx-qingyuan" and incident.channel == "open311"
+    assert incident.reporter == "open311:app-1"
+    assert incident.location == {"lat": 30.2712, "lon": 120.1502}
+
+
+def test_the_personal_fields_go_to_private_and_the_rest_to_open311() -> None:
+    incident = opened()
+    assert incident.private == PERSONAL
+    assert incident.open311 is not None
+    assert incident.open311["client"] == "app-1"
+    assert incident.open311["attributes"] == {"facility_type": "manhole"}
+    assert incident.open311["token"] and incident.open311["media_url"].startswith("https://")
+
+
+def test_the_public_view_leaves_out_private_fields_description_and_typed_address() -> None:
+    incident = opened(address_string="张伟家楼下")
+    view = open311.incident_view(
+        incident, category=CATEGORIES["facility_damaged"], cells=CELLS, policy=POLICY
+    )
+    text = json.dumps(view, ensure_ascii=False)
+    assert not [value for value in PERSONAL.values() if value in text]
+    assert "井盖松动" not in text and "张伟家楼下" not in text
+    assert view["description"] is None and view["address"] == "清源一网格"
+    assert view["status"] == "open" and view["status_notes"] == open311.STATUS_NOTES["reported"]
+    assert view["agency_responsible"] == "municipal"
+    assert view["expected_datetime"] is None
+
+
+def test_the_view_expects_the_resolve_deadline_and_names_the_dispatched_department() -> None:
+    incident = opened()
+    later = NOW + timedelta(hours=2)
+    incident.clocks, _ = deadlines.on_state(
+        incident.clocks, POLICY, urgency=incident.urgency, to_state="dispatched", at=later
+    )
+    incident.status, incident.department = "dispatched", "city_management"
+    incident.history.append({"at": later, "action": "dispatch", "to": "dispatched"})
+    view = open311.incident_view(
+        incident, category=CATEGORIES["facility_damaged"], cells=CELLS, policy=POLICY
+    )
+    assert view["expected_datetime"] == open311.w3_datetime(incident.clocks["resolve"].deadline)
+    assert view["updated_datetime"] == open311.w3_datetime(later)
+    assert view["agency_responsible"] == "city_management"
+
+
+@pytest.mark.parametrize("state", ["closed_resolved", "closed_unresolved", "rejected"])
+def test_closed_and_rejected_incidents_are_closed_requests(state: str) -> None:
+    incident = opened()
+    incident.status = state
+    view = open311.incident_view(
+        incident, category=CATEGORIES["facility_damaged"], cells=CELLS, policy=POLICY
+    )
+    assert view["status"] == "closed"
+
+
+def test_every_grid_state_has_a_status_note() -> None:
+    assert set(workflow.STATES) <= set(open311.STATUS_NOTES)
+
+
+def test_the_service_notice_states_the_categorys_resolve_limit() -> None:
+    assert open311.service_notice(CATEGORIES["facility_damaged"], POLICY) == (
+        "派遣责任部门后 3 个工作日内办结"
+    )
+    assert (
+        open311.service_notice(CATEGORIES["safety_hazard"], POLICY) == "派遣责任部门后 2 小时内办结"
+    )
+
+
+def test_the_post_answer_carries_the_id_and_a_token() -> None:
+    incident = opened()
+    posted = open311.posted_view(incident, "notice")
+    assert posted["service_request_id"] == incident.id
+    assert posted["token"] == incident.open311["token"]  # type: ignore[index]
+    assert list(posted) == ["service_request_id", "token", "service_notice", "account_id"]
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def test_a_new_api_key_is_random_and_hashes_to_a_stable_hex_digest() -> None:
+    first, second = open311.new_api_key(), open311.new_api_key()
+    assert first != second and len(first) >= 40
+    assert open311.hash_api_key(first) == open311.hash_api_key(first)
+    assert len(open311.hash_api_key(first)) == 64 and first not in open311.hash_api_key(first)
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "名字", "x" * 65, "a/b"])
+def test_a_client_name_must_be_short_and_plain(name: str) -> None:
+    with pytest.raises(ValueError):
+        open311.check_client_name(name)
+
+
+def test_a_missing_api_key_is_a_403() -> None:
+    with pytest.raises(Open311Error) as caught:
+        open311.api_key_of({"api_key": [""]})
+    assert caught.value.status == 403
+    assert open311.api_key_of({"api_key": ["k"]}) == "k"

@@ -37,3 +37,27 @@ def test_deadletters_without_a_running_stack_says_so(
     monkeypatch.delenv("SHEQU_AMQP_URI", raising=False)
     assert main(["deadletters", "list", "grid", "--data-dir", str(tmp_path)]) == 2
     assert "no running stack found" in capsys.readouterr().err
+
+
+def test_apikey_add_without_a_running_stack_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_MONGO_URI", raising=False)
+    assert main(["apikey", "add", "wechat-miniapp", "--data-dir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "no running stack found" in captured.err and "SHEQU_MONGO_URI" in captured.err
+    assert captured.out == ""
+
+
+def test_apikey_add_refuses_a_name_that_is_not_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_MONGO_URI", raising=False)
+    assert main(["apikey", "add", "my app", "--data-dir", str(tmp_path)]) == 2
+    assert "a client name is 1 to 64 letters" in capsys.readouterr().err
+
+
+def test_apikey_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["apikey"])
+    assert "add" in capsys.readouterr().err
