@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from shequ.auth import ROLES, mint_token
+from shequ.auth import PURPOSES, ROLES, mint_token
 
 # nameko imports eventlet, which warns on import; the CLI process never runs it.
 warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
@@ -107,6 +107,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             sub=args.sub,
             communities=args.community or [],
             department=args.department,
+            purpose=args.purpose,
         )
     except ValueError as exc:
         print(f"shequ token: {exc}", file=sys.stderr)
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user", help="the subject (user id)")
     token.add_argument("--community", action="append", help="a community in scope (repeatable)")
     token.add_argument("--department", help="the department id, for department users")
+    token.add_argument(
+        "--purpose",
+        choices=sorted(PURPOSES),
+        help="a declared purpose (unlocks sensitive records for the roles that allow it)",
+    )
 
     dead = sub.add_parser("deadletters", help="list or replay a service's dead letters")
     _add_data_dir(dead)

@@ -37,3 +37,13 @@ def test_deadletters_without_a_running_stack_says_so(
     monkeypatch.delenv("SHEQU_AMQP_URI", raising=False)
     assert main(["deadletters", "list", "grid", "--data-dir", str(tmp_path)]) == 2
     assert "no running stack found" in capsys.readouterr().err
+
+
+def test_token_carries_a_declared_purpose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_JWT_SECRET", raising=False)
+    (tmp_path / "jwt-secret").write_text("k" * 48)
+    args = ["token", "--data-dir", str(tmp_path), "--role", "community_staff"]
+    assert main([*args, "--purpose", "casework"]) == 0
+    assert verify_token(capsys.readouterr().out.strip(), secret="k" * 48).purpose == "casework"
