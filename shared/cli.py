@@ -150,6 +150,20 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Build the document from the service class alone: no stack needs to run."""
+    from shequ.discovery import load_service
+    from shequ.openapi import build_spec
+
+    try:
+        service_cls = load_service(args.service)
+    except LookupError as exc:
+        print(f"shequ openapi: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(build_spec(service_cls), ensure_ascii=False, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("service")
     dead.add_argument("--id", help="replay only the message with this id")
+
+    openapi = sub.add_parser("openapi", help="print a service's OpenAPI 3 document (JSON)")
+    openapi.add_argument("service", help="a service name, e.g. grid")
     return parser
 
 
@@ -195,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_token(args)
     if args.command == "deadletters":
         return cmd_deadletters(args)
+    if args.command == "openapi":
+        return cmd_openapi(args)
     return 2
 
 

@@ -73,3 +73,11 @@ class HistoryEntrySchema(marshmallow.Schema):
     from_state = fields.String(data_key="from", attribute="from")
     to = fields.String()
     fields_ = fields.Dict(data_key="fields", attribute="fields")
+
+
+class IncidentPageSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(IncidentSchema))
+
+
+class HistorySchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(HistoryEntrySchema))

@@ -18,7 +18,9 @@ from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
     CategorySchema,
     HistoryEntrySchema,
+    HistorySchema,
     IncidentListQuerySchema,
+    IncidentPageSchema,
     IncidentReportSchema,
     IncidentSchema,
     TransitionRequestSchema,
@@ -34,12 +36,26 @@ class GridService(PlatformService):
     incidents = Store(IncidentRepository)
     reference = Reference()
 
-    @route("GET", "/api/v1/grid/categories", public=True)
+    @route(
+        "GET",
+        "/api/v1/grid/categories",
+        public=True,
+        summary="The active incident categories",
+        response=CategorySchema(many=True),
+    )
     def list_categories(self, request: Request) -> list[dict[str, Any]]:
         active = [c for c in self.reference.categories.values() if c.active]
         return CategorySchema(many=True).dump(active)
 
-    @route("POST", "/api/v1/grid/incidents")
+    @route(
+        "POST",
+        "/api/v1/grid/incidents",
+        summary="Report an incident",
+        body=IncidentReportSchema,
+        response=IncidentSchema,
+        status=201,
+        errors=(403,),
+    )
     def report_incident(self, request: Request) -> Response:
         identity = request.identity
         if not identity.has_role(*REPORTER_ROLES):
@@ -74,16 +90,33 @@ class GridService(PlatformService):
             headers={"Location": f"/api/v1/grid/incidents/{incident.id}"},
         )
 
-    @route("GET", "/api/v1/grid/incidents/<string:incident_id>")
+    @route(
+        "GET",
+        "/api/v1/grid/incidents/<string:incident_id>",
+        summary="One incident, as the caller may see it",
+        response=IncidentSchema,
+    )
     def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
         return IncidentSchema().dump(self._readable(request, incident_id))
 
-    @route("GET", "/api/v1/grid/incidents/<string:incident_id>/history")
+    @route(
+        "GET",
+        "/api/v1/grid/incidents/<string:incident_id>/history",
+        summary="Every lifecycle step of an incident",
+        response=HistorySchema,
+    )
     def get_history(self, request: Request, incident_id: str) -> dict[str, Any]:
         incident = self._readable(request, incident_id)
         return {"items": HistoryEntrySchema(many=True).dump(incident.history)}
 
-    @route("POST", "/api/v1/grid/incidents/<string:incident_id>/transitions")
+    @route(
+        "POST",
+        "/api/v1/grid/incidents/<string:incident_id>/transitions",
+        summary="Take one lifecycle step (the table is workflow.RULES)",
+        body=TransitionRequestSchema,
+        response=IncidentSchema,
+        errors=(403, 409),
+    )
     def transition(self, request: Request, incident_id: str) -> dict[str, Any]:
         incident = self._readable(request, incident_id)
         step = load_body(request, TransitionRequestSchema())
@@ -158,7 +191,13 @@ class GridService(PlatformService):
             raise NotFound(f"no incident {incident_id}")
         return incident
 
-    @route("GET", "/api/v1/grid/incidents")
+    @route(
+        "GET",
+        "/api/v1/grid/incidents",
+        summary="The newest incidents the caller may read",
+        query=IncidentListQuerySchema,
+        response=IncidentPageSchema,
+    )
     def list_incidents(self, request: Request) -> dict[str, Any]:
         query = load_query(request, IncidentListQuerySchema())
         found = self.incidents.visible_to(

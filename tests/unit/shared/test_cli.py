@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,19 @@ def test_token_carries_a_declared_purpose(
     args = ["token", "--data-dir", str(tmp_path), "--role", "community_staff"]
     assert main([*args, "--purpose", "casework"]) == 0
     assert verify_token(capsys.readouterr().out.strip(), secret="k" * 48).purpose == "casework"
+
+
+def test_openapi_prints_a_services_document_without_a_running_stack(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["openapi", "grid"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["info"]["title"] == "Shequ grid API"
+    assert "/api/v1/grid/incidents" in document["paths"]
+
+
+def test_openapi_of_an_unknown_service_names_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["openapi", "nosuch"]) == 2
+    assert "known: disclosure, grid" in capsys.readouterr().err
