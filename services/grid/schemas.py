@@ -1,10 +1,15 @@
 """The grid's HTTP schemas: what a report may contain and what the API returns."""
 
-import marshmallow
-from marshmallow import fields, validate
+from datetime import UTC
+from typing import Any
 
-from shequ_services.grid.domain import CHANNELS
-from shequ_services.grid.workflow import RULES
+import marshmallow
+from marshmallow import fields, validate, validates_schema
+
+from shequ.http import QueryList
+from shequ.pagination import MAX_CURSOR_LENGTH
+from shequ_services.grid.domain import CHANNELS, URGENCY_TIERS
+from shequ_services.grid.workflow import RULES, STATES
 
 MAX_DESCRIPTION = 2000
 
@@ -27,8 +32,10 @@ class IncidentSchema(marshmallow.Schema):
     category = fields.String()
     grid_cell = fields.String()
     community = fields.String()
-    description = fields.String()
-    location = fields.Nested(LocationSchema, allow_none=True)
+    description = fields.String(metadata={"description": "absent from a redacted view"})
+    location = fields.Nested(
+        LocationSchema, allow_none=True, metadata={"description": "absent from a redacted view"}
+    )
     channel = fields.String()
     urgency = fields.String()
     status = fields.String()
@@ -38,8 +45,41 @@ class IncidentSchema(marshmallow.Schema):
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
+    """Listing filters (all must hold) and the page: ``limit`` and the previous page's cursor."""
+
     community = fields.String(validate=validate.Length(min=1, max=64))
+    grid_cell = fields.String(validate=validate.Length(min=1, max=64))
+    category = fields.String(validate=validate.Length(min=1, max=64))
+    status = QueryList(
+        fields.String(validate=validate.OneOf(STATES)),
+        validate=validate.Length(min=1, max=len(STATES)),
+        metadata={"description": "one or more states, repeated or comma-separated"},
+    )
+    department = fields.String(validate=validate.Length(min=1, max=64))
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+    urgency = fields.String(validate=validate.OneOf(URGENCY_TIERS))
+    reported_from = fields.AwareDateTime(
+        default_timezone=UTC, metadata={"description": "inclusive; UTC if no offset is given"}
+    )
+    reported_to = fields.AwareDateTime(
+        default_timezone=UTC, metadata={"description": "exclusive; UTC if no offset is given"}
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(
+        validate=validate.Length(min=1, max=MAX_CURSOR_LENGTH),
+        metadata={"description": "next_cursor of the previous page, with the same filters"},
+    )
+
+    @validates_schema
+    def _period_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("reported_from"), data.get("reported_to")
+        if start is not None and end is not None and start >= end:
+            raise marshmallow.ValidationError("must be after reported_from", "reported_to")
+
+
+class IncidentPageSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(IncidentSchema))
+    next_cursor = fields.String(allow_none=True, metadata={"description": "null on the last page"})
 
 
 class CategorySchema(marshmallow.Schema):
@@ -66,6 +106,11 @@ class TransitionRequestSchema(marshmallow.Schema):
     note = fields.String(validate=validate.Length(min=1, max=1000))
 
 
+#: What the redacted view of a history leaves out: who acted (the first actor is the
+#: reporter) and the steps' free-text fields (reasons, feedback, notes).
+REDACTED_HISTORY_FIELDS = ("actor", "fields_")
+
+
 class HistoryEntrySchema(marshmallow.Schema):
     at = fields.AwareDateTime()
     actor = fields.String()
@@ -73,10 +118,6 @@ class HistoryEntrySchema(marshmallow.Schema):
     from_state = fields.String(data_key="from", attribute="from")
     to = fields.String()
     fields_ = fields.Dict(data_key="fields", attribute="fields")
-
-
-class IncidentPageSchema(marshmallow.Schema):
-    items = fields.List(fields.Nested(IncidentSchema))
 
 
 class HistorySchema(marshmallow.Schema):

@@ -10,12 +10,14 @@ from werkzeug.wrappers import Request, Response
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
+from shequ.pagination import Cursors, query_scope
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.grid import deadlines, domain, workflow
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
+    REDACTED_HISTORY_FIELDS,
     CategorySchema,
     HistoryEntrySchema,
     HistorySchema,
@@ -25,7 +27,12 @@ from shequ_services.grid.schemas import (
     IncidentSchema,
     TransitionRequestSchema,
 )
-from shequ_services.grid.store import IncidentChanged, IncidentRepository
+from shequ_services.grid.store import (
+    IncidentChanged,
+    IncidentRepository,
+    parse_position,
+    position_of,
+)
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
 
@@ -35,6 +42,7 @@ class GridService(PlatformService):
 
     incidents = Store(IncidentRepository)
     reference = Reference()
+    cursors = Cursors()
 
     @route(
         "GET",
@@ -97,7 +105,8 @@ class GridService(PlatformService):
         response=IncidentSchema,
     )
     def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
-        return IncidentSchema().dump(self._readable(request, incident_id))
+        """A sensitive incident may come redacted: without description and location."""
+        return self._dump(request, self._readable(request, incident_id))
 
     @route(
         "GET",
@@ -106,8 +115,11 @@ class GridService(PlatformService):
         response=HistorySchema,
     )
     def get_history(self, request: Request, incident_id: str) -> dict[str, Any]:
+        """A redacted view leaves out who acted and the steps' free-text fields."""
         incident = self._readable(request, incident_id)
-        return {"items": HistoryEntrySchema(many=True).dump(incident.history)}
+        redacted = self._view(request, incident) == domain.REDACTED
+        exclude = REDACTED_HISTORY_FIELDS if redacted else ()
+        return {"items": HistoryEntrySchema(many=True, exclude=exclude).dump(incident.history)}
 
     @route(
         "POST",
@@ -154,7 +166,7 @@ class GridService(PlatformService):
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
-        return IncidentSchema().dump(updated)
+        return self._dump(request, updated)
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
@@ -179,28 +191,46 @@ class GridService(PlatformService):
 
     def _readable(self, request: Request, incident_id: str) -> domain.Incident:
         incident = self.incidents.get(incident_id)
-        identity = request.identity
-        if not domain.can_read(
-            incident,
-            sub=identity.sub,
-            roles=identity.roles,
-            communities=identity.communities,
-            department=identity.department,
-        ):
+        if self._view(request, incident) == domain.HIDDEN:
             # Not 403: whether an incident exists is itself not for everyone to know.
             raise NotFound(f"no incident {incident_id}")
         return incident
 
+    # Object-level read access (domain.READ_RULES): every read and listing goes
+    # through _view / _dump, and the listing's query through the same table.
+
+    def _view(self, request: Request, incident: domain.Incident) -> str:
+        category = self.reference.categories.get(incident.category)
+        sensitive = category is None or category.sensitive
+        return domain.read_view(incident, request.identity, sensitive=sensitive)
+
+    def _dump(self, request: Request, incident: domain.Incident) -> dict[str, Any]:
+        redacted = self._view(request, incident) == domain.REDACTED
+        exclude = domain.REDACTED_FIELDS if redacted else ()
+        return IncidentSchema(exclude=exclude).dump(incident)
+
+    def _ordinary_categories(self) -> frozenset[str]:
+        return frozenset(c.code for c in self.reference.categories.values() if not c.sensitive)
+
     @route(
         "GET",
         "/api/v1/grid/incidents",
-        summary="The newest incidents the caller may read",
+        summary="The incidents the caller may see, newest first, filtered, one page at a time",
         query=IncidentListQuerySchema,
         response=IncidentPageSchema,
     )
     def list_incidents(self, request: Request) -> dict[str, Any]:
+        """Pages follow ``next_cursor``; a cursor only works with the filters it came from."""
         query = load_query(request, IncidentListQuerySchema())
-        found = self.incidents.visible_to(
-            request.identity, community=query.get("community"), limit=query["limit"]
+        limit, token = query.pop("limit"), query.pop("cursor", None)
+        scope = query_scope(query)
+        after = parse_position(self.cursors.decode(token, scope=scope)) if token else None
+        found, more = self.incidents.visible_to(
+            request.identity,
+            filters=query,
+            ordinary_categories=self._ordinary_categories(),
+            after=after,
+            limit=limit,
         )
-        return {"items": IncidentSchema(many=True).dump(found)}
+        next_cursor = self.cursors.encode(position_of(found[-1]), scope=scope) if more else None
+        return {"items": [self._dump(request, i) for i in found], "next_cursor": next_cursor}

@@ -90,6 +90,8 @@ def test_who_may_read_an_incident(
 ) -> None:
     incident = report()
     assert (
-        domain.can_read(incident, sub=sub, roles=frozenset(roles), communities=communities)
+        domain.can_read(
+            incident, sub=sub, roles=frozenset(roles), communities=communities, sensitive=False
+        )
         is allowed
     )
