@@ -152,10 +152,11 @@ class Route(HttpRequestHandler):
     with; ``response`` the schema it dumps with (an instance with
     ``many=True`` for a JSON array, a mapping for a hand-written JSON Schema)
     and ``status`` its success status; ``media_type`` for a response that is
-    not JSON; ``errors`` the problem statuses the route itself raises beyond
-    those the platform adds (401, 404 for path parameters, 400/413/422 for a
-    body, 422 for a query); ``responses`` other documented non-problem
-    responses by status, each a description.
+    not JSON and ``body_media_type`` for a body that is not (a form, say);
+    ``errors`` the problem statuses the route itself raises beyond those the
+    platform adds (401, 404 for path parameters, 400/413/422 for a body, 422
+    for a query); ``responses`` other documented non-problem responses by
+    status, each a description.
 
     ``{service}`` in ``url`` stands for the service's name, so a base class
     can declare a route under each service's own prefix.
@@ -173,6 +174,7 @@ class Route(HttpRequestHandler):
         response: SchemaRef | Mapping[str, Any] | None = None,
         status: int = 200,
         media_type: str = "application/json",
+        body_media_type: str = "application/json",
         errors: tuple[int, ...] = (),
         responses: Mapping[int, str] | None = None,
         tags: tuple[str, ...] = (),
@@ -185,6 +187,7 @@ class Route(HttpRequestHandler):
         self.response = response
         self.status = status
         self.media_type = media_type
+        self.body_media_type = body_media_type
         self.errors = tuple(errors)
         self.responses = dict(responses or {})
         self.tags = tuple(tags)

@@ -147,7 +147,7 @@ def _operation(
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": route.body}},
+            "content": {route.body_media_type: {"schema": route.body}},
         }
     for status, text in route.responses.items():
         operation["responses"][str(status)] = {"description": text}

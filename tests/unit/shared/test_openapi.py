@@ -46,6 +46,17 @@ class ToyService(PlatformService):
     @route("GET", "/api/v1/toy/things", summary="Things", query=ThingQuerySchema, public=True)
     def things(self, request: Request) -> Any: ...
 
+    @route(
+        "POST",
+        "/api/v1/toy/forms",
+        summary="A form",
+        body=ThingSchema,
+        body_media_type="application/x-www-form-urlencoded",
+        response={"type": "string"},
+        media_type="text/xml",
+    )
+    def form(self, request: Request) -> Any: ...
+
     @route("GET", "/api/v1/toy/things/<int:number>")
     def undocumented(self, request: Request, number: int) -> Any: ...
 
@@ -110,6 +121,12 @@ def test_a_route_without_metadata_is_listed_with_its_path_parameters() -> None:
     undocumented = build_spec(ToyService)["paths"]["/api/v1/toy/things/{number}"]["get"]
     assert undocumented["summary"] == "undocumented"
     assert set(undocumented["responses"]) == {"200", "401", "404"}
+
+
+def test_a_route_may_take_and_give_other_media_types() -> None:
+    form = build_spec(ToyService)["paths"]["/api/v1/toy/forms"]["post"]
+    assert list(form["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]
+    assert form["responses"]["200"]["content"] == {"text/xml": {"schema": {"type": "string"}}}
 
 
 def test_every_service_serves_its_document_under_its_own_prefix() -> None:
