@@ -1,5 +1,10 @@
 """Identity: bearer JWTs carrying a subject, roles and scope claims.
 
+Besides roles, a token may declare a ``purpose`` (one of ``PURPOSES``): why
+the holder is reading. Services use it to decide who sees sensitive records
+in detail (the grid's sensitive categories, for example), so access to them
+is tied to a stated reason that an audit can check, not to a role alone.
+
 Development signs HS256 tokens with a secret generated per data directory
 (``shequ token`` mints them); the production identity provider's RS256 keys
 come in with the security work. Verification checks signature, expiry,
@@ -31,6 +36,8 @@ ROLES = frozenset(
         "admin",
     }
 )
+#: Declared purposes a token may carry; unknown ones are refused like unknown roles.
+PURPOSES = frozenset({"casework"})
 DEFAULT_ISSUER = "shequ-dev"
 DEFAULT_AUDIENCE = "shequ"
 CLOCK_SKEW = timedelta(seconds=30)
@@ -44,6 +51,7 @@ class Identity:
     roles: frozenset[str]
     communities: tuple[str, ...] = field(default=())
     department: str | None = None
+    purpose: str | None = None
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -61,11 +69,12 @@ def mint_token(
     sub: str,
     communities: Iterable[str] = (),
     department: str | None = None,
+    purpose: str | None = None,
     ttl: timedelta = timedelta(hours=12),
     issuer: str = DEFAULT_ISSUER,
     audience: str = DEFAULT_AUDIENCE,
 ) -> str:
-    """Sign a development token; unknown roles are refused here, not at use."""
+    """Sign a development token; unknown roles and purposes are refused here, not at use."""
     roles = sorted(set(roles))
     unknown = set(roles) - ROLES
     if not roles or unknown:
@@ -73,6 +82,8 @@ def mint_token(
             f"unknown role(s) {', '.join(sorted(unknown)) or '(none given)'}; "
             f"choose from {', '.join(sorted(ROLES))}"
         )
+    if purpose is not None and purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}; choose from {', '.join(sorted(PURPOSES))}")
     now = datetime.now(UTC)
     claims = {
         "sub": sub,
@@ -86,6 +97,8 @@ def mint_token(
     }
     if department:
         claims["department"] = department
+    if purpose:
+        claims["purpose"] = purpose
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -115,9 +128,13 @@ def verify_token(
     communities = claims.get("communities") or []
     if not isinstance(communities, list) or not all(isinstance(c, str) for c in communities):
         raise Unauthorized("the token's communities claim must be a list of ids")
+    purpose = claims.get("purpose")
+    if purpose is not None and purpose not in PURPOSES:
+        raise Unauthorized("the token's purpose claim names an unknown purpose")
     return Identity(
         sub=str(claims["sub"]),
         roles=frozenset(roles),
         communities=tuple(communities),
         department=claims.get("department"),
+        purpose=purpose,
     )

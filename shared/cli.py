@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from shequ.auth import ROLES, mint_token
+from shequ.auth import PURPOSES, ROLES, mint_token
 
 # nameko imports eventlet, which warns on import; the CLI process never runs it.
 warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
@@ -110,6 +110,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             sub=args.sub,
             communities=args.community or [],
             department=args.department,
+            purpose=args.purpose,
         )
     except ValueError as exc:
         print(f"shequ token: {exc}", file=sys.stderr)
@@ -201,6 +202,20 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Build the document from the service class alone: no stack needs to run."""
+    from shequ.discovery import load_service
+    from shequ.openapi import build_spec
+
+    try:
+        service_cls = load_service(args.service)
+    except LookupError as exc:
+        print(f"shequ openapi: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(build_spec(service_cls), ensure_ascii=False, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user", help="the subject (user id)")
     token.add_argument("--community", action="append", help="a community in scope (repeatable)")
     token.add_argument("--department", help="the department id, for department users")
+    token.add_argument(
+        "--purpose",
+        choices=sorted(PURPOSES),
+        help="a declared purpose (unlocks sensitive records for the roles that allow it)",
+    )
 
     dead = sub.add_parser("deadletters", help="list or replay a service's dead letters")
     _add_data_dir(dead)
@@ -232,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = apikey_sub.add_parser("add", help="issue an API key for a new Open311 client")
     _add_data_dir(add)
     add.add_argument("name", help="the client's name, e.g. wechat-miniapp")
+    openapi = sub.add_parser("openapi", help="print a service's OpenAPI 3 document (JSON)")
+    openapi.add_argument("service", help="a service name, e.g. grid")
     return parser
 
 
@@ -249,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_deadletters(args)
     if args.command == "apikey":
         return cmd_apikey(args)
+    if args.command == "openapi":
+        return cmd_openapi(args)
     return 2
 
 

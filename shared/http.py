@@ -10,6 +10,12 @@ to every request, so a service's route bodies stay a few lines long:
   for validation errors, and never a stack trace;
 * a dict or list result becomes a JSON response;
 * request time by route template and status in ``shequ_http_request_seconds``.
+
+A route also says what it takes and returns (``summary``, ``body``, ``query``,
+``response``, ``errors``): the same marshmallow schemas the body loads with.
+``shequ.openapi`` builds each service's OpenAPI document from that metadata,
+so the document cannot drift from the schemas the code enforces. The
+metadata is optional for the route to work; a test requires it of every route.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import marshmallow
 from nameko.web.handlers import HttpRequestHandler
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from shequ.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, verify_token
@@ -85,26 +93,112 @@ def load_body(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
         raise InvalidInput("the request body failed validation", _as_dict(exc.messages)) from exc
 
 
+class QueryList(marshmallow.fields.List):
+    """A list query parameter, given repeated (``?s=a&s=b``), comma-separated or both."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            value = [part for item in value for part in item.split(",") if part]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def load_query(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
-    """Load query parameters through ``schema``, rejecting unknown ones."""
+    """Load query parameters through ``schema``, rejecting unknown and repeated ones.
+
+    Only list fields take a parameter more than once; a repeated scalar is an
+    error rather than silently the first value, so ``?status=a&status=b`` on a
+    single-valued filter cannot quietly drop a condition.
+    """
+    lists = {
+        field.data_key or name
+        for name, field in schema.fields.items()
+        if isinstance(field, marshmallow.fields.List)
+    }
+    raw: dict[str, Any] = {}
+    repeated: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        if key in lists:
+            raw[key] = values
+        elif len(values) > 1:
+            repeated[key] = ["given more than once; this parameter takes one value"]
+        else:
+            raw[key] = values[0]
     try:
-        return schema.load(request.args.to_dict(), unknown=marshmallow.RAISE)
+        loaded: dict[str, Any] = schema.load(raw, unknown=marshmallow.RAISE)
     except marshmallow.ValidationError as exc:
         raise InvalidInput(
-            "the query parameters failed validation", _as_dict(exc.messages)
+            "the query parameters failed validation", {**_as_dict(exc.messages), **repeated}
         ) from exc
+    if repeated:
+        raise InvalidInput("the query parameters failed validation", repeated)
+    return loaded
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:
     return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
-class Route(HttpRequestHandler):
-    """nameko's HTTP entrypoint with the platform's request rules (see module doc)."""
+SchemaRef = type[marshmallow.Schema] | marshmallow.Schema
 
-    def __init__(self, method: str, url: str, *, public: bool = False, **kwargs: Any) -> None:
+
+class Route(HttpRequestHandler):
+    """nameko's HTTP entrypoint with the platform's request rules (see module doc).
+
+    The keyword metadata only describes the route (for ``shequ.openapi``):
+    ``summary`` one line; ``body`` and ``query`` the schemas the route loads
+    with; ``response`` the schema it dumps with (an instance with
+    ``many=True`` for a JSON array, a mapping for a hand-written JSON Schema)
+    and ``status`` its success status; ``media_type`` for a response that is
+    not JSON and ``body_media_type`` for a body that is not (a form, say);
+    ``errors`` the problem statuses the route itself raises beyond those the
+    platform adds (401, 404 for path parameters, 400/413/422 for a body, 422
+    for a query); ``responses`` other documented non-problem responses by
+    status, each a description.
+
+    ``{service}`` in ``url`` stands for the service's name, so a base class
+    can declare a route under each service's own prefix.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        *,
+        public: bool = False,
+        summary: str | None = None,
+        body: SchemaRef | None = None,
+        query: SchemaRef | None = None,
+        response: SchemaRef | Mapping[str, Any] | None = None,
+        status: int = 200,
+        media_type: str = "application/json",
+        body_media_type: str = "application/json",
+        errors: tuple[int, ...] = (),
+        responses: Mapping[int, str] | None = None,
+        tags: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         self.public = public
+        self.summary = summary
+        self.body = body
+        self.query = query
+        self.response = response
+        self.status = status
+        self.media_type = media_type
+        self.body_media_type = body_media_type
+        self.errors = tuple(errors)
+        self.responses = dict(responses or {})
+        self.tags = tuple(tags)
         super().__init__(method, url, **kwargs)
+
+    def rule_for(self, service: str) -> str:
+        """The werkzeug rule this route serves in the service named ``service``."""
+        return self.url.replace("{service}", service)
+
+    def get_url_rule(self) -> Rule:
+        return Rule(self.rule_for(self.container.service_name), methods=self.method.split(","))
 
     def setup(self) -> None:
         config = self.container.config

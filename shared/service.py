@@ -1,8 +1,10 @@
-"""What every Shequ service has: health, readiness and metrics routes.
+"""What every Shequ service has: health, readiness, metrics and API description routes.
 
 A service class inherits ``PlatformService`` and gains ``/healthz`` (the
 process answers), ``/readyz`` (database and broker reachable, event
-consumers attached, outbox relay running) and ``/metrics`` on its own port.
+consumers attached, outbox relay running) and ``/metrics`` on its own port,
+and ``/api/v1/<service>/openapi.json``, its OpenAPI document, built from its
+own routes (``shequ.openapi``) and so routed by the front door like its API.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import kombu
+import marshmallow
+from marshmallow import fields
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request, Response
 
 from shequ.events import TrackedQueueConsumer
 from shequ.http import json_response, route
 from shequ.metrics import exposition
+from shequ.openapi import build_spec
 from shequ.store import Store
 
 
@@ -47,16 +52,32 @@ class Readiness(DependencyProvider):
             return False
 
 
+class HealthSchema(marshmallow.Schema):
+    status = fields.String()
+
+
+class ReadinessSchema(marshmallow.Schema):
+    status = fields.String(metadata={"description": "ready or not ready"})
+    checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
+
+
 class PlatformService:
     """Mixin for service classes: the platform's operational routes."""
 
     readiness = Readiness()
 
-    @route("GET", "/healthz", public=True)
+    @route("GET", "/healthz", public=True, summary="The process answers", response=HealthSchema)
     def healthz(self, request: Request) -> dict[str, str]:
         return {"status": "ok"}
 
-    @route("GET", "/readyz", public=True)
+    @route(
+        "GET",
+        "/readyz",
+        public=True,
+        summary="Database, broker and event consumers are ready",
+        response=ReadinessSchema,
+        responses={503: "not ready; the body says which check failed"},
+    )
     def readyz(self, request: Request) -> Response:
         checks = self.readiness.check()
         ready = all(checks.values())
@@ -65,7 +86,23 @@ class PlatformService:
             status=200 if ready else 503,
         )
 
-    @route("GET", "/metrics", public=True)
+    @route(
+        "GET",
+        "/metrics",
+        public=True,
+        summary="Prometheus metrics (text exposition format)",
+        media_type="text/plain",
+    )
     def metrics(self, request: Request) -> Response:
         body, content_type = exposition()
         return Response(body, status=200, headers={"Content-Type": content_type})
+
+    @route(
+        "GET",
+        "/api/v1/{service}/openapi.json",
+        public=True,
+        summary="This service's OpenAPI 3 document",
+        response={"type": "object"},
+    )
+    def openapi(self, request: Request) -> dict[str, Any]:
+        return build_spec(type(self))

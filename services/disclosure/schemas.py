@@ -22,3 +22,7 @@ class EntrySchema(marshmallow.Schema):
     published_at = fields.AwareDateTime()
     prev_hash = fields.String()
     entry_hash = fields.String()
+
+
+class EntryPageSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(EntrySchema))

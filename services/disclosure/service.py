@@ -13,7 +13,7 @@ from shequ.http import load_query, route
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.disclosure import domain
-from shequ_services.disclosure.schemas import EntryQuerySchema, EntrySchema
+from shequ_services.disclosure.schemas import EntryPageSchema, EntryQuerySchema, EntrySchema
 from shequ_services.disclosure.store import EntryRepository
 
 
@@ -36,7 +36,14 @@ class DisclosureService(PlatformService):
         )
         self.entries.append(draft)
 
-    @route("GET", "/api/v1/disclosure/entries", public=True)
+    @route(
+        "GET",
+        "/api/v1/disclosure/entries",
+        public=True,
+        summary="The public disclosure log, in order, after a sequence number",
+        query=EntryQuerySchema,
+        response=EntryPageSchema,
+    )
     def list_entries(self, request: Request) -> dict[str, Any]:
         query = load_query(request, EntryQuerySchema())
         found = self.entries.page(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
@@ -175,6 +175,142 @@ def new_incident_id(now: datetime) -> str:
     return f"INC-{now:%Y%m%d}-{uuid.uuid4().hex[:12]}"
 
 
+# Object-level read access: one table, used by ``read_view`` (one incident) and by
+# the store's listing query (``read_grants``), so the two cannot disagree.
+
+FULL = "full"
+REDACTED = "redacted"
+HIDDEN = "hidden"
+VIEWS = (HIDDEN, REDACTED, FULL)
+#: What a redacted view leaves out: the personal content of a sensitive report.
+#: Ratings (the reporter's comment), co-handlers' sub-tasks (their feedback) and an
+#: extension (its reason) are free text about the case, so they go too.
+REDACTED_FIELDS = ("description", "location", "ratings", "subtasks", "extension")
+#: The declared purpose (token claim ``purpose``) that unlocks sensitive incidents.
+SENSITIVE_PURPOSE = "casework"
+
+#: How a rule reaches incidents: (stored field, reader attribute holding the
+#: value(s) it must equal), or ``None`` for every incident. The stored field is
+#: what the listing query filters on; ``reached_values`` reads the same from an
+#: ``Incident``.
+REACHES: dict[str, tuple[str, str] | None] = {
+    "own": ("reporter", "sub"),
+    "community": ("community", "communities"),
+    "department": ("department", "department"),
+    "co_handling": ("subtasks.department", "department"),
+    "all": None,
+}
+
+
+class Reader(Protocol):
+    """Who is reading; ``shequ.auth.Identity`` has this shape."""
+
+    @property
+    def sub(self) -> str: ...
+    @property
+    def roles(self) -> frozenset[str]: ...
+    @property
+    def communities(self) -> tuple[str, ...]: ...
+    @property
+    def department(self) -> str | None: ...
+    @property
+    def purpose(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ReadRule:
+    """One row of the read table: for callers with one of ``roles`` (``None``: anyone),
+    the incidents ``reach`` covers, seen as ``ordinary`` when the category is not
+    sensitive, as ``sensitive`` when it is, or as ``with_purpose`` when it is and
+    the token declares ``SENSITIVE_PURPOSE``."""
+
+    roles: frozenset[str] | None
+    reach: str
+    ordinary: str
+    sensitive: str
+    with_purpose: str
+
+
+READ_RULES: tuple[ReadRule, ...] = (
+    ReadRule(None, "own", FULL, FULL, FULL),
+    ReadRule(frozenset({"grid_worker", "community_staff"}), "community", FULL, HIDDEN, FULL),
+    ReadRule(frozenset({"department"}), "department", FULL, HIDDEN, FULL),
+    ReadRule(frozenset({"department"}), "co_handling", FULL, HIDDEN, FULL),
+    ReadRule(frozenset({"auditor"}), "all", FULL, REDACTED, REDACTED),
+    ReadRule(frozenset({"admin"}), "all", FULL, REDACTED, FULL),
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one rule gives one reader: incidents whose ``field`` is one of ``values``
+    (every incident when ``field`` is ``None``), with the view of each kind."""
+
+    field: str | None
+    values: tuple[str, ...]
+    ordinary: str
+    sensitive: str
+
+
+@dataclass(frozen=True)
+class ReaderClaims:
+    """A ``Reader`` from plain values, for callers without an ``Identity``."""
+
+    sub: str
+    roles: frozenset[str]
+    communities: tuple[str, ...] = ()
+    department: str | None = None
+    purpose: str | None = None
+
+
+def read_grants(reader: Reader) -> list[Grant]:
+    """The rows of ``READ_RULES`` that apply to ``reader``, bound to its claims.
+
+    A rule whose reach needs a claim the reader lacks (no communities, no
+    department) grants nothing rather than everything.
+    """
+    grants = []
+    for rule in READ_RULES:
+        if rule.roles is not None and not reader.roles & rule.roles:
+            continue
+        sensitive = rule.with_purpose if reader.purpose == SENSITIVE_PURPOSE else rule.sensitive
+        reach = REACHES[rule.reach]
+        if reach is None:
+            grants.append(Grant(None, (), rule.ordinary, sensitive))
+            continue
+        field_name, claim = reach
+        value = getattr(reader, claim)
+        values = tuple(v for v in (value if isinstance(value, tuple) else (value,)) if v)
+        if values:
+            grants.append(Grant(field_name, values, rule.ordinary, sensitive))
+    return grants
+
+
+def reached_values(incident: Incident, stored_field: str) -> tuple[str | None, ...]:
+    """The values of ``stored_field`` (a ``REACHES`` field) on ``incident``.
+
+    A co-handling department is one of several sub-tasks, so that field has
+    many values where the others have one; a query's ``$in`` matches either.
+    """
+    if stored_field == "subtasks.department":
+        return incident.co_handlers()
+    return (getattr(incident, stored_field),)
+
+
+def read_view(incident: Incident, reader: Reader, *, sensitive: bool) -> str:
+    """How ``reader`` sees ``incident``: ``FULL``, ``REDACTED`` or ``HIDDEN``.
+
+    The most generous applicable rule wins: an auditor who reported a
+    sensitive incident sees their own report in full.
+    """
+    best = HIDDEN
+    for grant in read_grants(reader):
+        if grant.field is None or set(reached_values(incident, grant.field)) & set(grant.values):
+            view = grant.sensitive if sensitive else grant.ordinary
+            best = max(best, view, key=VIEWS.index)
+    return best
+
+
 def can_read(
     incident: Incident,
     *,
@@ -182,24 +318,16 @@ def can_read(
     roles: frozenset[str],
     communities: tuple[str, ...],
     department: str | None = None,
+    purpose: str | None = None,
+    sensitive: bool,
 ) -> bool:
-    """Object-level read rule (the full policy table comes with issue #9).
+    """Whether the caller may see the incident at all (``read_view`` is not ``HIDDEN``).
 
-    Residents read their own reports, grid workers and staff their
-    communities', a department what was dispatched to it, as lead or as a
-    co-handler.
+    ``sensitive`` is the category's flag; it has no default so that a caller
+    cannot forget it and show a sensitive incident as an ordinary one.
     """
-    if roles & {"admin", "auditor"}:
-        return True
-    if roles & {"community_staff", "grid_worker"} and incident.community in communities:
-        return True
-    if (
-        "department" in roles
-        and department
-        and (incident.department == department or department in incident.co_handlers())
-    ):
-        return True
-    return incident.reporter == sub
+    reader = ReaderClaims(sub, frozenset(roles), tuple(communities), department, purpose)
+    return read_view(incident, reader, sensitive=sensitive) != HIDDEN
 
 
 CLOSED_STATES = ("closed_resolved", "closed_unresolved")

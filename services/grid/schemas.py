@@ -1,12 +1,17 @@
 """The grid's HTTP schemas: what a report may contain and what the API returns."""
 
-import marshmallow
-from marshmallow import fields, validate
+from datetime import UTC
+from typing import Any
 
-from shequ_services.grid.domain import CHANNELS
+import marshmallow
+from marshmallow import fields, validate, validates_schema
+
+from shequ.http import QueryList
+from shequ.pagination import MAX_CURSOR_LENGTH
+from shequ_services.grid.domain import CHANNELS, URGENCY_TIERS
 from shequ_services.grid.rates import GROUPINGS
 from shequ_services.grid.rating import MAX_COMMENT
-from shequ_services.grid.workflow import RULES
+from shequ_services.grid.workflow import RULES, STATES
 
 MAX_DESCRIPTION = 2000
 MAX_CO_DEPARTMENTS = 10
@@ -49,8 +54,10 @@ class IncidentSchema(marshmallow.Schema):
     category = fields.String()
     grid_cell = fields.String()
     community = fields.String()
-    description = fields.String()
-    location = fields.Nested(LocationSchema, allow_none=True)
+    description = fields.String(metadata={"description": "absent from a redacted view"})
+    location = fields.Nested(
+        LocationSchema, allow_none=True, metadata={"description": "absent from a redacted view"}
+    )
     channel = fields.String()
     urgency = fields.String()
     status = fields.String()
@@ -63,8 +70,41 @@ class IncidentSchema(marshmallow.Schema):
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
+    """Listing filters (all must hold) and the page: ``limit`` and the previous page's cursor."""
+
     community = fields.String(validate=validate.Length(min=1, max=64))
+    grid_cell = fields.String(validate=validate.Length(min=1, max=64))
+    category = fields.String(validate=validate.Length(min=1, max=64))
+    status = QueryList(
+        fields.String(validate=validate.OneOf(STATES)),
+        validate=validate.Length(min=1, max=len(STATES)),
+        metadata={"description": "one or more states, repeated or comma-separated"},
+    )
+    department = fields.String(validate=validate.Length(min=1, max=64))
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+    urgency = fields.String(validate=validate.OneOf(URGENCY_TIERS))
+    reported_from = fields.AwareDateTime(
+        default_timezone=UTC, metadata={"description": "inclusive; UTC if no offset is given"}
+    )
+    reported_to = fields.AwareDateTime(
+        default_timezone=UTC, metadata={"description": "exclusive; UTC if no offset is given"}
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(
+        validate=validate.Length(min=1, max=MAX_CURSOR_LENGTH),
+        metadata={"description": "next_cursor of the previous page, with the same filters"},
+    )
+
+    @validates_schema
+    def _period_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("reported_from"), data.get("reported_to")
+        if start is not None and end is not None and start >= end:
+            raise marshmallow.ValidationError("must be after reported_from", "reported_to")
+
+
+class IncidentPageSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(IncidentSchema))
+    next_cursor = fields.String(allow_none=True, metadata={"description": "null on the last page"})
 
 
 class CategorySchema(marshmallow.Schema):
@@ -93,6 +133,11 @@ class TransitionRequestSchema(marshmallow.Schema):
         fields.String(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=MAX_CO_DEPARTMENTS),
     )
+
+
+#: What the redacted view of a history leaves out: who acted (the first actor is the
+#: reporter) and the steps' free-text fields (reasons, feedback, notes).
+REDACTED_HISTORY_FIELDS = ("actor", "fields_")
 
 
 class HistoryEntrySchema(marshmallow.Schema):
@@ -165,3 +210,100 @@ class RatesSchema(marshmallow.Schema):
     group_by = fields.String(allow_none=True)
     definitions = fields.Dict(keys=fields.String(), values=fields.String())
     groups = fields.List(fields.Nested(RatesGroupSchema))
+
+
+class HistorySchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(HistoryEntrySchema))
+
+
+# Open311 GeoReport v2. ``open311.py`` renders these answers (JSON, or XML with the
+# same fields by the path's ``.{fmt}``); the schemas below document the JSON form
+# in the OpenAPI document and mirror the specification's field names.
+
+
+class Open311ServiceSchema(marshmallow.Schema):
+    service_code = fields.String()
+    service_name = fields.String()
+    description = fields.String()
+    metadata = fields.Boolean()
+    type = fields.String()
+    keywords = fields.String()
+    group = fields.String()
+
+
+class Open311ValueSchema(marshmallow.Schema):
+    key = fields.String()
+    name = fields.String()
+
+
+class Open311AttributeSchema(marshmallow.Schema):
+    variable = fields.Boolean()
+    code = fields.String()
+    datatype = fields.String()
+    required = fields.Boolean()
+    datatype_description = fields.String()
+    order = fields.Integer()
+    description = fields.String()
+    values = fields.List(fields.Nested(Open311ValueSchema))
+
+
+class Open311DefinitionSchema(marshmallow.Schema):
+    service_code = fields.String()
+    attributes = fields.List(fields.Nested(Open311AttributeSchema))
+
+
+class Open311PostFormSchema(marshmallow.Schema):
+    """The form fields of ``POST requests``; ``attribute[CODE]`` answers come besides."""
+
+    api_key = fields.String(required=True)
+    service_code = fields.String(required=True)
+    lat = fields.Float()
+    long = fields.Float()
+    address_string = fields.String()
+    address_id = fields.String()
+    description = fields.String()
+    media_url = fields.String()
+    email = fields.String()
+    device_id = fields.String()
+    account_id = fields.String()
+    first_name = fields.String()
+    last_name = fields.String()
+    phone = fields.String()
+
+
+class Open311PostedSchema(marshmallow.Schema):
+    service_request_id = fields.String()
+    token = fields.String()
+    service_notice = fields.String()
+    account_id = fields.String(allow_none=True)
+
+
+class Open311TokenSchema(marshmallow.Schema):
+    service_request_id = fields.String()
+    token = fields.String()
+
+
+class Open311RequestSchema(marshmallow.Schema):
+    service_request_id = fields.String()
+    status = fields.String()
+    status_notes = fields.String(allow_none=True)
+    service_name = fields.String()
+    service_code = fields.String()
+    description = fields.String(allow_none=True)
+    agency_responsible = fields.String(allow_none=True)
+    service_notice = fields.String(allow_none=True)
+    requested_datetime = fields.String()
+    updated_datetime = fields.String()
+    expected_datetime = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    lat = fields.Float(allow_none=True)
+    long = fields.Float(allow_none=True)
+    media_url = fields.String(allow_none=True)
+
+
+#: Open311 errors are the specification's ``[{code, description}]`` list, not problem+json.
+OPEN311_ERRORS = {
+    400: "the spec's error list: a required field is missing or a value is invalid",
+    403: "the spec's error list: api_key is missing or not valid",
+    404: "the spec's error list: no such service, request or token",
+}

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
+from shequ.pagination import Cursors, query_scope
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
@@ -20,17 +21,33 @@ from shequ_services.grid import deadlines, domain, open311, rates, rating, workf
 from shequ_services.grid.open311 import Open311Error
 from shequ_services.grid.reference import Reference
 from shequ_services.grid.schemas import (
+    OPEN311_ERRORS,
+    REDACTED_HISTORY_FIELDS,
     CategorySchema,
     HistoryEntrySchema,
+    HistorySchema,
     IncidentListQuerySchema,
+    IncidentPageSchema,
     IncidentReportSchema,
     IncidentSchema,
+    Open311DefinitionSchema,
+    Open311PostedSchema,
+    Open311PostFormSchema,
+    Open311RequestSchema,
+    Open311ServiceSchema,
+    Open311TokenSchema,
     RatesQuerySchema,
     RatesSchema,
     RatingRequestSchema,
     TransitionRequestSchema,
 )
-from shequ_services.grid.store import ApiKeyRepository, IncidentChanged, IncidentRepository
+from shequ_services.grid.store import (
+    ApiKeyRepository,
+    IncidentChanged,
+    IncidentRepository,
+    parse_position,
+    position_of,
+)
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
 
@@ -77,13 +94,28 @@ class GridService(PlatformService):
 
     incidents = Store(IncidentRepository)
     reference = Reference()
+    cursors = Cursors()
 
-    @route("GET", "/api/v1/grid/categories", public=True)
+    @route(
+        "GET",
+        "/api/v1/grid/categories",
+        public=True,
+        summary="The active incident categories",
+        response=CategorySchema(many=True),
+    )
     def list_categories(self, request: Request) -> list[dict[str, Any]]:
         active = [c for c in self.reference.categories.values() if c.active]
         return CategorySchema(many=True).dump(active)
 
-    @route("POST", "/api/v1/grid/incidents")
+    @route(
+        "POST",
+        "/api/v1/grid/incidents",
+        summary="Report an incident",
+        body=IncidentReportSchema,
+        response=IncidentSchema,
+        status=201,
+        errors=(403,),
+    )
     def report_incident(self, request: Request) -> Response:
         identity = request.identity
         if not identity.has_role(*REPORTER_ROLES):
@@ -118,16 +150,37 @@ class GridService(PlatformService):
             headers={"Location": f"/api/v1/grid/incidents/{incident.id}"},
         )
 
-    @route("GET", "/api/v1/grid/incidents/<string:incident_id>")
+    @route(
+        "GET",
+        "/api/v1/grid/incidents/<string:incident_id>",
+        summary="One incident, as the caller may see it",
+        response=IncidentSchema,
+    )
     def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
-        return IncidentSchema().dump(self._readable(request, incident_id))
+        """A sensitive incident may come redacted: without description and location."""
+        return self._dump(request, self._readable(request, incident_id))
 
-    @route("GET", "/api/v1/grid/incidents/<string:incident_id>/history")
+    @route(
+        "GET",
+        "/api/v1/grid/incidents/<string:incident_id>/history",
+        summary="Every lifecycle step of an incident",
+        response=HistorySchema,
+    )
     def get_history(self, request: Request, incident_id: str) -> dict[str, Any]:
+        """A redacted view leaves out who acted and the steps' free-text fields."""
         incident = self._readable(request, incident_id)
-        return {"items": HistoryEntrySchema(many=True).dump(incident.history)}
+        redacted = self._view(request, incident) == domain.REDACTED
+        exclude = REDACTED_HISTORY_FIELDS if redacted else ()
+        return {"items": HistoryEntrySchema(many=True, exclude=exclude).dump(incident.history)}
 
-    @route("POST", "/api/v1/grid/incidents/<string:incident_id>/transitions")
+    @route(
+        "POST",
+        "/api/v1/grid/incidents/<string:incident_id>/transitions",
+        summary="Take one lifecycle step (the table is workflow.RULES)",
+        body=TransitionRequestSchema,
+        response=IncidentSchema,
+        errors=(403, 409),
+    )
     def transition(self, request: Request, incident_id: str) -> dict[str, Any]:
         incident = self._readable(request, incident_id)
         step = load_body(request, TransitionRequestSchema())
@@ -176,7 +229,7 @@ class GridService(PlatformService):
             if stage.breached and not stage.overdue_raised:
                 # Stopped late before a scan saw it: the timer will never count this breach.
                 SLA_BREACHES.labels(stage.clock, incident.category).inc()
-        return IncidentSchema().dump(updated)
+        return self._dump(request, updated)
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
@@ -202,27 +255,59 @@ class GridService(PlatformService):
 
     def _readable(self, request: Request, incident_id: str) -> domain.Incident:
         incident = self.incidents.get(incident_id)
-        identity = request.identity
-        if not domain.can_read(
-            incident,
-            sub=identity.sub,
-            roles=identity.roles,
-            communities=identity.communities,
-            department=identity.department,
-        ):
+        if self._view(request, incident) == domain.HIDDEN:
             # Not 403: whether an incident exists is itself not for everyone to know.
             raise NotFound(f"no incident {incident_id}")
         return incident
 
-    @route("GET", "/api/v1/grid/incidents")
-    def list_incidents(self, request: Request) -> dict[str, Any]:
-        query = load_query(request, IncidentListQuerySchema())
-        found = self.incidents.visible_to(
-            request.identity, community=query.get("community"), limit=query["limit"]
-        )
-        return {"items": IncidentSchema(many=True).dump(found)}
+    # Object-level read access (domain.READ_RULES): every read and listing goes
+    # through _view / _dump, and the listing's query through the same table.
 
-    @route("POST", "/api/v1/grid/incidents/<string:incident_id>/rating")
+    def _view(self, request: Request, incident: domain.Incident) -> str:
+        category = self.reference.categories.get(incident.category)
+        sensitive = category is None or category.sensitive
+        return domain.read_view(incident, request.identity, sensitive=sensitive)
+
+    def _dump(self, request: Request, incident: domain.Incident) -> dict[str, Any]:
+        redacted = self._view(request, incident) == domain.REDACTED
+        exclude = domain.REDACTED_FIELDS if redacted else ()
+        return IncidentSchema(exclude=exclude).dump(incident)
+
+    def _ordinary_categories(self) -> frozenset[str]:
+        return frozenset(c.code for c in self.reference.categories.values() if not c.sensitive)
+
+    @route(
+        "GET",
+        "/api/v1/grid/incidents",
+        summary="The incidents the caller may see, newest first, filtered, one page at a time",
+        query=IncidentListQuerySchema,
+        response=IncidentPageSchema,
+    )
+    def list_incidents(self, request: Request) -> dict[str, Any]:
+        """Pages follow ``next_cursor``; a cursor only works with the filters it came from."""
+        query = load_query(request, IncidentListQuerySchema())
+        limit, token = query.pop("limit"), query.pop("cursor", None)
+        scope = query_scope(query)
+        after = parse_position(self.cursors.decode(token, scope=scope)) if token else None
+        found, more = self.incidents.visible_to(
+            request.identity,
+            filters=query,
+            ordinary_categories=self._ordinary_categories(),
+            after=after,
+            limit=limit,
+        )
+        next_cursor = self.cursors.encode(position_of(found[-1]), scope=scope) if more else None
+        return {"items": [self._dump(request, i) for i in found], "next_cursor": next_cursor}
+
+    @route(
+        "POST",
+        "/api/v1/grid/incidents/<string:incident_id>/rating",
+        summary="The reporter rates a closed incident 1 to 5 (评)",
+        body=RatingRequestSchema,
+        response=IncidentSchema,
+        status=201,
+        errors=(403, 409),
+    )
     def rate_incident(self, request: Request, incident_id: str) -> Response:
         incident = self._readable(request, incident_id)
         body = load_body(request, RatingRequestSchema())
@@ -248,9 +333,16 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except rating.InvalidRating as exc:
             raise InvalidInput("the rating failed validation", {exc.field: [str(exc)]}) from exc
-        return json_response(IncidentSchema().dump(updated), status=201)
+        return json_response(self._dump(request, updated), status=201)
 
-    @route("GET", "/api/v1/grid/rates")
+    @route(
+        "GET",
+        "/api/v1/grid/rates",
+        summary="Response, resolution and satisfaction rates, and time per clock",
+        query=RatesQuerySchema,
+        response=RatesSchema,
+        errors=(403,),
+    )
     def get_rates(self, request: Request) -> dict[str, Any]:
         identity = request.identity
         if not identity.has_role(*rates.READER_ROLES):
@@ -299,7 +391,14 @@ class GridService(PlatformService):
 
     # -- Open311 GeoReport v2 (public: clients identify with an api_key on POST) ------------
 
-    @route("GET", "/open311/v2/services.<any(json,xml):fmt>", public=True)
+    @route(
+        "GET",
+        "/open311/v2/services.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: the services (categories) a client may report",
+        response=Open311ServiceSchema(many=True),
+        tags=("open311",),
+    )
     @open311_answer
     def open311_services(self, request: Request, fmt: str) -> Response:
         offered = open311.service_list(
@@ -307,7 +406,15 @@ class GridService(PlatformService):
         )
         return open311_response(fmt, offered, "services", "service")
 
-    @route("GET", "/open311/v2/services/<string:code>.<any(json,xml):fmt>", public=True)
+    @route(
+        "GET",
+        "/open311/v2/services/<string:code>.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: a service definition (the category's extra questions)",
+        response=Open311DefinitionSchema,
+        responses=OPEN311_ERRORS,
+        tags=("open311",),
+    )
     @open311_answer
     def open311_service_definition(self, request: Request, code: str, fmt: str) -> Response:
         category = self.reference.categories.get(code)
@@ -316,7 +423,18 @@ class GridService(PlatformService):
         definition = open311.service_definition(category, registry=self.reference.questions)
         return open311_response(fmt, definition, "service_definition")
 
-    @route("POST", "/open311/v2/requests.<any(json,xml):fmt>", public=True)
+    @route(
+        "POST",
+        "/open311/v2/requests.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: post a service request (form-encoded, with api_key)",
+        body=Open311PostFormSchema,
+        body_media_type="application/x-www-form-urlencoded",
+        response=Open311PostedSchema(many=True),
+        status=201,
+        responses=OPEN311_ERRORS,
+        tags=("open311",),
+    )
     @open311_answer
     def open311_post_request(self, request: Request, fmt: str) -> Response:
         form = {name: request.form.getlist(name) for name in request.form}
@@ -342,14 +460,30 @@ class GridService(PlatformService):
         posted = open311.posted_view(incident, notice)
         return open311_response(fmt, [posted], "service_requests", "request", status=201)
 
-    @route("GET", "/open311/v2/tokens/<string:token>.<any(json,xml):fmt>", public=True)
+    @route(
+        "GET",
+        "/open311/v2/tokens/<string:token>.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: the request id behind a token",
+        response=Open311TokenSchema(many=True),
+        responses=OPEN311_ERRORS,
+        tags=("open311",),
+    )
     @open311_answer
     def open311_token(self, request: Request, token: str, fmt: str) -> Response:
         incident = self._open311_visible(lambda: self.incidents.by_open311_token(token))
         found = {"service_request_id": incident.id, "token": token}
         return open311_response(fmt, [found], "service_requests", "request")
 
-    @route("GET", "/open311/v2/requests.<any(json,xml):fmt>", public=True)
+    @route(
+        "GET",
+        "/open311/v2/requests.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: service requests (the spec's filters; 90 days, 1000 at most)",
+        response=Open311RequestSchema(many=True),
+        responses=OPEN311_ERRORS,
+        tags=("open311",),
+    )
     @open311_answer
     def open311_requests(self, request: Request, fmt: str) -> Response:
         query = open311.parse_list_query(request.args.to_dict(), datetime.now(UTC))
@@ -367,7 +501,15 @@ class GridService(PlatformService):
         views = [self._open311_view(incident) for incident in found]
         return open311_response(fmt, views, "service_requests", "request")
 
-    @route("GET", "/open311/v2/requests/<string:request_id>.<any(json,xml):fmt>", public=True)
+    @route(
+        "GET",
+        "/open311/v2/requests/<string:request_id>.<any(json,xml):fmt>",
+        public=True,
+        summary="Open311: one service request",
+        response=Open311RequestSchema(many=True),
+        responses=OPEN311_ERRORS,
+        tags=("open311",),
+    )
     @open311_answer
     def open311_request(self, request: Request, request_id: str, fmt: str) -> Response:
         incident = self._open311_visible(lambda: self.incidents.get(request_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -10,13 +11,22 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shequ.auth import Identity
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
+from shequ.pagination import InvalidCursor
 from shequ.store import Repository, as_record
 from shequ_services.grid import deadlines, open311
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import CLOSED_STATES, Category, Incident, Rating
+from shequ_services.grid.domain import (
+    CLOSED_STATES,
+    HIDDEN,
+    Category,
+    Grant,
+    Incident,
+    Rating,
+    Reader,
+    read_grants,
+)
 from shequ_services.grid.rates import Facts
 from shequ_services.grid.workflow import StaleVersion, Transition
 
@@ -32,6 +42,17 @@ class IncidentChanged(Exception):
     """A timer scan lost a race with a step or another replica; the next scan retries."""
 
 
+#: The listing's order is (reported_at, _id) newest first; these serve it alone and
+#: under the filters used most (community, cell, category, status, department).
+LISTING_INDEXES = [
+    IndexModel([("reported_at", DESCENDING), ("_id", DESCENDING)]),
+    *(
+        IndexModel([(key, ASCENDING), ("reported_at", DESCENDING), ("_id", DESCENDING)])
+        for key in ("community", "grid_cell", "category", "status", "department")
+    ),
+]
+
+
 class IncidentRepository(Repository):
     INDEXES = {
         INCIDENTS: [
@@ -40,8 +61,8 @@ class IncidentRepository(Repository):
             IndexModel([("department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("next_due", ASCENDING)], sparse=True),
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
-            IndexModel([("reported_at", ASCENDING)]),
             IndexModel([("open311.token", ASCENDING)], sparse=True),
+            *LISTING_INDEXES,
         ]
     }
 
@@ -293,32 +314,120 @@ class IncidentRepository(Repository):
         return _to_incident(document)
 
     def visible_to(
-        self, identity: Identity, *, community: str | None, limit: int
-    ) -> list[Incident]:
-        """The newest incidents the caller may read (same rule as ``domain.can_read``)."""
-        if identity.has_role("admin", "auditor"):
-            query: dict[str, Any] = {}
-        elif identity.has_role("community_staff", "grid_worker"):
-            query = {
-                "$or": [
-                    {"community": {"$in": list(identity.communities)}},
-                    {"reporter": identity.sub},
-                ]
-            }
-        elif identity.has_role("department") and identity.department:
-            query = {
-                "$or": [
-                    {"department": identity.department},
-                    {"subtasks.department": identity.department},
-                    {"reporter": identity.sub},
-                ]
-            }
-        else:
-            query = {"reporter": identity.sub}
-        if community is not None:
-            query = {"$and": [query, {"community": community}]}
-        cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
-        return [_to_incident(document) for document in cursor]
+        self,
+        reader: Reader,
+        *,
+        filters: Mapping[str, Any],
+        ordinary_categories: Collection[str],
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> tuple[list[Incident], bool]:
+        """One page of the incidents ``reader`` may see, newest first, and whether more follow.
+
+        Visibility is ``domain.read_grants`` turned into a query (``listing_query``),
+        so a filter can only narrow what the reader may see, never widen it.
+        """
+        query = listing_query(read_grants(reader), ordinary_categories, filters, after)
+        if query is None:
+            return [], False
+        cursor = (
+            self.db[INCIDENTS]
+            .find(query)
+            .sort([("reported_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit + 1)
+        )
+        found = [_to_incident(document) for document in cursor]
+        return found[:limit], len(found) > limit
+
+
+#: Single-valued listing filters that are stored under the same name.
+EQUALITY_FILTERS = ("community", "grid_cell", "category", "department", "channel", "urgency")
+
+
+def listing_query(
+    grants: list[Grant],
+    ordinary_categories: Collection[str],
+    filters: Mapping[str, Any],
+    after: tuple[datetime, str] | None,
+) -> dict[str, Any] | None:
+    """The MongoDB query for a listing page, or ``None`` when the reader may see nothing."""
+    visible = read_clause(grants, ordinary_categories)
+    if visible is None:
+        return None
+    position = after_clause(after) if after is not None else {}
+    clauses = [clause for clause in (visible, filter_clause(filters), position) if clause]
+    if len(clauses) <= 1:
+        return clauses[0] if clauses else {}
+    return {"$and": clauses}
+
+
+def read_clause(grants: list[Grant], ordinary_categories: Collection[str]) -> dict[str, Any] | None:
+    """Incidents some grant shows, as a query; ``None`` if no grant shows anything.
+
+    Sensitivity is by category, and a category missing from the reference
+    data counts as sensitive (``$in`` the ordinary ones), as in ``read_view``.
+    """
+    ordinary = sorted(ordinary_categories)
+    alternatives: list[dict[str, Any]] = []
+    for grant in grants:
+        reach: dict[str, Any] = (
+            {} if grant.field is None else {grant.field: {"$in": list(grant.values)}}
+        )
+        shows_ordinary, shows_sensitive = grant.ordinary != HIDDEN, grant.sensitive != HIDDEN
+        if shows_ordinary and shows_sensitive:
+            alternatives.append(reach)
+        elif shows_ordinary:
+            alternatives.append({**reach, "category": {"$in": ordinary}})
+        elif shows_sensitive:
+            alternatives.append({**reach, "category": {"$nin": ordinary}})
+    if not alternatives:
+        return None
+    if {} in alternatives:
+        return {}
+    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+
+
+def filter_clause(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The listing's filters as a query (all must hold)."""
+    query: dict[str, Any] = {key: filters[key] for key in EQUALITY_FILTERS if key in filters}
+    if filters.get("status"):
+        query["status"] = {"$in": list(filters["status"])}
+    reported: dict[str, datetime] = {}
+    if filters.get("reported_from") is not None:
+        reported["$gte"] = filters["reported_from"]
+    if filters.get("reported_to") is not None:
+        reported["$lt"] = filters["reported_to"]
+    if reported:
+        query["reported_at"] = reported
+    return query
+
+
+def position_of(incident: Incident) -> list[str]:
+    """Where ``incident`` stands in the listing order, as a cursor position."""
+    return [incident.reported_at.isoformat(), incident.id]
+
+
+def parse_position(position: list[Any]) -> tuple[datetime, str]:
+    """A cursor position back as ``(reported_at, id)``; ``InvalidCursor`` if it is not one."""
+    try:
+        reported_at, incident_id = position
+        parsed = datetime.fromisoformat(reported_at)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCursor() from exc
+    if parsed.tzinfo is None or not isinstance(incident_id, str):
+        raise InvalidCursor()
+    return parsed, incident_id
+
+
+def after_clause(after: tuple[datetime, str]) -> dict[str, Any]:
+    """Everything after ``(reported_at, id)`` in the newest-first order (keyset pagination)."""
+    reported_at, incident_id = after
+    return {
+        "$or": [
+            {"reported_at": {"$lt": reported_at}},
+            {"reported_at": reported_at, "_id": {"$lt": incident_id}},
+        ]
+    }
 
     # -- Open311: public reads, never of sensitive categories -------------------------------
 

@@ -15,3 +15,7 @@ class CaseSchema(marshmallow.Schema):
     dispute_type = fields.String()
     status = fields.String()
     opened_at = fields.AwareDateTime()
+
+
+class CaseListSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(CaseSchema))

@@ -15,7 +15,7 @@ from shequ.http import load_query, route
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.mediation import domain
-from shequ_services.mediation.schemas import CaseQuerySchema, CaseSchema
+from shequ_services.mediation.schemas import CaseListSchema, CaseQuerySchema, CaseSchema
 from shequ_services.mediation.store import CaseRepository
 
 READER_ROLES = ("mediator", "community_staff", "admin", "auditor")
@@ -40,7 +40,14 @@ class MediationService(PlatformService):
         if case is not None:
             self.cases.open(case)
 
-    @route("GET", "/api/v1/mediation/cases")
+    @route(
+        "GET",
+        "/api/v1/mediation/cases",
+        summary="The mediation cases opened for an incident",
+        query=CaseQuerySchema,
+        response=CaseListSchema,
+        errors=(403,),
+    )
     def list_cases(self, request: Request) -> dict[str, Any]:
         if not request.identity.has_role(*READER_ROLES):
             raise Forbidden("mediation cases are visible to mediators and community staff")

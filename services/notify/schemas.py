@@ -19,3 +19,7 @@ class NotificationSchema(marshmallow.Schema):
     text = fields.String()
     created_at = fields.AwareDateTime()
     source_event = fields.String()
+
+
+class NotificationListSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(NotificationSchema))

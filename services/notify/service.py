@@ -16,7 +16,11 @@ from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.notify import domain
 from shequ_services.notify.channels import LogChannel
-from shequ_services.notify.schemas import NotificationQuerySchema, NotificationSchema
+from shequ_services.notify.schemas import (
+    NotificationListSchema,
+    NotificationQuerySchema,
+    NotificationSchema,
+)
 from shequ_services.notify.store import NotificationRepository
 
 READER_ROLES = ("community_staff", "grid_worker", "admin", "auditor")
@@ -42,7 +46,14 @@ class NotifyService(PlatformService):
             self.notifications.record_sent(notification)
             channel.send(notification)
 
-    @route("GET", "/api/v1/notify/notifications")
+    @route(
+        "GET",
+        "/api/v1/notify/notifications",
+        summary="The notifications sent about one subject (an incident, a case)",
+        query=NotificationQuerySchema,
+        response=NotificationListSchema,
+        errors=(403,),
+    )
     def list_notifications(self, request: Request) -> dict[str, Any]:
         if not request.identity.has_role(*READER_ROLES):
             raise Forbidden("notifications are visible to community staff and grid workers")

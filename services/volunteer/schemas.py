@@ -16,3 +16,7 @@ class TaskSchema(marshmallow.Schema):
     grid_cell = fields.String()
     status = fields.String()
     created_at = fields.AwareDateTime()
+
+
+class TaskListSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(TaskSchema))

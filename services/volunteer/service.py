@@ -15,7 +15,7 @@ from shequ.http import load_query, route
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.volunteer import domain
-from shequ_services.volunteer.schemas import TaskQuerySchema, TaskSchema
+from shequ_services.volunteer.schemas import TaskListSchema, TaskQuerySchema, TaskSchema
 from shequ_services.volunteer.store import TaskRepository
 
 READER_ROLES = ("volunteer", "community_staff", "grid_worker", "admin", "auditor")
@@ -41,7 +41,14 @@ class VolunteerService(PlatformService):
         if task is not None:
             self.tasks.create(task)
 
-    @route("GET", "/api/v1/volunteer/tasks")
+    @route(
+        "GET",
+        "/api/v1/volunteer/tasks",
+        summary="The volunteer tasks created for an incident",
+        query=TaskQuerySchema,
+        response=TaskListSchema,
+        errors=(403,),
+    )
     def list_tasks(self, request: Request) -> dict[str, Any]:
         if not request.identity.has_role(*READER_ROLES):
             raise Forbidden("volunteer tasks are visible to volunteers and community staff")

@@ -90,7 +90,9 @@ def test_who_may_read_an_incident(
 ) -> None:
     incident = report()
     assert (
-        domain.can_read(incident, sub=sub, roles=frozenset(roles), communities=communities)
+        domain.can_read(
+            incident, sub=sub, roles=frozenset(roles), communities=communities, sensitive=False
+        )
         is allowed
     )
 
@@ -103,7 +105,7 @@ def test_a_department_reads_a_case_it_leads_or_co_handles_and_no_other() -> None
     def reads(department: str) -> bool:
         return domain.can_read(
             incident, sub="d-1", roles=frozenset({"department"}), communities=(),
-            department=department,
+            department=department, sensitive=False,
         )  # fmt: skip
 
     assert reads("municipal") and reads("police")

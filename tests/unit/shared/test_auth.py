@@ -1,5 +1,6 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from shequ.auth import mint_token, verify_token
@@ -37,3 +38,26 @@ def test_a_token_for_another_audience_is_refused() -> None:
 def test_minting_an_unknown_role_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown role.*superuser.*choose from"):
         mint_token(SECRET, roles=["superuser"], sub="x")
+
+
+def test_a_declared_purpose_travels_in_the_token() -> None:
+    token = mint_token(SECRET, roles=["community_staff"], sub="s", purpose="casework")
+    assert verify_token(token, secret=SECRET).purpose == "casework"
+
+
+def test_a_token_without_a_purpose_has_none() -> None:
+    token = mint_token(SECRET, roles=["community_staff"], sub="s")
+    assert verify_token(token, secret=SECRET).purpose is None
+
+
+def test_minting_an_unknown_purpose_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown purpose 'curiosity'"):
+        mint_token(SECRET, roles=["admin"], sub="m", purpose="curiosity")
+
+
+def test_a_token_claiming_an_unknown_purpose_is_refused() -> None:
+    claims = {"sub": "m", "roles": ["admin"], "purpose": "curiosity", "iss": "shequ-dev"}
+    claims |= {"aud": "shequ", "exp": datetime.now(UTC) + timedelta(minutes=5)}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="purpose"):
+        verify_token(token, secret=SECRET)

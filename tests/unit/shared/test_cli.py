@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,29 @@ def test_apikey_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["apikey"])
     assert "add" in capsys.readouterr().err
+
+
+def test_token_carries_a_declared_purpose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_JWT_SECRET", raising=False)
+    (tmp_path / "jwt-secret").write_text("k" * 48)
+    args = ["token", "--data-dir", str(tmp_path), "--role", "community_staff"]
+    assert main([*args, "--purpose", "casework"]) == 0
+    assert verify_token(capsys.readouterr().out.strip(), secret="k" * 48).purpose == "casework"
+
+
+def test_openapi_prints_a_services_document_without_a_running_stack(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["openapi", "grid"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["info"]["title"] == "Shequ grid API"
+    assert "/api/v1/grid/incidents" in document["paths"]
+
+
+def test_openapi_of_an_unknown_service_names_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["openapi", "nosuch"]) == 2
+    assert "known: disclosure, grid" in capsys.readouterr().err

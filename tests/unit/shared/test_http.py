@@ -7,7 +7,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from shequ.errors import InvalidInput
-from shequ.http import MalformedBody, load_body, problem
+from shequ.http import MalformedBody, QueryList, Route, load_body, load_query, problem
 
 
 class Body(marshmallow.Schema):
@@ -58,3 +58,43 @@ def test_unknown_and_missing_fields_are_reported_per_field() -> None:
 def test_a_json_array_is_not_a_body_object() -> None:
     with pytest.raises(InvalidInput, match="object"):
         load_body(request(b"[]"), Body())
+
+
+class Filters(marshmallow.Schema):
+    status = QueryList(fields.String())
+    community = fields.String()
+
+
+def query(url_query: str) -> Request:
+    return Request(EnvironBuilder(method="GET", query_string=url_query).get_environ())
+
+
+@pytest.mark.parametrize(
+    "url_query", ["status=a&status=b&status=c", "status=a,b,c", "status=a,b&status=c"]
+)
+def test_a_list_parameter_may_be_repeated_or_comma_separated(url_query: str) -> None:
+    assert load_query(query(url_query), Filters()) == {"status": ["a", "b", "c"]}
+
+
+def test_a_repeated_single_valued_parameter_is_invalid() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_query(query("community=a&community=b"), Filters())
+    assert "more than once" in caught.value.errors["community"][0]
+
+
+def test_an_unknown_query_parameter_is_invalid() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_query(query("offset=10"), Filters())
+    assert caught.value.errors == {"offset": ["Unknown field."]}
+
+
+def test_a_route_without_description_metadata_still_constructs() -> None:
+    plain = Route("GET", "/x")
+    assert (plain.summary, plain.body, plain.query, plain.response) == (None, None, None, None)
+    assert plain.status == 200 and not plain.public
+
+
+def test_a_route_url_may_name_the_service() -> None:
+    assert Route("GET", "/api/v1/{service}/openapi.json").rule_for("grid") == (
+        "/api/v1/grid/openapi.json"
+    )
