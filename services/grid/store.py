@@ -339,6 +339,39 @@ class IncidentRepository(Repository):
         found = [_to_incident(document) for document in cursor]
         return found[:limit], len(found) > limit
 
+    # -- Open311: public reads, never of sensitive categories -------------------------------
+
+    def open311_requests(
+        self,
+        *,
+        ids: tuple[str, ...],
+        categories: tuple[str, ...],
+        start: datetime | None,
+        end: datetime | None,
+        closed: bool | None,
+        limit: int,
+    ) -> list[Incident]:
+        """Incidents an Open311 client may see, newest first.
+
+        ``categories`` are the offered ones (already narrowed by a
+        service_code filter); ``closed`` None means any status.
+        """
+        query: dict[str, Any] = {"category": {"$in": list(categories)}}
+        if ids:
+            query["_id"] = {"$in": list(ids)}
+        if start is not None and end is not None:
+            query["reported_at"] = {"$gte": start, "$lte": end}
+        if closed is not None:
+            query["status"] = {"$in" if closed else "$nin": list(open311.CLOSED_STATES)}
+        cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
+        return [_to_incident(document) for document in cursor]
+
+    def by_open311_token(self, token: str) -> Incident:
+        document = self.db[INCIDENTS].find_one({"open311.token": token}, session=self.session)
+        if document is None:
+            raise IncidentNotFound(f"no request with token {token}")
+        return _to_incident(document)
+
 
 #: Single-valued listing filters that are stored under the same name.
 EQUALITY_FILTERS = ("community", "grid_cell", "category", "department", "channel", "urgency")
@@ -428,39 +461,6 @@ def after_clause(after: tuple[datetime, str]) -> dict[str, Any]:
             {"reported_at": reported_at, "_id": {"$lt": incident_id}},
         ]
     }
-
-    # -- Open311: public reads, never of sensitive categories -------------------------------
-
-    def open311_requests(
-        self,
-        *,
-        ids: tuple[str, ...],
-        categories: tuple[str, ...],
-        start: datetime | None,
-        end: datetime | None,
-        closed: bool | None,
-        limit: int,
-    ) -> list[Incident]:
-        """Incidents an Open311 client may see, newest first.
-
-        ``categories`` are the offered ones (already narrowed by a
-        service_code filter); ``closed`` None means any status.
-        """
-        query: dict[str, Any] = {"category": {"$in": list(categories)}}
-        if ids:
-            query["_id"] = {"$in": list(ids)}
-        if start is not None and end is not None:
-            query["reported_at"] = {"$gte": start, "$lte": end}
-        if closed is not None:
-            query["status"] = {"$in" if closed else "$nin": list(open311.CLOSED_STATES)}
-        cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
-        return [_to_incident(document) for document in cursor]
-
-    def by_open311_token(self, token: str) -> Incident:
-        document = self.db[INCIDENTS].find_one({"open311.token": token}, session=self.session)
-        if document is None:
-            raise IncidentNotFound(f"no request with token {token}")
-        return _to_incident(document)
 
 
 @dataclass(frozen=True)
