@@ -30,6 +30,27 @@ class IncidentReportSchema(marshmallow.Schema):
     channel = fields.String(load_default=None, validate=validate.OneOf(CHANNELS))
 
 
+class EscalationSchema(marshmallow.Schema):
+    level = fields.Integer()
+    at = fields.AwareDateTime(metadata={"description": "when the level falls due"})
+    to = fields.String(metadata={"description": "where the case goes up to"})
+    raised_at = fields.AwareDateTime(allow_none=True)
+
+
+class ClockSchema(marshmallow.Schema):
+    """One time limit of the incident: when it runs out and which alerts it raised."""
+
+    name = fields.String(metadata={"description": "acknowledge, dispatch, sign_for, ..."})
+    department = fields.String(allow_none=True, metadata={"description": "co-handler clocks"})
+    started = fields.AwareDateTime()
+    deadline = fields.AwareDateTime()
+    warn_at = fields.AwareDateTime()
+    stopped_at = fields.AwareDateTime(allow_none=True)
+    warned_at = fields.AwareDateTime(allow_none=True)
+    overdue_at = fields.AwareDateTime(allow_none=True)
+    escalations = fields.List(fields.Nested(EscalationSchema))
+
+
 class SubtaskSchema(marshmallow.Schema):
     """A co-handling department's part of a case (吹哨报到)."""
 
@@ -67,6 +88,11 @@ class IncidentSchema(marshmallow.Schema):
     subtasks = fields.List(fields.Nested(SubtaskSchema))
     extension = fields.Nested(ExtensionSchema, allow_none=True)
     ratings = fields.List(fields.Nested(lambda: RatingSchema()))
+    clocks = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(ClockSchema),
+        metadata={"description": "the incident's time limits, by key"},
+    )
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
