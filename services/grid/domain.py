@@ -50,9 +50,19 @@ class Category:
 
 @dataclass(frozen=True)
 class GridCell:
+    """A grid cell; the map fields are optional so a cell can be registered before it is drawn.
+
+    ``centroid`` is ``(lat, lon)``; ``polygon`` its outline as ``(lat, lon)``
+    points; ``adjacent`` the ids of the cells that share a border with it
+    (kept symmetric by ``registry``).
+    """
+
     id: str
     name: str
     community: str
+    centroid: tuple[float, float] | None = None
+    polygon: tuple[tuple[float, float], ...] = ()
+    adjacent: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,7 +102,11 @@ def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
 
 
 def parse_cells(raw: dict[str, Any]) -> dict[str, GridCell]:
-    """Flatten ``communities: [{id, name, cells: [{id, name}]}]`` into cells by id."""
+    """Flatten ``communities: [{id, name, cells: [{id, name}]}]`` into cells by id.
+
+    Ids and names only, for quick fixtures; the service loads the full
+    registry (map fields, buildings, departments) with ``registry.build``.
+    """
     cells: dict[str, GridCell] = {}
     for community in raw.get("communities", []):
         for cell in community.get("cells", []):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,18 +16,24 @@ from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.grid import deadlines, domain, workflow
-from shequ_services.grid.reference import Reference
+from shequ_services.grid import registry as registry_rules
+from shequ_services.grid.reference import Reference, RegistryAdmin
 from shequ_services.grid.schemas import (
+    REGISTRY_SCHEMAS,
     CategorySchema,
     HistoryEntrySchema,
     IncidentListQuerySchema,
     IncidentReportSchema,
     IncidentSchema,
+    RegistryListQuerySchema,
+    SubdistrictSchema,
     TransitionRequestSchema,
 )
 from shequ_services.grid.store import IncidentChanged, IncidentRepository
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
+REGISTRY_READERS = ("admin", "auditor", "community_staff")
+REGISTRY_KIND = f"<any({', '.join(repr(k) for k in registry_rules.KINDS)}):kind>"
 
 
 class GridService(PlatformService):
@@ -33,6 +41,7 @@ class GridService(PlatformService):
 
     incidents = Store(IncidentRepository)
     reference = Reference()
+    registry = RegistryAdmin()
 
     @route("GET", "/api/v1/grid/categories", public=True)
     def list_categories(self, request: Request) -> list[dict[str, Any]]:
@@ -102,6 +111,10 @@ class GridService(PlatformService):
                 closed_at=domain.closed_at(incident),
                 reporter=incident.reporter,
             )
+            if decided.action == "dispatch":
+                registry_rules.require_department(
+                    self.reference.departments, decided.fields["department"]
+                )
             clocks, stopped = deadlines.on_state(
                 incident.clocks,
                 self.reference.policy,
@@ -119,6 +132,8 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
+        except registry_rules.UnknownDepartment as exc:
+            raise InvalidInput("the step failed validation", {"department": [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
         return IncidentSchema().dump(updated)
@@ -165,3 +180,82 @@ class GridService(PlatformService):
             request.identity, community=query.get("community"), limit=query["limit"]
         )
         return {"items": IncidentSchema(many=True).dump(found)}
+
+    # -- registry admin API: communities, cells, buildings, departments, grid workers,
+    # categories. Admins write; auditors read all; community staff read their own.
+
+    @route("GET", "/api/v1/grid/registry")
+    def get_registry(self, request: Request) -> dict[str, Any]:
+        self._registry_reader(request)
+        loaded = self.registry.load()
+        return {
+            "subdistrict": SubdistrictSchema().dump(loaded.subdistrict),
+            "kinds": list(registry_rules.KINDS),
+        }
+
+    @route("GET", f"/api/v1/grid/registry/{REGISTRY_KIND}")
+    def list_registry_entries(self, request: Request, kind: str) -> dict[str, Any]:
+        within = self._registry_reader(request)
+        query = load_query(request, RegistryListQuerySchema())
+        with _registry_errors():
+            entries, last = self.registry.page(kind, within=within, **query)
+        return {"items": REGISTRY_SCHEMAS[kind][2](many=True).dump(entries), "next": last}
+
+    @route("GET", f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>")
+    def get_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
+        within = self._registry_reader(request)
+        with _registry_errors():
+            entry = self.registry.get(kind, key)
+        if within is not None and not registry_rules.in_communities(kind, entry, within):
+            raise NotFound(f"no {kind} entry {key!r}")
+        return REGISTRY_SCHEMAS[kind][2]().dump(entry)
+
+    @route("POST", f"/api/v1/grid/registry/{REGISTRY_KIND}")
+    def create_registry_entry(self, request: Request, kind: str) -> Response:
+        _registry_admin(request)
+        values = load_body(request, REGISTRY_SCHEMAS[kind][0]())
+        with _registry_errors():
+            decided = registry_rules.create(self.registry.load(), kind, values)
+            entry = self.registry.save(kind, decided, new=True)
+        body = REGISTRY_SCHEMAS[kind][2]().dump(entry)
+        key = body.get("id") or body["code"]
+        return json_response(
+            body, status=201, headers={"Location": f"/api/v1/grid/registry/{kind}/{key}"}
+        )
+
+    @route("PATCH", f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>")
+    def change_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
+        _registry_admin(request)
+        values = load_body(request, REGISTRY_SCHEMAS[kind][1]())
+        with _registry_errors():
+            current = self.registry.get(kind, key)
+            decided = registry_rules.change(self.registry.load(), kind, current, values)
+            entry = self.registry.save(kind, decided, new=False)
+        return REGISTRY_SCHEMAS[kind][2]().dump(entry)
+
+    def _registry_reader(self, request: Request) -> tuple[str, ...] | None:
+        """None for callers who read the whole registry, else the communities they may read."""
+        identity = request.identity
+        if identity.has_role("admin", "auditor"):
+            return None
+        if identity.has_role(*REGISTRY_READERS):
+            return identity.communities
+        raise Forbidden("the registry is for admins, auditors and community staff")
+
+
+def _registry_admin(request: Request) -> None:
+    if not request.identity.has_role("admin"):
+        raise Forbidden("only admins change the registry")
+
+
+@contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Registry refusals as HTTP problems: 422 per field, 409 duplicate id, 404 unknown id."""
+    try:
+        yield
+    except registry_rules.RegistryInvalid as exc:
+        raise InvalidInput("the registry entry failed validation", exc.errors) from exc
+    except registry_rules.DuplicateId as exc:
+        raise Conflict(str(exc)) from exc
+    except registry_rules.NotInRegistry as exc:
+        raise NotFound(str(exc)) from exc
