@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class ReferenceData:
     cells: Mapping[str, GridCell]
     policy: Policy
     registry: registry.Registry | None = None
+    duplicate_window: timedelta = field(default=timedelta(hours=48))
 
     @property
     def departments(self) -> Mapping[str, registry.Department]:
@@ -98,6 +100,9 @@ class Reference(DependencyProvider):
             _read(Path(config.get("GRID_POLICY_FILE") or HERE / "policy.yaml"))
         )
         self.cache_seconds = float(config.get("GRID_REGISTRY_CACHE_SECONDS", 5))
+        self.duplicate_window = timedelta(
+            hours=float(config.get("GRID_DUPLICATE_WINDOW_HOURS", 48))
+        )
         self.data = self._snapshot(self.seed.registry)
         self.loaded_at = float("-inf")
         self.ready = threading.Event()
@@ -143,6 +148,7 @@ class Reference(DependencyProvider):
             cells=loaded.cells,
             policy=self.policy,
             registry=loaded,
+            duplicate_window=self.duplicate_window,
         )
 
 

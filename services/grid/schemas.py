@@ -38,6 +38,18 @@ class IncidentSchema(marshmallow.Schema):
     reported_at = fields.AwareDateTime()
     version = fields.Integer()
     department = fields.String(allow_none=True)
+    possible_duplicates = fields.List(fields.String())
+
+
+#: Roles that see duplicate hints: a resident must not learn the ids of other people's reports.
+DUPLICATE_HINT_ROLES = frozenset({"community_staff", "grid_worker", "admin", "auditor"})
+
+
+def incident_schema(roles: frozenset[str], *, many: bool = False) -> IncidentSchema:
+    """The incident schema for a caller: duplicate hints only for staff."""
+    if roles & DUPLICATE_HINT_ROLES:
+        return IncidentSchema(many=many)
+    return IncidentSchema(many=many, exclude=("possible_duplicates",))
 
 
 class IncidentListQuerySchema(marshmallow.Schema):

@@ -24,10 +24,10 @@ from shequ_services.grid.schemas import (
     HistoryEntrySchema,
     IncidentListQuerySchema,
     IncidentReportSchema,
-    IncidentSchema,
     RegistryListQuerySchema,
     SubdistrictSchema,
     TransitionRequestSchema,
+    incident_schema,
 )
 from shequ_services.grid.store import IncidentChanged, IncidentRepository
 
@@ -76,16 +76,21 @@ class GridService(PlatformService):
             raise InvalidInput("the report failed validation", {"category": [str(exc)]}) from exc
         except domain.UnknownGridCell as exc:
             raise InvalidInput("the report failed validation", {"grid_cell": [str(exc)]}) from exc
+        scope = domain.duplicate_scope(
+            incident, self.reference.cells, self.reference.duplicate_window
+        )
+        incident = domain.link_duplicates(incident, scope, self.incidents.open_in(scope))
         self.incidents.add_reported(incident, self.reference.categories[incident.category])
         return json_response(
-            IncidentSchema().dump(incident),
+            incident_schema(identity.roles).dump(incident),
             status=201,
             headers={"Location": f"/api/v1/grid/incidents/{incident.id}"},
         )
 
     @route("GET", "/api/v1/grid/incidents/<string:incident_id>")
     def get_incident(self, request: Request, incident_id: str) -> dict[str, Any]:
-        return IncidentSchema().dump(self._readable(request, incident_id))
+        incident = self._readable(request, incident_id)
+        return incident_schema(request.identity.roles).dump(incident)
 
     @route("GET", "/api/v1/grid/incidents/<string:incident_id>/history")
     def get_history(self, request: Request, incident_id: str) -> dict[str, Any]:
@@ -136,7 +141,7 @@ class GridService(PlatformService):
             raise InvalidInput("the step failed validation", {"department": [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
-        return IncidentSchema().dump(updated)
+        return incident_schema(identity.roles).dump(updated)
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
@@ -179,7 +184,7 @@ class GridService(PlatformService):
         found = self.incidents.visible_to(
             request.identity, community=query.get("community"), limit=query["limit"]
         )
-        return {"items": IncidentSchema(many=True).dump(found)}
+        return {"items": incident_schema(request.identity.roles, many=True).dump(found)}
 
     # -- registry admin API: communities, cells, buildings, departments, grid workers,
     # categories. Admins write; auditors read all; community staff read their own.

@@ -14,7 +14,13 @@ from shequ.errors import NotFound
 from shequ.store import Repository, as_record
 from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import CLOSED_STATES, Category, Incident
+from shequ_services.grid.domain import (
+    CLOSED_STATES,
+    NOT_OPEN_STATES,
+    Category,
+    DuplicateScope,
+    Incident,
+)
 from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
@@ -35,6 +41,7 @@ class IncidentRepository(Repository):
             IndexModel([("community", 1), ("reported_at", DESCENDING)]),
             IndexModel([("department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("next_due", ASCENDING)], sparse=True),
+            IndexModel([("category", 1), ("grid_cell", 1), ("reported_at", DESCENDING)]),
         ]
     }
 
@@ -184,6 +191,24 @@ class IncidentRepository(Repository):
         for document in self.db[INCIDENTS].find(open_query, {"category": 1}):
             counts[document["category"]] = counts.get(document["category"], 0) + 1
         return counts
+
+    def open_in(self, scope: DuplicateScope, limit: int = 20) -> list[Incident]:
+        """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first."""
+        cursor = (
+            self.db[INCIDENTS]
+            .find(
+                {
+                    "category": scope.category,
+                    "grid_cell": {"$in": list(scope.cells)},
+                    "reported_at": {"$gte": scope.since, "$lte": scope.until},
+                    "status": {"$nin": list(NOT_OPEN_STATES)},
+                    "_id": {"$ne": scope.exclude},
+                }
+            )
+            .sort("reported_at", DESCENDING)
+            .limit(limit)
+        )
+        return [_to_incident(document) for document in cursor]
 
     def get(self, incident_id: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"_id": incident_id}, session=self.session)

@@ -1,4 +1,4 @@
-"""The grid registry through its admin API.
+"""The grid registry through its admin API, and the duplicate hint on new reports.
 
 The platform is shared by every e2e test of the session, so each test makes
 its own communities, cells and categories with ids unique to the run.
@@ -7,11 +7,13 @@ its own communities, cells and categories with ids unique to the run.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 
+from shequ.auth import mint_token
 from tests.conftest import Platform
 
 pytestmark = pytest.mark.e2e
@@ -246,3 +248,46 @@ def test_a_dispatch_to_an_unknown_department_is_422(platform: Platform) -> None:
     )
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["department"] == department
+
+
+def test_a_report_near_an_open_one_of_its_category_is_a_possible_duplicate(
+    platform: Platform,
+) -> None:
+    _, (first, second, third) = place(platform)
+    code, other_code = category(platform), category(platform)
+    original = report(platform, code, first).json()
+
+    beside = report(platform, code, second).json()
+    assert beside["possible_duplicates"] == [original["id"]]
+    far = report(platform, code, third).json()
+    assert far["possible_duplicates"] == [beside["id"]]  # not the original: two cells away
+    other = report(platform, other_code, first).json()
+    assert other["possible_duplicates"] == []
+
+
+def test_a_report_outside_the_window_is_no_duplicate(platform: Platform) -> None:
+    _, (cell, *_) = place(platform, cells=1)
+    code = category(platform)
+    original = report(platform, code, cell).json()
+    long_ago = datetime.now(UTC) - timedelta(hours=49)
+    platform.db("grid")["incidents"].update_one(
+        {"_id": original["id"]}, {"$set": {"reported_at": long_ago}}
+    )
+    assert report(platform, code, cell).json()["possible_duplicates"] == []
+
+
+def test_a_resident_never_sees_duplicate_hints(platform: Platform) -> None:
+    _, (cell, *_) = place(platform, cells=1)
+    code = category(platform)
+    report(platform, code, cell)
+    resident = requests.Session()
+    token = mint_token(platform.stack.jwt_secret(), roles=["resident"], sub=unique("resident"))
+    resident.headers["Authorization"] = f"Bearer {token}"
+    mine = report(platform, code, cell, session=resident)
+    assert mine.status_code == 201 and "possible_duplicates" not in mine.json()
+    read = resident.get(f"{platform.url}/api/v1/grid/incidents/{mine.json()['id']}", timeout=10)
+    assert "possible_duplicates" not in read.json()
+    staff = admin(platform).get(
+        f"{platform.url}/api/v1/grid/incidents/{mine.json()['id']}", timeout=10
+    )
+    assert len(staff.json()["possible_duplicates"]) == 1
