@@ -284,6 +284,16 @@ def build(
 
 KINDS = ("communities", "cells", "buildings", "departments", "grid-workers", "categories")
 
+#: What one entry of each kind is called in messages.
+NOUNS = {
+    "communities": "community",
+    "cells": "grid cell",
+    "buildings": "building",
+    "departments": "department",
+    "grid-workers": "grid worker",
+    "categories": "category",
+}
+
 ENTRY_TYPES: dict[str, type] = {
     "communities": Community,
     "cells": GridCell,
@@ -315,7 +325,7 @@ def create(registry: Registry, kind: str, values: Mapping[str, Any]) -> Any:
     entry = ENTRY_TYPES[kind](**values)
     known = _held(registry, kind)
     if known is not None and _key(entry) in known:
-        raise DuplicateId(f"{kind.rstrip('s')} {_key(entry)!r} exists already")
+        raise DuplicateId(f"{NOUNS[kind]} {_key(entry)!r} exists already")
     return _checked(registry, kind, entry, previous=None)
 
 

@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from shequ.store import Repository
 from shequ_services.grid.domain import Category, GridCell
 from shequ_services.grid.registry import (
+    NOUNS,
     Building,
     CellEdit,
     Community,
@@ -128,7 +129,7 @@ class RegistryRepository(Repository):
     def get(self, kind: str, key: str) -> Any:
         document = self.db[KINDS[kind].collection].find_one({"_id": key}, session=self.session)
         if document is None:
-            raise NotInRegistry(f"no {kind.rstrip('s').replace('-', ' ')} {key!r}")
+            raise NotInRegistry(f"no {NOUNS[kind]} {key!r}")
         return _entry(KINDS[kind], document)
 
     def page(
@@ -185,7 +186,7 @@ class RegistryRepository(Repository):
         try:
             self.db[KINDS[kind].collection].insert_one(document, session=self.session)
         except DuplicateKeyError as exc:
-            raise DuplicateId(f"{document['_id']!r} exists already") from exc
+            raise DuplicateId(f"{NOUNS[kind]} {document['_id']!r} exists already") from exc
         self.on_change()
 
     def replace(self, kind: str, entry: Any) -> None:
@@ -194,7 +195,7 @@ class RegistryRepository(Repository):
             {"_id": document["_id"]}, document, session=self.session
         )
         if found.matched_count == 0:
-            raise NotInRegistry(f"no entry {document['_id']!r}")
+            raise NotInRegistry(f"no {NOUNS[kind]} {document['_id']!r}")
         self.on_change()
 
     def store_cell(self, edit: CellEdit, *, new: bool) -> None:

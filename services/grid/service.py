@@ -212,7 +212,7 @@ class GridService(PlatformService):
         with _registry_errors():
             entry = self.registry.get(kind, key)
         if within is not None and not registry_rules.in_communities(kind, entry, within):
-            raise NotFound(f"no {kind} entry {key!r}")
+            raise NotFound(f"no {registry_rules.NOUNS[kind]} {key!r}")
         return REGISTRY_SCHEMAS[kind][2]().dump(entry)
 
     @route("POST", f"/api/v1/grid/registry/{REGISTRY_KIND}")
