@@ -1,6 +1,6 @@
 """The grid's HTTP schemas: what a report may contain and what the API returns."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import marshmallow
 from marshmallow import fields, post_load, validate
@@ -313,12 +313,27 @@ class RegistryListQuerySchema(marshmallow.Schema):
     limit = fields.Integer(load_default=200, validate=validate.Range(min=1, max=1000))
 
 
-#: Per registry kind: (create schema, change schema, output schema).
-REGISTRY_SCHEMAS: dict[str, tuple[type[marshmallow.Schema], ...]] = {
-    "communities": (CommunityCreateSchema, CommunityChangeSchema, CommunityOutSchema),
-    "cells": (CellCreateSchema, CellChangeSchema, CellOutSchema),
-    "buildings": (BuildingCreateSchema, BuildingChangeSchema, BuildingOutSchema),
-    "departments": (DepartmentCreateSchema, DepartmentChangeSchema, DepartmentOutSchema),
-    "grid-workers": (GridWorkerCreateSchema, GridWorkerChangeSchema, GridWorkerOutSchema),
-    "categories": (CategoryCreateSchema, CategoryChangeSchema, RegistryCategorySchema),
+class RegistrySchemas(NamedTuple):
+    """The schemas of one registry kind: POST body, PATCH body, and what the API returns."""
+
+    create: type[marshmallow.Schema]
+    change: type[marshmallow.Schema]
+    out: type[marshmallow.Schema]
+
+
+REGISTRY_SCHEMAS: dict[str, RegistrySchemas] = {
+    "communities": RegistrySchemas(
+        CommunityCreateSchema, CommunityChangeSchema, CommunityOutSchema
+    ),
+    "cells": RegistrySchemas(CellCreateSchema, CellChangeSchema, CellOutSchema),
+    "buildings": RegistrySchemas(BuildingCreateSchema, BuildingChangeSchema, BuildingOutSchema),
+    "departments": RegistrySchemas(
+        DepartmentCreateSchema, DepartmentChangeSchema, DepartmentOutSchema
+    ),
+    "grid-workers": RegistrySchemas(
+        GridWorkerCreateSchema, GridWorkerChangeSchema, GridWorkerOutSchema
+    ),
+    "categories": RegistrySchemas(
+        CategoryCreateSchema, CategoryChangeSchema, RegistryCategorySchema
+    ),
 }

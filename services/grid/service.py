@@ -204,7 +204,7 @@ class GridService(PlatformService):
         query = load_query(request, RegistryListQuerySchema())
         with _registry_errors():
             entries, last = self.registry.page(kind, within=within, **query)
-        return {"items": REGISTRY_SCHEMAS[kind][2](many=True).dump(entries), "next": last}
+        return {"items": REGISTRY_SCHEMAS[kind].out(many=True).dump(entries), "next": last}
 
     @route("GET", f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>")
     def get_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
@@ -213,16 +213,16 @@ class GridService(PlatformService):
             entry = self.registry.get(kind, key)
         if within is not None and not registry_rules.in_communities(kind, entry, within):
             raise NotFound(f"no {registry_rules.NOUNS[kind]} {key!r}")
-        return REGISTRY_SCHEMAS[kind][2]().dump(entry)
+        return REGISTRY_SCHEMAS[kind].out().dump(entry)
 
     @route("POST", f"/api/v1/grid/registry/{REGISTRY_KIND}")
     def create_registry_entry(self, request: Request, kind: str) -> Response:
         _registry_admin(request)
-        values = load_body(request, REGISTRY_SCHEMAS[kind][0]())
+        values = load_body(request, REGISTRY_SCHEMAS[kind].create())
         with _registry_errors():
             decided = registry_rules.create(self.registry.load(), kind, values)
             entry = self.registry.save(kind, decided, new=True)
-        body = REGISTRY_SCHEMAS[kind][2]().dump(entry)
+        body = REGISTRY_SCHEMAS[kind].out().dump(entry)
         key = body.get("id") or body["code"]
         return json_response(
             body, status=201, headers={"Location": f"/api/v1/grid/registry/{kind}/{key}"}
@@ -231,12 +231,12 @@ class GridService(PlatformService):
     @route("PATCH", f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>")
     def change_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
         _registry_admin(request)
-        values = load_body(request, REGISTRY_SCHEMAS[kind][1]())
+        values = load_body(request, REGISTRY_SCHEMAS[kind].change())
         with _registry_errors():
             current = self.registry.get(kind, key)
             decided = registry_rules.change(self.registry.load(), kind, current, values)
             entry = self.registry.save(kind, decided, new=False)
-        return REGISTRY_SCHEMAS[kind][2]().dump(entry)
+        return REGISTRY_SCHEMAS[kind].out().dump(entry)
 
     def _registry_reader(self, request: Request) -> tuple[str, ...] | None:
         """None for callers who read the whole registry, else the communities they may read."""
