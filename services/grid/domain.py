@@ -8,8 +8,9 @@ without servers. Categories and cells are data (``categories.yaml``,
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shequ_services.grid import deadlines
@@ -50,9 +51,20 @@ class Category:
 
 @dataclass(frozen=True)
 class GridCell:
+    """A grid cell; the map fields are optional so a cell can be registered before it is drawn.
+
+    ``centroid`` is ``(lat, lon)``; ``polygon`` its outline as ``(lat, lon)``
+    points; ``adjacent`` the ids of the cells that share a border with it
+    (kept symmetric by ``registry``), which is what "near" means for the
+    duplicate hint.
+    """
+
     id: str
     name: str
     community: str
+    centroid: tuple[float, float] | None = None
+    polygon: tuple[tuple[float, float], ...] = ()
+    adjacent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class Incident:
     subtasks: list[dict[str, Any]] = field(default_factory=list)
     extension: dict[str, Any] | None = None
     ratings: list[Rating] = field(default_factory=list)
+    possible_duplicates: list[str] = field(default_factory=list)
     # Open311 intake: the reporter's personal fields as sent (never in a view or
     # event) and the request's own details (client, lookup token, attributes).
     private: dict[str, str] = field(default_factory=dict)
@@ -117,7 +130,11 @@ def parse_categories(raw: list[dict[str, Any]]) -> dict[str, Category]:
 
 
 def parse_cells(raw: dict[str, Any]) -> dict[str, GridCell]:
-    """Flatten ``communities: [{id, name, cells: [{id, name}]}]`` into cells by id."""
+    """Flatten ``communities: [{id, name, cells: [{id, name}]}]`` into cells by id.
+
+    Ids and names only, for quick fixtures; the service loads the full
+    registry (map fields, buildings, departments) with ``registry.build``.
+    """
     cells: dict[str, GridCell] = {}
     for community in raw.get("communities", []):
         for cell in community.get("cells", []):
@@ -340,3 +357,62 @@ def closed_at(incident: Incident) -> datetime | None:
             at: datetime = entry["at"]
             return at
     return None
+
+
+# -- duplicate hint --------------------------------------------------------------------
+#
+# A grid worker and three residents may report the same broken lamp. A new
+# report is linked to open incidents of the same category in the same or an
+# adjacent cell reported within the window before it, so staff can merge
+# them; nothing is merged automatically (two lamps may really be broken).
+
+NOT_OPEN_STATES = (*CLOSED_STATES, "rejected")
+
+
+@dataclass(frozen=True)
+class DuplicateScope:
+    """Which open incidents could be the same matter as a new report: the store's query."""
+
+    category: str
+    cells: tuple[str, ...]
+    since: datetime
+    until: datetime
+    exclude: str
+
+
+def near_cells(cells: Mapping[str, GridCell], cell: str) -> tuple[str, ...]:
+    """The cell and its neighbours: where a report counts as near another one."""
+    found = cells.get(cell)
+    return (cell, *found.adjacent) if found is not None else (cell,)
+
+
+def duplicate_scope(
+    incident: Incident, cells: Mapping[str, GridCell], window: timedelta
+) -> DuplicateScope:
+    return DuplicateScope(
+        category=incident.category,
+        cells=near_cells(cells, incident.grid_cell),
+        since=incident.reported_at - window,
+        until=incident.reported_at,
+        exclude=incident.id,
+    )
+
+
+def is_possible_duplicate(scope: DuplicateScope, other: Incident) -> bool:
+    return (
+        other.id != scope.exclude
+        and other.category == scope.category
+        and other.grid_cell in scope.cells
+        and other.status not in NOT_OPEN_STATES
+        and scope.since <= other.reported_at <= scope.until
+    )
+
+
+def link_duplicates(
+    incident: Incident, scope: DuplicateScope, candidates: Iterable[Incident]
+) -> Incident:
+    """The new incident with the ids of the candidates that fit the rule, oldest first."""
+    found = sorted(
+        (c for c in candidates if is_possible_duplicate(scope, c)), key=lambda c: c.reported_at
+    )
+    return replace(incident, possible_duplicates=[c.id for c in found])

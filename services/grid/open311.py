@@ -696,17 +696,6 @@ _UNIT_ZH = {
 }
 
 
-def cell_centroids(registry: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """Cell centres (``centroid: {lat, lon}`` in the registry data) for placing a lat/long."""
-    centres: dict[str, tuple[float, float]] = {}
-    for community in registry.get("communities", []):
-        for cell in community.get("cells", []):
-            centre = cell.get("centroid")
-            if centre is not None:
-                centres[cell["id"]] = (float(centre["lat"]), float(centre["lon"]))
-    return centres
-
-
 def place(
     request: Open311Request,
     cells: Mapping[str, GridCell],

@@ -1,16 +1,17 @@
 """The grid's HTTP schemas: what a report may contain and what the API returns."""
 
 from datetime import UTC
-from typing import Any
+from typing import Any, NamedTuple
 
 import marshmallow
-from marshmallow import fields, validate, validates_schema
+from marshmallow import fields, post_load, validate, validates_schema
 
 from shequ.http import QueryList
 from shequ.pagination import MAX_CURSOR_LENGTH
 from shequ_services.grid.domain import CHANNELS, URGENCY_TIERS
 from shequ_services.grid.rates import GROUPINGS
 from shequ_services.grid.rating import MAX_COMMENT
+from shequ_services.grid.registry import ID_PATTERN
 from shequ_services.grid.workflow import RULES, STATES
 
 MAX_DESCRIPTION = 2000
@@ -93,6 +94,20 @@ class IncidentSchema(marshmallow.Schema):
         values=fields.Nested(ClockSchema),
         metadata={"description": "the incident's time limits, by key"},
     )
+    possible_duplicates = fields.List(fields.String())
+
+
+#: Roles that see duplicate hints: a resident must not learn the ids of other people's reports.
+DUPLICATE_HINT_ROLES = frozenset({"community_staff", "grid_worker", "admin", "auditor"})
+
+
+def incident_schema(
+    roles: frozenset[str], *, many: bool = False, exclude: tuple[str, ...] = ()
+) -> IncidentSchema:
+    """The incident schema for a caller: duplicate hints only for staff."""
+    if not roles & DUPLICATE_HINT_ROLES:
+        exclude = (*exclude, "possible_duplicates")
+    return IncidentSchema(many=many, exclude=exclude)
 
 
 class IncidentListQuerySchema(marshmallow.Schema):
@@ -332,4 +347,276 @@ OPEN311_ERRORS = {
     400: "the spec's error list: a required field is missing or a value is invalid",
     403: "the spec's error list: api_key is missing or not valid",
     404: "the spec's error list: no such service, request or token",
+}
+
+
+# -- registry (seed file and admin API) -----------------------------------------------
+#
+# Create schemas load a whole entry; change schemas load a partial one for
+# PATCH, without defaults (a missing field is left as it is) and without the
+# fields that may not change (the id; a cell's community: re-drawing the map
+# is a new cell). ``post_load`` turns points and lists into the tuples the
+# domain's frozen dataclasses hold.
+
+
+ID_RULE = "use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+
+
+def _id(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.Regexp(ID_PATTERN, error=ID_RULE), **kwargs)
+
+
+def _ids(**kwargs: Any) -> fields.List:
+    kwargs.setdefault("validate", validate.Length(max=500))
+    return fields.List(_id(), **kwargs)
+
+
+def _name(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=100), **kwargs)
+
+
+def _point(value: dict[str, float]) -> tuple[float, float]:
+    return (value["lat"], value["lon"])
+
+
+class _ToDomain(marshmallow.Schema):
+    @post_load
+    def as_domain(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        for key, value in data.items():
+            if key == "centroid":
+                data[key] = None if value is None else _point(value)
+            elif key == "polygon":
+                data[key] = tuple(_point(p) for p in value)
+            elif isinstance(value, list):
+                data[key] = tuple(value)
+        return data
+
+
+def _polygon(**kwargs: Any) -> fields.List:
+    return fields.List(fields.Nested(LocationSchema), validate=validate.Length(max=200), **kwargs)
+
+
+class CommunityCreateSchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+
+
+class CommunityChangeSchema(_ToDomain):
+    name = _name()
+
+
+class CellCreateSchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+    community = _id(required=True)
+    centroid = fields.Nested(LocationSchema, allow_none=True, load_default=None)
+    polygon = _polygon(load_default=list)
+    adjacent = _ids(load_default=list)
+
+
+class CellChangeSchema(_ToDomain):
+    name = _name()
+    centroid = fields.Nested(LocationSchema, allow_none=True)
+    polygon = _polygon()
+    adjacent = _ids()
+
+
+class BuildingCreateSchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+    cell = _id(required=True)
+
+
+class BuildingChangeSchema(_ToDomain):
+    name = _name()
+    cell = _id()
+
+
+class DepartmentCreateSchema(_ToDomain):
+    id = _id(required=True)
+    name_zh = _name(required=True)
+    name_en = _name(required=True)
+    categories = _ids(load_default=list)
+    communities = _ids(load_default=list)
+    cells = _ids(load_default=list)
+
+
+class DepartmentChangeSchema(_ToDomain):
+    name_zh = _name()
+    name_en = _name()
+    categories = _ids()
+    communities = _ids()
+    cells = _ids()
+
+
+class GridWorkerCreateSchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+    cells = _ids(required=True, validate=validate.Length(min=1, max=100))
+
+
+class GridWorkerChangeSchema(_ToDomain):
+    name = _name()
+    cells = _ids(validate=validate.Length(min=1, max=100))
+
+
+class CategoryCreateSchema(_ToDomain):
+    code = _id(required=True)
+    name_zh = _name(required=True)
+    name_en = _name(required=True)
+    urgency = fields.String(required=True, validate=validate.OneOf(URGENCY_TIERS))
+    department = _id(required=True)
+    opens_mediation = fields.Boolean(load_default=False)
+    volunteer_task = fields.Boolean(load_default=False)
+    sensitive = fields.Boolean(load_default=False)
+    active = fields.Boolean(load_default=True)
+
+
+class CategoryChangeSchema(_ToDomain):
+    name_zh = _name()
+    name_en = _name()
+    urgency = fields.String(validate=validate.OneOf(URGENCY_TIERS))
+    department = _id()
+    opens_mediation = fields.Boolean()
+    volunteer_task = fields.Boolean()
+    sensitive = fields.Boolean()
+    active = fields.Boolean()
+
+
+class SeedBuildingSchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+
+
+class SeedCellSchema(CellCreateSchema):
+    community = _id(load_default="")
+    buildings = fields.List(fields.Nested(SeedBuildingSchema), load_default=list)
+
+
+class SeedCommunitySchema(_ToDomain):
+    id = _id(required=True)
+    name = _name(required=True)
+    cells = fields.List(fields.Nested(SeedCellSchema), load_default=list)
+
+
+class SeedSubdistrictSchema(marshmallow.Schema):
+    id = _id(required=True)
+    name = _name(required=True)
+
+
+class RegistrySeedSchema(marshmallow.Schema):
+    """``registry.yaml``: communities hold their cells, cells their buildings."""
+
+    subdistrict = fields.Nested(SeedSubdistrictSchema, required=True)
+    communities = fields.List(fields.Nested(SeedCommunitySchema), load_default=list)
+    departments = fields.List(fields.Nested(DepartmentCreateSchema), load_default=list)
+    grid_workers = fields.List(fields.Nested(GridWorkerCreateSchema), load_default=list)
+
+
+def _location(point: tuple[float, float] | None) -> dict[str, float] | None:
+    return None if point is None else {"lat": point[0], "lon": point[1]}
+
+
+class SubdistrictSchema(marshmallow.Schema):
+    id = fields.String()
+    name = fields.String()
+
+
+class CommunityOutSchema(marshmallow.Schema):
+    id = fields.String()
+    name = fields.String()
+    subdistrict = fields.String()
+
+
+class CellOutSchema(marshmallow.Schema):
+    id = fields.String()
+    name = fields.String()
+    community = fields.String()
+    centroid = fields.Function(lambda cell: _location(cell.centroid))
+    polygon = fields.Function(lambda cell: [_location(p) for p in cell.polygon])
+    adjacent = fields.List(fields.String())
+
+
+class BuildingOutSchema(marshmallow.Schema):
+    id = fields.String()
+    name = fields.String()
+    cell = fields.String()
+    community = fields.String()
+
+
+class DepartmentOutSchema(marshmallow.Schema):
+    id = fields.String()
+    name_zh = fields.String()
+    name_en = fields.String()
+    categories = fields.List(fields.String())
+    communities = fields.List(fields.String())
+    cells = fields.List(fields.String())
+
+
+class GridWorkerOutSchema(marshmallow.Schema):
+    id = fields.String()
+    name = fields.String()
+    cells = fields.List(fields.String())
+    communities = fields.List(fields.String())
+
+
+class RegistryCategorySchema(CategorySchema):
+    active = fields.Boolean()
+
+
+class RegistryListQuerySchema(marshmallow.Schema):
+    """Lists are ordered by id; ``after`` is the last id of the previous page."""
+
+    community = _id()
+    cell = _id()
+    after = fields.String(validate=validate.Length(min=1, max=64))
+    limit = fields.Integer(load_default=200, validate=validate.Range(min=1, max=1000))
+
+
+class RegistrySchemas(NamedTuple):
+    """The schemas of one registry kind: POST body, PATCH body, and what the API returns."""
+
+    create: type[marshmallow.Schema]
+    change: type[marshmallow.Schema]
+    out: type[marshmallow.Schema]
+
+
+REGISTRY_SCHEMAS: dict[str, RegistrySchemas] = {
+    "communities": RegistrySchemas(
+        CommunityCreateSchema, CommunityChangeSchema, CommunityOutSchema
+    ),
+    "cells": RegistrySchemas(CellCreateSchema, CellChangeSchema, CellOutSchema),
+    "buildings": RegistrySchemas(BuildingCreateSchema, BuildingChangeSchema, BuildingOutSchema),
+    "departments": RegistrySchemas(
+        DepartmentCreateSchema, DepartmentChangeSchema, DepartmentOutSchema
+    ),
+    "grid-workers": RegistrySchemas(
+        GridWorkerCreateSchema, GridWorkerChangeSchema, GridWorkerOutSchema
+    ),
+    "categories": RegistrySchemas(
+        CategoryCreateSchema, CategoryChangeSchema, RegistryCategorySchema
+    ),
+}
+
+
+class RegistryOverviewSchema(marshmallow.Schema):
+    subdistrict = fields.Nested(SubdistrictSchema)
+    kinds = fields.List(fields.String())
+
+
+def _one_of(part: str) -> dict[str, Any]:
+    """A JSON Schema admitting any kind's schema: registry routes serve every kind by path."""
+    return {"oneOf": [getattr(schemas, part) for schemas in REGISTRY_SCHEMAS.values()]}
+
+
+#: OpenAPI shapes of the registry routes, whose ``{kind}`` path picks the schema.
+REGISTRY_ENTRY_DOC = _one_of("out")
+REGISTRY_CREATE_DOC = _one_of("create")
+REGISTRY_CHANGE_DOC = _one_of("change")
+REGISTRY_PAGE_DOC = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": REGISTRY_ENTRY_DOC},
+        "next": {"type": "string", "nullable": True},
+    },
 }

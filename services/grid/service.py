@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +19,17 @@ from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.grid import deadlines, domain, open311, rates, rating, workflow
+from shequ_services.grid import registry as registry_rules
 from shequ_services.grid.open311 import Open311Error
-from shequ_services.grid.reference import Reference
+from shequ_services.grid.reference import Reference, RegistryAdmin
 from shequ_services.grid.schemas import (
     OPEN311_ERRORS,
     REDACTED_HISTORY_FIELDS,
+    REGISTRY_CHANGE_DOC,
+    REGISTRY_CREATE_DOC,
+    REGISTRY_ENTRY_DOC,
+    REGISTRY_PAGE_DOC,
+    REGISTRY_SCHEMAS,
     CategorySchema,
     HistoryEntrySchema,
     HistorySchema,
@@ -39,7 +46,11 @@ from shequ_services.grid.schemas import (
     RatesQuerySchema,
     RatesSchema,
     RatingRequestSchema,
+    RegistryListQuerySchema,
+    RegistryOverviewSchema,
+    SubdistrictSchema,
     TransitionRequestSchema,
+    incident_schema,
 )
 from shequ_services.grid.store import (
     ApiKeyRepository,
@@ -50,6 +61,8 @@ from shequ_services.grid.store import (
 )
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
+REGISTRY_READERS = ("admin", "auditor", "community_staff")
+REGISTRY_KIND = f"<any({', '.join(repr(k) for k in registry_rules.KINDS)}):kind>"
 
 
 OPEN311_CONTENT_TYPES = {
@@ -95,6 +108,7 @@ class GridService(PlatformService):
     incidents = Store(IncidentRepository)
     reference = Reference()
     cursors = Cursors()
+    registry = RegistryAdmin()
 
     @route(
         "GET",
@@ -143,9 +157,13 @@ class GridService(PlatformService):
             raise InvalidInput("the report failed validation", {"category": [str(exc)]}) from exc
         except domain.UnknownGridCell as exc:
             raise InvalidInput("the report failed validation", {"grid_cell": [str(exc)]}) from exc
+        scope = domain.duplicate_scope(
+            incident, self.reference.cells, self.reference.duplicate_window
+        )
+        incident = domain.link_duplicates(incident, scope, self.incidents.open_in(scope))
         self.incidents.add_reported(incident, self.reference.categories[incident.category])
         return json_response(
-            IncidentSchema().dump(incident),
+            incident_schema(identity.roles).dump(incident),
             status=201,
             headers={"Location": f"/api/v1/grid/incidents/{incident.id}"},
         )
@@ -203,6 +221,12 @@ class GridService(PlatformService):
                     incident, deadlines.deadline_date(incident.clocks, policy, "resolve")
                 ),
             )
+            if decided.action == "dispatch":
+                for department in (
+                    decided.fields["department"],
+                    *decided.fields.get("co_departments", ()),
+                ):
+                    registry_rules.require_department(self.reference.departments, department)
             effects = workflow.consequences(incident, decided, identity.department)
             clocks, stopped = deadlines.on_state(
                 incident.clocks,
@@ -224,6 +248,8 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
+        except registry_rules.UnknownDepartment as exc:
+            raise InvalidInput("the step failed validation", {"department": [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
             if stage.breached and not stage.overdue_raised:
@@ -271,7 +297,7 @@ class GridService(PlatformService):
     def _dump(self, request: Request, incident: domain.Incident) -> dict[str, Any]:
         redacted = self._view(request, incident) == domain.REDACTED
         exclude = domain.REDACTED_FIELDS if redacted else ()
-        return IncidentSchema(exclude=exclude).dump(incident)
+        return incident_schema(request.identity.roles, exclude=exclude).dump(incident)
 
     def _ordinary_categories(self) -> frozenset[str]:
         return frozenset(c.code for c in self.reference.categories.values() if not c.sensitive)
@@ -533,3 +559,116 @@ class GridService(PlatformService):
             cells=self.reference.cells,
             policy=self.reference.policy,
         )
+
+    # -- registry admin API: communities, cells, buildings, departments, grid workers,
+    # categories. Admins write; auditors read all; community staff read their own.
+
+    @route(
+        "GET",
+        "/api/v1/grid/registry",
+        summary="The sub-district and the kinds of registry entry",
+        response=RegistryOverviewSchema,
+        errors=(403,),
+    )
+    def get_registry(self, request: Request) -> dict[str, Any]:
+        self._registry_reader(request)
+        loaded = self.registry.load()
+        return {
+            "subdistrict": SubdistrictSchema().dump(loaded.subdistrict),
+            "kinds": list(registry_rules.KINDS),
+        }
+
+    @route(
+        "GET",
+        f"/api/v1/grid/registry/{REGISTRY_KIND}",
+        summary="Registry entries of one kind, in id order, one page at a time",
+        query=RegistryListQuerySchema,
+        response=REGISTRY_PAGE_DOC,
+        errors=(403,),
+    )
+    def list_registry_entries(self, request: Request, kind: str) -> dict[str, Any]:
+        within = self._registry_reader(request)
+        query = load_query(request, RegistryListQuerySchema())
+        with _registry_errors():
+            entries, last = self.registry.page(kind, within=within, **query)
+        return {"items": REGISTRY_SCHEMAS[kind].out(many=True).dump(entries), "next": last}
+
+    @route(
+        "GET",
+        f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>",
+        summary="One registry entry",
+        response=REGISTRY_ENTRY_DOC,
+        errors=(403,),
+    )
+    def get_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
+        within = self._registry_reader(request)
+        with _registry_errors():
+            entry = self.registry.get(kind, key)
+        if within is not None and not registry_rules.in_communities(kind, entry, within):
+            raise NotFound(f"no {registry_rules.NOUNS[kind]} {key!r}")
+        return REGISTRY_SCHEMAS[kind].out().dump(entry)
+
+    @route(
+        "POST",
+        f"/api/v1/grid/registry/{REGISTRY_KIND}",
+        summary="Add a registry entry (admin)",
+        body=REGISTRY_CREATE_DOC,
+        response=REGISTRY_ENTRY_DOC,
+        status=201,
+        errors=(403, 409),
+    )
+    def create_registry_entry(self, request: Request, kind: str) -> Response:
+        _registry_admin(request)
+        values = load_body(request, REGISTRY_SCHEMAS[kind].create())
+        with _registry_errors():
+            decided = registry_rules.create(self.registry.load(), kind, values)
+            entry = self.registry.save(kind, decided, new=True)
+        body = REGISTRY_SCHEMAS[kind].out().dump(entry)
+        key = body.get("id") or body["code"]
+        return json_response(
+            body, status=201, headers={"Location": f"/api/v1/grid/registry/{kind}/{key}"}
+        )
+
+    @route(
+        "PATCH",
+        f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>",
+        summary="Change a registry entry, or retire a category (admin)",
+        body=REGISTRY_CHANGE_DOC,
+        response=REGISTRY_ENTRY_DOC,
+        errors=(403,),
+    )
+    def change_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
+        _registry_admin(request)
+        values = load_body(request, REGISTRY_SCHEMAS[kind].change())
+        with _registry_errors():
+            current = self.registry.get(kind, key)
+            decided = registry_rules.change(self.registry.load(), kind, current, values)
+            entry = self.registry.save(kind, decided, new=False)
+        return REGISTRY_SCHEMAS[kind].out().dump(entry)
+
+    def _registry_reader(self, request: Request) -> tuple[str, ...] | None:
+        """None for callers who read the whole registry, else the communities they may read."""
+        identity = request.identity
+        if identity.has_role("admin", "auditor"):
+            return None
+        if identity.has_role(*REGISTRY_READERS):
+            return identity.communities
+        raise Forbidden("the registry is for admins, auditors and community staff")
+
+
+def _registry_admin(request: Request) -> None:
+    if not request.identity.has_role("admin"):
+        raise Forbidden("only admins change the registry")
+
+
+@contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Registry refusals as HTTP problems: 422 per field, 409 duplicate id, 404 unknown id."""
+    try:
+        yield
+    except registry_rules.RegistryInvalid as exc:
+        raise InvalidInput("the registry entry failed validation", exc.errors) from exc
+    except registry_rules.DuplicateId as exc:
+        raise Conflict(str(exc)) from exc
+    except registry_rules.NotInRegistry as exc:
+        raise NotFound(str(exc)) from exc

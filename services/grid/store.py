@@ -20,7 +20,9 @@ from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import (
     CLOSED_STATES,
     HIDDEN,
+    NOT_OPEN_STATES,
     Category,
+    DuplicateScope,
     Grant,
     Incident,
     Rating,
@@ -63,6 +65,7 @@ class IncidentRepository(Repository):
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("open311.token", ASCENDING)], sparse=True),
             *LISTING_INDEXES,
+            IndexModel([("category", 1), ("grid_cell", 1), ("reported_at", DESCENDING)]),
         ]
     }
 
@@ -306,6 +309,24 @@ class IncidentRepository(Repository):
             )
             for document in self.db[INCIDENTS].find(query, projection)
         ]
+
+    def open_in(self, scope: DuplicateScope, limit: int = 20) -> list[Incident]:
+        """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first."""
+        cursor = (
+            self.db[INCIDENTS]
+            .find(
+                {
+                    "category": scope.category,
+                    "grid_cell": {"$in": list(scope.cells)},
+                    "reported_at": {"$gte": scope.since, "$lte": scope.until},
+                    "status": {"$nin": list(NOT_OPEN_STATES)},
+                    "_id": {"$ne": scope.exclude},
+                }
+            )
+            .sort("reported_at", DESCENDING)
+            .limit(limit)
+        )
+        return [_to_incident(document) for document in cursor]
 
     def get(self, incident_id: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"_id": incident_id}, session=self.session)

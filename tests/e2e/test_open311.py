@@ -65,8 +65,8 @@ def spec_form(key: str, /, **overrides: str) -> dict[str, str]:
         "jurisdiction_id": "hx-jd",
         "service_code": "facility_damaged",
         "attribute[facility_type]": "manhole",
-        "lat": "30.2791",
-        "long": "120.1503",
+        "lat": "30.2721",
+        "long": "120.1561",
         "address_string": "柳树社区 3 号楼东侧",
         "description": "井盖松动，夜里有人绊倒",
         "media_url": "https://img.example.cn/manhole.jpg",
@@ -159,7 +159,7 @@ def test_a_posted_request_is_an_incident_that_reads_back_by_id_token_and_in_the_
     [view] = requests.get(url(platform, f"requests/{request_id}.json"), timeout=10).json()
     assert view["status"] == "open" and view["status_notes"] == "已收到，等待社区受理"
     assert view["service_code"] == "facility_damaged" and view["agency_responsible"] == "municipal"
-    assert view["address"] == "柳树一网格" and view["lat"] == pytest.approx(30.2791)
+    assert view["address"] == "柳树一网格" and view["lat"] == pytest.approx(30.2721)
     assert view["expected_datetime"] is None  # the resolve clock starts at dispatch
     assert view["requested_datetime"].endswith("+00:00")
 

@@ -1,16 +1,18 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from shequ_services.grid import deadlines, domain
+from shequ_services.grid.reference import load_seed
 
 HERE = Path(domain.__file__).parent
 CATEGORIES = domain.parse_categories(yaml.safe_load((HERE / "categories.yaml").read_text()))
 CELLS = domain.parse_cells(yaml.safe_load((HERE / "registry.yaml").read_text()))
 POLICY = deadlines.parse_policy(yaml.safe_load((HERE / "policy.yaml").read_text()))
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+SEED_CELLS = load_seed(HERE / "registry.yaml", HERE / "categories.yaml").registry.cells
 
 
 def report(**overrides: object) -> domain.Incident:
@@ -110,3 +112,46 @@ def test_a_department_reads_a_case_it_leads_or_co_handles_and_no_other() -> None
 
     assert reads("municipal") and reads("police")
     assert not reads("housing")
+
+
+WINDOW = timedelta(hours=48)
+
+
+def duplicates_of(new: domain.Incident, *others: domain.Incident) -> list[str]:
+    scope = domain.duplicate_scope(new, SEED_CELLS, WINDOW)
+    return domain.link_duplicates(new, scope, others).possible_duplicates
+
+
+def test_a_report_in_an_adjacent_cell_of_an_open_one_is_a_possible_duplicate() -> None:
+    first = report(grid_cell="qy-01", now=NOW - timedelta(hours=3))
+    second = report(grid_cell="qy-02")
+    assert duplicates_of(second, first) == [first.id]
+
+
+def test_a_far_cell_another_category_or_an_old_report_is_no_duplicate() -> None:
+    new = report(grid_cell="qy-01")
+    far = report(grid_cell="ls-02", now=NOW - timedelta(hours=1))
+    other = report(category="alley_unclean", grid_cell="qy-01", now=NOW - timedelta(hours=1))
+    old = report(grid_cell="qy-01", now=NOW - WINDOW - timedelta(minutes=1))
+    assert duplicates_of(new, far, other, old) == []
+
+
+def test_a_closed_or_rejected_incident_is_no_duplicate_and_a_report_not_its_own() -> None:
+    new = report(grid_cell="qy-01")
+    closed = report(grid_cell="qy-01", now=NOW - timedelta(hours=1))
+    closed.status = "closed_resolved"
+    rejected = report(grid_cell="qy-01", now=NOW - timedelta(hours=1))
+    rejected.status = "rejected"
+    assert duplicates_of(new, closed, rejected, new) == []
+
+
+def test_possible_duplicates_are_listed_oldest_first() -> None:
+    older = report(now=NOW - timedelta(hours=5))
+    newer = report(now=NOW - timedelta(hours=1))
+    assert duplicates_of(report(), newer, older) == [older.id, newer.id]
+
+
+def test_the_duplicate_scope_is_the_cell_and_its_neighbours_within_the_window() -> None:
+    scope = domain.duplicate_scope(report(grid_cell="qy-01"), SEED_CELLS, WINDOW)
+    assert set(scope.cells) == {"qy-01", "qy-02", "gh-02"}
+    assert scope.since == NOW - WINDOW and scope.until == NOW

@@ -8,6 +8,7 @@ import yaml
 
 from shequ_services.grid import deadlines, domain, open311, workflow
 from shequ_services.grid.open311 import Attribute, Open311Error
+from shequ_services.grid.reference import load_seed
 
 HERE = Path(domain.__file__).parent
 CATEGORIES = domain.parse_categories(yaml.safe_load((HERE / "categories.yaml").read_text()))
@@ -706,9 +707,8 @@ def test_an_empty_questions_file_asks_nothing() -> None:
 
 # --- placing a request in a grid cell -------------------------------------------------------
 
-REGISTRY = yaml.safe_load((HERE / "registry.yaml").read_text(encoding="utf-8"))
-CELLS = domain.parse_cells(REGISTRY)
-CENTROIDS = open311.cell_centroids(REGISTRY)
+CELLS = dict(load_seed(HERE / "registry.yaml", HERE / "categories.yaml").registry.cells)
+CENTROIDS = {cell_id: cell.centroid for cell_id, cell in CELLS.items() if cell.centroid}
 POLICY = deadlines.parse_policy(yaml.safe_load((HERE / "policy.yaml").read_text()))
 
 
@@ -721,7 +721,7 @@ def test_every_shipped_cell_has_a_centroid() -> None:
 
 
 def test_an_address_id_naming_a_cell_wins_over_the_coordinates() -> None:
-    request = checked(address_id="ls-02", lat="30.2712", long="120.1502")
+    request = checked(address_id="ls-02", lat="30.2751", long="120.1501")
     assert open311.place(request, CELLS, CENTROIDS).id == "ls-02"
 
 
@@ -732,7 +732,7 @@ def test_an_address_id_that_is_no_cell_is_a_400() -> None:
 
 
 def test_coordinates_go_to_the_nearest_cell_centre() -> None:
-    request = checked(lat="30.2670", long="120.1530")
+    request = checked(lat="30.2749", long="120.1561")
     assert open311.place(request, CELLS, CENTROIDS).id == "qy-03"
 
 
@@ -744,7 +744,7 @@ def test_coordinates_far_from_every_cell_are_outside_the_area() -> None:
 
 def test_coordinates_cannot_be_placed_without_any_centroid() -> None:
     with pytest.raises(Open311Error) as caught:
-        open311.place(checked(lat="30.2712", long="120.1502"), CELLS, {})
+        open311.place(checked(lat="30.2751", long="120.1501"), CELLS, {})
     assert codes(caught.value) == ["outside_area"]
 
 
@@ -780,11 +780,11 @@ def opened(**fields: str | list[str]) -> domain.Incident:
 
 
 def test_a_request_opens_a_reported_incident_in_its_cell() -> None:
-    incident = opened(lat="30.2712", long="120.1502")
+    incident = opened(lat="30.2751", long="120.1501")
     assert incident.status == "reported" and incident.grid_cell == "qy-01"
     assert incident.community == "hx-qingyuan" and incident.channel == "open311"
     assert incident.reporter == "open311:app-1"
-    assert incident.location == {"lat": 30.2712, "lon": 120.1502}
+    assert incident.location == {"lat": 30.2751, "lon": 120.1501}
 
 
 def test_the_personal_fields_go_to_private_and_the_rest_to_open311() -> None:
@@ -804,7 +804,7 @@ def test_the_public_view_leaves_out_private_fields_description_and_typed_address
     text = json.dumps(view, ensure_ascii=False)
     assert not [value for value in PERSONAL.values() if value in text]
     assert "井盖松动" not in text and "张伟家楼下" not in text
-    assert view["description"] is None and view["address"] == "清源一网格"
+    assert view["description"] is None and view["address"] == "桂花二网格"
     assert view["status"] == "open" and view["status_notes"] == open311.STATUS_NOTES["reported"]
     assert view["agency_responsible"] == "municipal"
     assert view["expected_datetime"] is None
