@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -222,11 +222,7 @@ class GridService(PlatformService):
                 ),
             )
             if decided.action == "dispatch":
-                for department in (
-                    decided.fields["department"],
-                    *decided.fields.get("co_departments", ()),
-                ):
-                    registry_rules.require_department(self.reference.departments, department)
+                _require_departments(self.reference.departments, decided.fields)
             effects = workflow.consequences(incident, decided, identity.department)
             clocks, stopped = deadlines.on_state(
                 incident.clocks,
@@ -248,8 +244,6 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
-        except registry_rules.UnknownDepartment as exc:
-            raise InvalidInput("the step failed validation", {"department": [str(exc)]}) from exc
         for stage in stopped:
             INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
             if stage.breached and not stage.overdue_raised:
@@ -659,6 +653,20 @@ class GridService(PlatformService):
 def _registry_admin(request: Request) -> None:
     if not request.identity.has_role("admin"):
         raise Forbidden("only admins change the registry")
+
+
+def _require_departments(known: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """A dispatch names its lead and co-handling departments from the registry (422 if not)."""
+    errors: dict[str, list[str]] = {}
+    for name in ("department", "co_departments"):
+        value = fields.get(name)
+        for department in [value] if isinstance(value, str) else value or ():
+            try:
+                registry_rules.require_department(known, department)
+            except registry_rules.UnknownDepartment as exc:
+                errors.setdefault(name, []).append(str(exc))
+    if errors:
+        raise InvalidInput("the step failed validation", errors)
 
 
 @contextmanager

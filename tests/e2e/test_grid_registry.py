@@ -240,6 +240,17 @@ def test_a_dispatch_to_an_unknown_department_is_422(platform: Platform) -> None:
     )
     assert refused.status_code == 422
     assert "unknown department 'ghosts'" in str(refused.json()["errors"]["department"])
+    co_refused = staff.post(
+        url,
+        json={
+            "action": "dispatch",
+            "department": "municipal",
+            "co_departments": ["police", "spectres"],
+            "expected_version": 2,
+        },
+    )
+    assert co_refused.status_code == 422
+    assert co_refused.json()["errors"] == {"co_departments": ["unknown department 'spectres'"]}
     department = create(
         platform, "departments", {"id": unique("dept"), "name_zh": "新部门", "name_en": "New"}
     )["id"]

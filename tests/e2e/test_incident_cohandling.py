@@ -136,11 +136,11 @@ def test_each_escalation_level_is_raised_once_with_its_target(
 def test_the_lead_waits_for_every_co_handler_before_reporting_handled(
     grid: Stack, servers: Servers
 ) -> None:
-    incident = dispatched(grid, ["police", "housing"])
-    assert [t["department"] for t in incident["subtasks"]] == ["police", "housing"]
+    incident = dispatched(grid, ["police", "water_supply"])
+    assert [t["department"] for t in incident["subtasks"]] == ["police", "water_supply"]
     assert {t["status"] for t in incident["subtasks"]} == {"open"}
     sent = of_type(grid, servers, incident["id"], "incident.dispatched")
-    assert sent[0]["data"]["co_departments"] == ["police", "housing"]
+    assert sent[0]["data"]["co_departments"] == ["police", "water_supply"]
 
     police = department(grid, "police")
     seen = police.get(f"{grid.url}/api/v1/grid/incidents/{incident['id']}", timeout=10)
@@ -155,25 +155,31 @@ def test_the_lead_waits_for_every_co_handler_before_reporting_handled(
     incident = ok(step(lead, grid, incident, action="start"))
     early = step(lead, grid, incident, action="report_handled", feedback="已疏通")
     assert early.status_code == 409
-    assert early.json()["open_subtasks"] == ["police", "housing"]
+    assert early.json()["open_subtasks"] == ["police", "water_supply"]
 
     incident = ok(step(police, grid, incident, action="report_subtask", feedback="已劝离"))
     assert incident["status"] == "in_progress"
     again = step(police, grid, incident, action="report_subtask", feedback="再次反馈")
     assert again.status_code == 409
     incident = ok(
-        step(department(grid, "housing"), grid, incident, action="report_subtask", feedback="已修")
+        step(
+            department(grid, "water_supply"),
+            grid,
+            incident,
+            action="report_subtask",
+            feedback="已修",
+        )
     )
     assert {t["status"] for t in incident["subtasks"]} == {"handled"}
 
     incident = ok(step(lead, grid, incident, action="report_handled", feedback="已疏通"))
     assert incident["status"] == "handled"
     handled = of_type(grid, servers, incident["id"], "incident.subtask_handled")
-    assert [e["data"]["co_department"] for e in handled] == ["police", "housing"]
+    assert [e["data"]["co_department"] for e in handled] == ["police", "water_supply"]
     assert all("feedback" not in e["data"] for e in handled)
     history = staff(grid).get(f"{grid.url}/api/v1/grid/incidents/{incident['id']}/history")
     subtasks = [e for e in history.json()["items"] if e["action"] == "report_subtask"]
-    assert [e["fields"]["co_department"] for e in subtasks] == ["police", "housing"]
+    assert [e["fields"]["co_department"] for e in subtasks] == ["police", "water_supply"]
 
 
 def test_a_late_co_handler_is_alerted_on_its_own_clock(grid: Stack, servers: Servers) -> None:
