@@ -37,9 +37,11 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
+    from shequ.demo import demo_env
     from shequ.stack import Stack, StackError
 
-    stack = Stack(args.data_dir, port=args.port)
+    extra_env = demo_env(args.data_dir) if demo else {}
+    stack = Stack(args.data_dir, port=args.port, extra_env=extra_env)
     stop = _stop_on_signals()
     print(f"starting shequ in {stack.data_dir} ...", flush=True)
     try:
@@ -76,15 +78,19 @@ def _print_endpoints(stack: object) -> None:
 
 
 def _play_demo(stack: object) -> int:
-    from shequ.demo import DemoError, casework_summary, run_scenario, summary, work_cases
+    from shequ import demo
 
-    secret = stack.jwt_secret()  # type: ignore[attr-defined]
+    url, secret = stack.url, stack.jwt_secret()  # type: ignore[attr-defined]
+    print("time limits: the grid's policy, the acknowledge clock as an 8 s drill", flush=True)
     try:
-        outcomes = run_scenario(stack.url, secret)  # type: ignore[attr-defined]
-        print(summary(outcomes), flush=True)
-        work = work_cases(stack.url, secret, outcomes)  # type: ignore[attr-defined]
-        print(casework_summary(work), flush=True)
-    except DemoError as exc:
+        outcomes = demo.run_scenario(url, secret)
+        print(demo.summary(outcomes), flush=True)
+        work = demo.work_cases(url, secret, outcomes)
+        print(demo.casework_summary(work), flush=True)
+        print(demo.rate_closure(url, secret, work), flush=True)
+        print(demo.escalation_summary(demo.watch_escalation(url, secret, outcomes)), flush=True)
+        print(demo.rates_summary(demo.public_rates(url, secret)), flush=True)
+    except demo.DemoError as exc:
         print(f"shequ demo: {exc}", file=sys.stderr)
         return 1
     missing = any(h is None for o in outcomes for h in o.hops.values())

@@ -9,7 +9,10 @@ acceptance to the consumer's committed record.
 In the afternoon the community works the cases through the lifecycle with
 the same API a client would use (``CASEWORK``): accept, dispatch, a department
 sending a case back, handling, the on-site check, the reporter's rating. One
-report is left unacknowledged so its clock runs out while you watch.
+report is left unacknowledged so its clock runs out while you watch: the demo
+runs the grid's own policy with one change, a drill on the acknowledge clock
+(``drill_policy``), seconds instead of four hours. Last come the community's
+three public rates for the day.
 """
 
 from __future__ import annotations
@@ -20,9 +23,30 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
 
 from shequ.auth import mint_token
+
+# The acknowledge clock's drill: limit and escalation levels in seconds, so the
+# overdue escalation happens within the demo. Every other clock keeps its real limit.
+DRILL_ACKNOWLEDGE = {
+    "starts_on": ["reported"],
+    "stops_on": ["accepted", "rejected"],
+    "limit": {"amount": 8, "unit": "seconds"},
+    "escalations": [
+        {"after": {"amount": 2, "unit": "seconds"}, "to": "sub_district"},
+        {"after": {"amount": 4, "unit": "seconds"}, "to": "district"},
+    ],
+}
+#: The morning's report nobody acknowledges: its drill clock runs out.
+LEFT_UNACKNOWLEDGED = "resident_hospitalised"
+#: The afternoon's rating: the resident who reported the fire lane rates its closure.
+RATING = ("safety_hazard", 5, "通道当天就清理了，处理及时。")
 
 COMMUNITY = "hx-qingyuan"
 
@@ -213,10 +237,16 @@ def _casework_tokens(secret: str) -> dict[str, str]:
         "resident": (["resident"], "resident-1024", None),
         **{dept: (["department"], f"dept-{dept}", dept) for dept in _departments()},
     }
-    return {
+    tokens = {
         actor: mint_token(secret, roles=roles, sub=sub, communities=[COMMUNITY], department=dept)
         for actor, (roles, sub, dept) in people.items()
     }
+    # Sensitive cases (a hospitalised resident) are shown only for a declared purpose.
+    tokens["caseworker"] = mint_token(
+        secret, roles=["community_staff"], sub="staff-qy-01", communities=[COMMUNITY],
+        purpose="casework",
+    )  # fmt: skip
+    return tokens
 
 
 def _departments() -> set[str]:
@@ -257,4 +287,100 @@ def casework_summary(work: list[Casework]) -> str:
     for case in work:
         lines.append(f"  {case.incident_id}  [{case.category}]")
         lines.append(f"      {' → '.join(case.path)}")
+    return "\n".join(lines)
+
+
+def drill_policy(grid_policy: Path, into: Path) -> Path:
+    """The grid's policy with the acknowledge clock as ``DRILL_ACKNOWLEDGE``, saved to ``into``."""
+    policy = yaml.safe_load(grid_policy.read_text(encoding="utf-8"))
+    policy["clocks"]["acknowledge"] = DRILL_ACKNOWLEDGE
+    into.write_text(
+        "# Written by `shequ demo`: the grid's policy with the acknowledge clock as a drill.\n"
+        + yaml.safe_dump(policy, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    return into
+
+
+def demo_env(data_dir: Path) -> dict[str, str]:
+    """The demo stack's grid: its own policy with the drill clock, scanned every second."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    grid_policy = Path(str(files("shequ_services.grid") / "policy.yaml"))
+    policy = drill_policy(grid_policy, data_dir / "demo-policy.yaml")
+    return {"SHEQU_GRID_POLICY_FILE": str(policy), "SHEQU_GRID_DEADLINE_SCAN_SECONDS": "1"}
+
+
+def rate_closure(base_url: str, secret: str, work: list[Casework]) -> str:
+    """The reporter rates the closed case of ``RATING``; returns a line for the summary."""
+    category, score, comment = RATING
+    case = next(c for c in work if c.category == category)
+    resident = _casework_tokens(secret)["resident"]
+    url = f"{base_url}/api/v1/grid/incidents/{case.incident_id}/rating"
+    body = {"score": score, "comment": comment, "expected_version": case.version}
+    rated = _call("POST", url, resident, body)
+    case.version = rated["version"]
+    return f"  {case.incident_id}  [{category}]  rated {score}/5 by its reporter"
+
+
+def watch_escalation(
+    base_url: str, secret: str, outcomes: list[Outcome], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Wait (bounded) until the unacknowledged report's drill clock raised every alert."""
+    outcome = next(o for o in outcomes if o.category == LEFT_UNACKNOWLEDGED)
+    caseworker = _casework_tokens(secret)["caseworker"]
+    url = f"{base_url}/api/v1/grid/incidents/{outcome.incident_id}"
+    deadline = time.monotonic() + timeout
+    while True:
+        clock = _call("GET", url, caseworker)["clocks"]["acknowledge"]
+        raised = clock["warned_at"] and clock["overdue_at"]
+        if raised and all(level["raised_at"] for level in clock["escalations"]):
+            return {"incident_id": outcome.incident_id, "clock": clock}
+        if time.monotonic() > deadline:
+            raise DemoError(f"the drill clock of {outcome.incident_id} did not run out in time")
+        time.sleep(0.5)
+
+
+def escalation_summary(watched: dict[str, Any]) -> str:
+    clock = watched["clock"]
+    started = _at(clock["started"])
+
+    def after(moment: str) -> str:
+        return f"+{(_at(moment) - started).total_seconds():4.1f} s"
+
+    lines = [
+        "",
+        "An overdue escalation (acknowledge clock as a drill: 8 s instead of 4 h):",
+        f"  {watched['incident_id']}  [{LEFT_UNACKNOWLEDGED}]  nobody accepted it",
+        f"      warned     {after(clock['warned_at'])}",
+        f"      overdue    {after(clock['overdue_at'])}   (deadline {after(clock['deadline'])})",
+    ]
+    for level in clock["escalations"]:
+        lines.append(
+            f"      escalated  {after(level['raised_at'])}   level {level['level']} → {level['to']}"
+        )
+    return "\n".join(lines)
+
+
+def public_rates(base_url: str, secret: str) -> dict[str, Any]:
+    """The community's three public rates for today's reports."""
+    staff = _casework_tokens(secret)["staff"]
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    query = f"community={COMMUNITY}&from={today}&to={today}"
+    return _call("GET", f"{base_url}/api/v1/grid/rates?{query}", staff)
+
+
+def rates_summary(rates: dict[str, Any]) -> str:
+    group = rates["groups"][0] if rates["groups"] else None
+    lines = ["", f"The three public rates of {COMMUNITY} for today (docs/rates.md defines them):"]
+    if group is None:
+        lines.append("  no incidents reported today")
+        return "\n".join(lines)
+    for key, label in (
+        ("response_rate", "响应率 response"),
+        ("resolution_rate", "解决率 resolution"),
+        ("satisfaction_rate", "满意率 satisfaction"),
+    ):
+        rate = group[key]
+        shown = "  n/a" if rate["value"] is None else f"{rate['value'] * 100:5.1f} %"
+        lines.append(f"  {label:<22} {shown}   ({rate['numerator']} of {rate['denominator']})")
     return "\n".join(lines)
