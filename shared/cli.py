@@ -125,23 +125,22 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _amqp_uri(args: argparse.Namespace) -> str | None:
-    if os.environ.get("SHEQU_AMQP_URI"):
-        return os.environ["SHEQU_AMQP_URI"]
+def _server_uri(args: argparse.Namespace, server: str) -> str | None:
+    """``SHEQU_<SERVER>_URI``, else the running stack's ``endpoints.json`` (``<server>_uri``)."""
+    variable = f"SHEQU_{server.upper()}_URI"
+    if os.environ.get(variable):
+        return os.environ[variable]
     path = args.data_dir / "endpoints.json"
     if path.exists():
-        return str(json.loads(path.read_text(encoding="utf-8"))["amqp_uri"])
-    print(
-        f"shequ: no running stack found ({path} is missing); set SHEQU_AMQP_URI",
-        file=sys.stderr,
-    )
+        return str(json.loads(path.read_text(encoding="utf-8"))[f"{server}_uri"])
+    print(f"shequ: no running stack found ({path} is missing); set {variable}", file=sys.stderr)
     return None
 
 
 def cmd_deadletters(args: argparse.Namespace) -> int:
     from shequ.deadletters import list_dead_letters, replay_dead_letters
 
-    uri = _amqp_uri(args)
+    uri = _server_uri(args, "amqp")
     if uri is None:
         return 2
     if args.action == "list":
@@ -159,19 +158,6 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mongo_uri(args: argparse.Namespace) -> str | None:
-    if os.environ.get("SHEQU_MONGO_URI"):
-        return os.environ["SHEQU_MONGO_URI"]
-    path = args.data_dir / "endpoints.json"
-    if path.exists():
-        return str(json.loads(path.read_text(encoding="utf-8"))["mongo_uri"])
-    print(
-        f"shequ: no running stack found ({path} is missing); set SHEQU_MONGO_URI",
-        file=sys.stderr,
-    )
-    return None
-
-
 def cmd_apikey(args: argparse.Namespace) -> int:
     """Issue an Open311 client's key: printed once, stored only as a hash in the grid's database."""
     import pymongo
@@ -186,7 +172,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"shequ apikey: {exc}", file=sys.stderr)
         return 2
-    uri = _mongo_uri(args)
+    uri = _server_uri(args, "mongo")
     if uri is None:
         return 2
     client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
