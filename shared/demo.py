@@ -36,7 +36,7 @@ from shequ.auth import mint_token
 # overdue escalation happens within the demo. Every other clock keeps its real limit.
 DRILL_ACKNOWLEDGE = {
     "starts_on": ["reported"],
-    "stops_on": ["accepted", "rejected"],
+    "stops_on": ["accepted", "rejected", "merged"],
     "limit": {"amount": 8, "unit": "seconds"},
     "escalations": [
         {"after": {"amount": 2, "unit": "seconds"}, "to": "sub_district"},

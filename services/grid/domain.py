@@ -103,6 +103,7 @@ class Incident:
     extension: dict[str, Any] | None = None
     ratings: list[Rating] = field(default_factory=list)
     possible_duplicates: list[str] = field(default_factory=list)
+    merged_into: str | None = None
     # Open311 intake: the reporter's personal fields as sent (never in a view or
     # event) and the request's own details (client, lookup token, attributes).
     private: dict[str, str] = field(default_factory=dict)
@@ -366,7 +367,7 @@ def closed_at(incident: Incident) -> datetime | None:
 # adjacent cell reported within the window before it, so staff can merge
 # them; nothing is merged automatically (two lamps may really be broken).
 
-NOT_OPEN_STATES = (*CLOSED_STATES, "rejected")
+NOT_OPEN_STATES = (*CLOSED_STATES, "rejected", "merged")
 
 
 @dataclass(frozen=True)
@@ -416,3 +417,26 @@ def link_duplicates(
         (c for c in candidates if is_possible_duplicate(scope, c)), key=lambda c: c.reported_at
     )
     return replace(incident, possible_duplicates=[c.id for c in found])
+
+
+class InvalidMergeTarget(GridError):
+    """The incident named to merge into cannot take the duplicate."""
+
+
+def check_merge(duplicate: Incident, original: Incident) -> None:
+    """A duplicate merges into another open incident of its category and community.
+
+    The original must still be open so the reporter of the duplicate has a case
+    to follow; the same category and community keep a merge from hiding a
+    different problem or moving a case out of the community that answers for it.
+    """
+    if original.id == duplicate.id:
+        raise InvalidMergeTarget("an incident cannot be merged into itself")
+    if original.status in NOT_OPEN_STATES:
+        raise InvalidMergeTarget(f"{original.id} is {original.status}, not open")
+    if original.category != duplicate.category:
+        raise InvalidMergeTarget(
+            f"{original.id} is a {original.category}, not a {duplicate.category}"
+        )
+    if original.community != duplicate.community:
+        raise InvalidMergeTarget(f"{original.id} belongs to another community")

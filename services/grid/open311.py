@@ -665,7 +665,7 @@ def _date_arg(args: Mapping[str, str], name: str, errors: list[tuple[str, str]])
 # --- from a checked request to an incident, and back to a public view ---------------------
 
 CHANNEL = "open311"
-CLOSED_STATES = (*domain.CLOSED_STATES, "rejected")
+CLOSED_STATES = domain.NOT_OPEN_STATES
 """Grid states an Open311 client sees as ``closed``; every other state is ``open``."""
 
 PLACE_WITHIN_M = 1500.0
@@ -677,6 +677,7 @@ STATUS_NOTES = {
     "reported": "已收到，等待社区受理",
     "accepted": "社区已受理，正在派遣",
     "rejected": "经核实不予受理",
+    "merged": "与已受理的同一事项重复，已合并办理",
     "dispatched": "已派遣至责任部门",
     "in_progress": "责任部门正在处置",
     "handled": "已处置，等待网格员现场核查",

@@ -16,8 +16,9 @@ belong to the cohort like any other.
 answered, in time": among the cohort's incidents whose acknowledge clock has
 an outcome, the share answered by its deadline.
 
-- numerator: the acknowledge clock stopped (the report was accepted *or*
-  rejected, both an answer to the reporter) at or before its deadline;
+- numerator: the acknowledge clock stopped (the report was accepted,
+  rejected or merged into the case it repeats, each an answer to the
+  reporter) at or before its deadline;
 - denominator: the acknowledge clock stopped, or is still running past its
   deadline. An unanswered report counts against the rate as soon as it is
   late; one still within its limit is pending and counts nowhere yet.
@@ -25,8 +26,8 @@ an outcome, the share answered by its deadline.
 **Resolution rate (解决率)**: closed_resolved / (closed_resolved +
 closed_unresolved), by each incident's current state. "Closed but not
 resolved" is in the denominator only, so closing a case cannot inflate the
-rate; a reopened case counts nowhere until it is closed again; open and
-rejected incidents count nowhere.
+rate; a reopened case counts nowhere until it is closed again; open,
+rejected and merged incidents count nowhere.
 
 **Satisfaction rate (满意率)**: incidents whose latest rating is 4 or 5 /
 incidents with at least one rating. One voice per incident: a case rated,
@@ -71,7 +72,7 @@ READER_ROLES = ("admin", "auditor", "community_staff")
 #: The one-line definitions the API returns beside the figures.
 DEFINITIONS = {
     "response_rate": (
-        "acknowledge clock stopped (accepted or rejected) by its deadline / "
+        "acknowledge clock stopped (accepted, rejected or merged) by its deadline / "
         "acknowledge clock stopped or past its deadline"
     ),
     "resolution_rate": "closed_resolved / (closed_resolved + closed_unresolved)",

@@ -95,6 +95,7 @@ class IncidentSchema(marshmallow.Schema):
         metadata={"description": "the incident's time limits, by key"},
     )
     possible_duplicates = fields.List(fields.String())
+    merged_into = fields.String(allow_none=True)
 
 
 #: Roles that see duplicate hints: a resident must not learn the ids of other people's reports.
@@ -170,6 +171,10 @@ class TransitionRequestSchema(marshmallow.Schema):
     outcome = fields.String(validate=validate.Length(min=1, max=32))
     target_date = fields.Date()
     note = fields.String(validate=validate.Length(min=1, max=1000))
+    duplicate_of = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "merge: the open incident this one repeats"},
+    )
     co_departments = fields.List(
         fields.String(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=MAX_CO_DEPARTMENTS),

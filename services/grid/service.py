@@ -223,6 +223,8 @@ class GridService(PlatformService):
             )
             if decided.action == "dispatch":
                 _require_departments(self.reference.departments, decided.fields)
+            if decided.action == "merge":
+                self._check_merge(request, incident, decided.fields["duplicate_of"])
             effects = workflow.consequences(incident, decided, identity.department)
             clocks, stopped = deadlines.on_state(
                 incident.clocks,
@@ -272,6 +274,17 @@ class GridService(PlatformService):
         INCIDENTS_OPEN.clear()
         for category, count in self.incidents.open_by_category().items():
             INCIDENTS_OPEN.labels(category).set(count)
+
+    def _check_merge(self, request: Request, duplicate: domain.Incident, original: str) -> None:
+        """The original must be an incident the caller can see, and one that can take it."""
+        try:
+            domain.check_merge(duplicate, self._readable(request, original))
+        except NotFound as exc:
+            raise InvalidInput(
+                "the step failed validation", {"duplicate_of": [f"no incident {original}"]}
+            ) from exc
+        except domain.InvalidMergeTarget as exc:
+            raise InvalidInput("the step failed validation", {"duplicate_of": [str(exc)]}) from exc
 
     def _readable(self, request: Request, incident_id: str) -> domain.Incident:
         incident = self.incidents.get(incident_id)

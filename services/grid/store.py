@@ -18,7 +18,6 @@ from shequ.store import Repository, as_record
 from shequ_services.grid import deadlines, open311
 from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import (
-    CLOSED_STATES,
     HIDDEN,
     NOT_OPEN_STATES,
     Category,
@@ -220,7 +219,7 @@ class IncidentRepository(Repository):
     def open_by_category(self) -> dict[str, int]:
         """How many incidents are open (not closed, not rejected) per category."""
         counts: dict[str, int] = {}
-        open_query = {"status": {"$nin": [*CLOSED_STATES, "rejected"]}}
+        open_query = {"status": {"$nin": list(NOT_OPEN_STATES)}}
         for document in self.db[INCIDENTS].find(open_query, {"category": 1}):
             counts[document["category"]] = counts.get(document["category"], 0) + 1
         return counts
@@ -544,6 +543,8 @@ def _step_details(step: Transition, updated: Incident) -> dict[str, Any]:
         return {"co_departments": list(step.fields.get("co_departments", []))}
     if step.action == "report_subtask":
         return {"co_department": step.fields["co_department"]}
+    if step.action == "merge":
+        return {"merged_into": step.fields["duplicate_of"]}
     if step.action in ("request_extension", "approve_extension", "refuse_extension"):
         assert updated.extension is not None
         return {"target_date": date.fromisoformat(updated.extension["target_date"])}

@@ -34,6 +34,7 @@ STATES = (
     "closed_unresolved",
     "reopened",
     "deferred",
+    "merged",
 )
 
 #: Fields any action may carry besides its required ones; everything else is dropped
@@ -152,6 +153,13 @@ RULES: dict[str, Rule] = {
         roles=frozenset({"community_staff", "admin"}),
         requires=("reason",),
         summary="不予受理: not a case; the reason is shown to the reporter",
+    ),
+    "merge": Rule(
+        from_states=("reported", "accepted"),
+        to_state="merged",
+        roles=frozenset({"community_staff", "admin"}),
+        requires=("duplicate_of",),
+        summary="合并: a duplicate of another open incident, handled as that one (terminal)",
     ),
     "dispatch": Rule(
         from_states=("accepted", "reopened"),
@@ -577,5 +585,7 @@ def consequences(
             target = date.fromisoformat(incident.extension["target_date"])
     elif step.action == "defer":
         target = step.fields["target_date"]
+    elif step.action == "merge":
+        changes["merged_into"] = step.fields["duplicate_of"]
     open_now = tuple(t["department"] for t in subtasks if t["status"] == "open")
     return Consequences(changes, target, open_now)

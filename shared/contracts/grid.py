@@ -208,3 +208,23 @@ INCIDENT_RATED_V1 = register(
     IncidentRatedV1,
     "The reporter rated a closed incident 1 to 5; counts towards the satisfaction rate.",
 )
+
+
+# Merging a duplicate (合并).
+
+
+class IncidentMergedV1(IncidentTransitionV1):
+    """A duplicate report was merged into an open incident; follow ``merged_into``."""
+
+    merged_into = fields.String(required=True)
+
+
+INCIDENT_MERGED = "incident.merged"
+TRANSITION_EVENTS["merge"] = INCIDENT_MERGED
+TRANSITION_SPECS[INCIDENT_MERGED] = register(
+    SERVICE,
+    INCIDENT_MERGED,
+    1,
+    IncidentMergedV1,
+    "A duplicate incident was merged into the open incident it repeats (terminal).",
+)

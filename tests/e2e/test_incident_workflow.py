@@ -95,7 +95,7 @@ def test_an_illegal_step_is_409_and_lists_the_allowed_ones(platform: Platform) -
     response = step(staff(platform), platform, incident, action="check", outcome="resolved")
     assert response.status_code == 409
     problem = response.json()
-    assert problem["allowed"] == ["accept", "reject"]
+    assert problem["allowed"] == ["accept", "reject", "merge"]
     assert problem["state"] == "reported"
 
 
@@ -130,3 +130,44 @@ def test_a_department_cannot_see_or_act_on_work_not_dispatched_to_it(platform: P
     assert refused.status_code == 422  # the reason is required
     wrong_role = step(staff(platform), platform, incident, action="start")
     assert wrong_role.status_code == 403
+
+
+def test_a_duplicate_is_merged_into_the_open_incident_it_repeats(platform: Platform) -> None:
+    original, duplicate = new_incident(platform), new_incident(platform)
+    url = f"{platform.url}/api/v1/grid/incidents"
+    hinted = staff(platform).get(f"{url}/{duplicate['id']}", timeout=10).json()
+    assert original["id"] in hinted["possible_duplicates"]
+
+    refusals = {
+        duplicate["id"]: "cannot be merged into itself",
+        "INC-20260101-000000000000": "no incident INC-20260101-000000000000",
+    }
+    for target, message in refusals.items():
+        refused = step(staff(platform), platform, duplicate, action="merge", duplicate_of=target)
+        assert refused.status_code == 422, refused.text
+        assert message in refused.json()["errors"]["duplicate_of"][0]
+    resident = platform.session("resident", sub="someone")
+    assert step(resident, platform, duplicate, action="merge", duplicate_of="x").status_code == 404
+
+    merged = step(staff(platform), platform, duplicate, action="merge", duplicate_of=original["id"])
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["status"] == "merged"
+    assert merged.json()["merged_into"] == original["id"]
+    assert merged.json()["clocks"]["acknowledge"]["stopped_at"] is not None
+    again = step(staff(platform), platform, merged.json(), action="accept")
+    assert again.status_code == 409 and again.json()["allowed"] == []
+
+    into_merged = step(
+        staff(platform), platform, new_incident(platform), action="merge",
+        duplicate_of=duplicate["id"],
+    )  # fmt: skip
+    assert "is merged, not open" in into_merged.json()["errors"]["duplicate_of"][0]
+
+    outbox = platform.db("grid")["outbox"]
+    event = wait_for(
+        lambda: outbox.find_one(
+            {"body.subject": duplicate["id"], "body.type": "shequ.grid.incident.merged"}
+        ),
+        what="the merged event",
+    )
+    assert event["body"]["data"]["merged_into"] == original["id"]

@@ -155,3 +155,31 @@ def test_the_duplicate_scope_is_the_cell_and_its_neighbours_within_the_window() 
     scope = domain.duplicate_scope(report(grid_cell="qy-01"), SEED_CELLS, WINDOW)
     assert set(scope.cells) == {"qy-01", "qy-02", "gh-02"}
     assert scope.since == NOW - WINDOW and scope.until == NOW
+
+
+def test_a_duplicate_merges_into_an_open_incident_of_its_category_and_community() -> None:
+    original, duplicate = report(), report(grid_cell="qy-02")
+    domain.check_merge(duplicate, original)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"status": "closed_resolved"}, "is closed_resolved, not open"),
+        ({"status": "merged"}, "is merged, not open"),
+        ({"category": "alley_unclean"}, "is a alley_unclean, not a facility_damaged"),
+        ({"community": "hx-liushu"}, "belongs to another community"),
+    ],
+)
+def test_a_merge_target_must_be_open_alike_and_local(change: dict[str, str], message: str) -> None:
+    original = report()
+    for name, value in change.items():
+        setattr(original, name, value)
+    with pytest.raises(domain.InvalidMergeTarget, match=message):
+        domain.check_merge(report(grid_cell="qy-02"), original)
+
+
+def test_an_incident_cannot_be_merged_into_itself() -> None:
+    incident = report()
+    with pytest.raises(domain.InvalidMergeTarget, match="into itself"):
+        domain.check_merge(incident, incident)

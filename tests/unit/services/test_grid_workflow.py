@@ -17,6 +17,7 @@ GOOD_FIELDS: dict[str, Any] = {
     "feedback": "已修复路灯",
     "outcome": "resolved",
     "target_date": "2026-12-31",
+    "duplicate_of": "INC-20261123-0123456789ab",
 }
 
 
@@ -105,8 +106,18 @@ def test_every_state_but_reported_can_be_reached() -> None:
     assert reached == set(STATES) - {"reported"}
 
 
-def test_rejected_is_the_only_state_with_no_way_out() -> None:
-    assert [state for state in STATES if not workflow.allowed_actions(state)] == ["rejected"]
+def test_rejected_and_merged_are_the_only_states_with_no_way_out() -> None:
+    terminal = [state for state in STATES if not workflow.allowed_actions(state)]
+    assert terminal == ["rejected", "merged"]
+
+
+def test_a_duplicate_merges_before_dispatch_only_and_names_its_original() -> None:
+    merged = step("accepted", "merge", fields={"duplicate_of": " INC-1 "})
+    assert (merged.to_state, merged.fields) == ("merged", {"duplicate_of": "INC-1"})
+    with pytest.raises(workflow.MissingField):
+        step("reported", "merge", fields={})
+    with pytest.raises(workflow.IllegalTransition):
+        step("dispatched", "merge", fields={"duplicate_of": "INC-1"})
 
 
 def test_allowed_actions_from_dispatched_follow_the_table_order() -> None:
@@ -166,7 +177,7 @@ def test_an_unknown_action_is_an_illegal_transition() -> None:
             fields={},
             at=AT,
         )
-    assert caught.value.allowed == ["accept", "reject"]
+    assert caught.value.allowed == ["accept", "reject", "merge"]
 
 
 def test_a_stale_version_is_refused_with_both_versions() -> None:
