@@ -52,6 +52,7 @@ class ReferenceData:
     policy: Policy
     registry: registry.Registry | None = None
     duplicate_window: timedelta = field(default=timedelta(hours=48))
+    reopen_window: timedelta = field(default=timedelta(days=7))
 
     questions: Mapping[str, list[Attribute]] = field(default_factory=dict)
 
@@ -111,6 +112,7 @@ class Reference(DependencyProvider):
             _read(Path(config.get("GRID_QUESTIONS_FILE") or HERE / "questions.yaml"))
         )
         self.cache_seconds = float(config.get("GRID_REGISTRY_CACHE_SECONDS", 5))
+        self.reopen_window = timedelta(days=float(config.get("GRID_REOPEN_WINDOW_DAYS", 7)))
         self.duplicate_window = timedelta(
             hours=float(config.get("GRID_DUPLICATE_WINDOW_HOURS", 48))
         )
@@ -160,6 +162,7 @@ class Reference(DependencyProvider):
             policy=self.policy,
             registry=loaded,
             duplicate_window=self.duplicate_window,
+            reopen_window=self.reopen_window,
             questions=self.questions,
         )
 

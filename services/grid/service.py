@@ -215,6 +215,7 @@ class GridService(PlatformService):
                 fields=step,
                 at=datetime.now(UTC),
                 closed_at=domain.closed_at(incident),
+                reopen_window=self.reference.reopen_window,
                 reporter=incident.reporter,
                 actor_department=identity.department,
                 case=workflow.case_of(

@@ -35,6 +35,8 @@ def grid(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         env={
             "SHEQU_GRID_POLICY_FILE": str(FAST_POLICY),
             "SHEQU_GRID_DEADLINE_SCAN_SECONDS": "0.2",
+            # The reopen window is a configured limit too: none at all here.
+            "SHEQU_GRID_REOPEN_WINDOW_DAYS": "0",
         },
     )
     stack.start()
@@ -97,3 +99,39 @@ def test_alerts_due_while_the_grid_is_down_are_raised_once_after_restart(
     wait_for(lambda: alerts_raised(grid, servers, incident_id), what="alerts after restart")
     types = [e["type"] for e in events(grid, servers, incident_id)]
     assert types == ["shequ.grid.incident.reported", *ALERTS]
+
+
+def test_the_reopen_window_is_configured_and_a_reopen_after_it_is_refused(grid: Stack) -> None:
+    secret = grid.jwt_secret()
+
+    def session(*roles: str, **claims: Any) -> requests.Session:
+        caller = requests.Session()
+        token = mint_token(secret, roles=roles, sub=claims.pop("sub", "staff-c"), **claims)
+        caller.headers["Authorization"] = f"Bearer {token}"
+        return caller
+
+    resident = session("resident", sub="resident-c")
+    staff = session("community_staff", communities=["hx-qingyuan"])
+    municipal = session("department", sub="dept-m", department="municipal")
+    created = resident.post(
+        f"{grid.url}/api/v1/grid/incidents",
+        json={"category": "facility_damaged", "grid_cell": "qy-01", "description": "路灯"},
+        timeout=10,
+    ).json()
+    url = f"{grid.url}/api/v1/grid/incidents/{created['id']}/transitions"
+    version = created["version"]
+    for caller, body in [
+        (staff, {"action": "accept"}),
+        (staff, {"action": "dispatch", "department": "municipal"}),
+        (municipal, {"action": "start"}),
+        (municipal, {"action": "report_handled", "feedback": "已修好"}),
+        (staff, {"action": "check", "outcome": "resolved"}),
+    ]:
+        response = caller.post(url, json={**body, "expected_version": version}, timeout=10)
+        assert response.status_code == 200, response.text
+        version = response.json()["version"]
+    refused = resident.post(
+        url, json={"action": "reopen", "reason": "又坏了", "expected_version": version}, timeout=10
+    )
+    assert refused.status_code == 403
+    assert "reopening is possible for 0:00:00 after closing" in refused.json()["detail"]
