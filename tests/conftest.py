@@ -106,7 +106,14 @@ def stack_on(
     services: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> Stack:
-    """A stack on the session's servers with its own database prefix (not started)."""
+    """A stack on the session's servers with its own database prefix (not started).
+
+    The prefix separates databases, not queues: consumers of an event type share
+    one queue per handler on the session's broker. So a second stack here runs
+    services that consume nothing the session's ``platform`` also consumes (the
+    grid alone, a test service); one that needs every service gets servers of
+    its own, as ``tests/e2e/test_demo.py`` does.
+    """
     return Stack(
         data_dir,
         port=free_port(),

@@ -7,16 +7,21 @@ import pytest
 import yaml
 
 from shequ import demo
+from shequ.embedded import free_port
 from shequ.stack import Stack
-from tests.conftest import Servers, stack_on
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def demo_stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack as `shequ demo` starts it, on a broker and store of its own.
+
+    Not on the session's servers: a second full stack there would share the
+    session platform's queues, and their consumers would take each other's events.
+    """
     data_dir = tmp_path_factory.mktemp("demo")
-    stack = stack_on(servers, data_dir, env=demo.demo_env(data_dir))
+    stack = Stack(data_dir, port=free_port(), extra_env=demo.demo_env(data_dir))
     stack.start()
     try:
         yield stack
