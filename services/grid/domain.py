@@ -17,7 +17,9 @@ from shequ_services.grid import deadlines
 from shequ_services.grid.deadlines import Clock
 
 URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
-CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above", "open311")
+#: The channels a native report may name; ``open311`` is set by the Open311 route only.
+NATIVE_CHANNELS = ("patrol", "resident_app", "hotline", "video_patrol", "assigned_from_above")
+CHANNELS = (*NATIVE_CHANNELS, "open311")
 
 
 class GridError(Exception):

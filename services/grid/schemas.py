@@ -8,7 +8,7 @@ from marshmallow import fields, post_load, validate, validates_schema
 
 from shequ.http import QueryList
 from shequ.pagination import MAX_CURSOR_LENGTH
-from shequ_services.grid.domain import CHANNELS, URGENCY_TIERS
+from shequ_services.grid.domain import CHANNELS, NATIVE_CHANNELS, URGENCY_TIERS
 from shequ_services.grid.rates import GROUPINGS
 from shequ_services.grid.rating import MAX_COMMENT
 from shequ_services.grid.registry import ID_PATTERN
@@ -28,7 +28,7 @@ class IncidentReportSchema(marshmallow.Schema):
     grid_cell = fields.String(required=True, validate=validate.Length(min=1, max=64))
     description = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
     location = fields.Nested(LocationSchema, load_default=None)
-    channel = fields.String(load_default=None, validate=validate.OneOf(CHANNELS))
+    channel = fields.String(load_default=None, validate=validate.OneOf(NATIVE_CHANNELS))
 
 
 class EscalationSchema(marshmallow.Schema):

@@ -31,6 +31,7 @@ def stored(platform: Platform) -> tuple[int, int]:
         ({**VALID, "location": {"lat": 91, "lon": 0}}, "location", None),
         ({**VALID, "description": "长" * 2001}, "description", None),
         ({**VALID, "reporter_phone": "13800000000"}, "reporter_phone", "Unknown field."),
+        ({**VALID, "channel": "open311"}, "channel", "Must be one of"),
         ({k: v for k, v in VALID.items() if k != "description"}, "description", None),
     ],
 )
