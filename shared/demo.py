@@ -43,6 +43,7 @@ DRILL_ACKNOWLEDGE = {
         {"after": {"amount": 4, "unit": "seconds"}, "to": "district"},
     ],
 }
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 #: The morning's report nobody acknowledges: its drill clock runs out.
 LEFT_UNACKNOWLEDGED = "resident_hospitalised"
 #: The afternoon's rating: the resident who reported the fire lane rates its closure.
@@ -361,19 +362,25 @@ def escalation_summary(watched: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def public_rates(base_url: str, secret: str) -> dict[str, Any]:
-    """The community's three public rates for today's reports."""
+def public_rates(base_url: str, secret: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    """The community's three public rates for the days the demo's reports were made.
+
+    The period is the reports' own local days, not the day of reading: a demo
+    that runs across midnight in Shanghai still counts its own reports.
+    """
     staff = _casework_tokens(secret)["staff"]
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
-    query = f"community={COMMUNITY}&from={today}&to={today}"
+    days = sorted({o.reported_at.astimezone(SHANGHAI).date().isoformat() for o in outcomes})
+    query = f"community={COMMUNITY}&from={days[0]}&to={days[-1]}"
     return _call("GET", f"{base_url}/api/v1/grid/rates?{query}", staff)
 
 
 def rates_summary(rates: dict[str, Any]) -> str:
     group = rates["groups"][0] if rates["groups"] else None
-    lines = ["", f"The three public rates of {COMMUNITY} for today (docs/rates.md defines them):"]
+    period = rates["period"]
+    day = period["from"] if period["from"] == period["to"] else f"{period['from']}..{period['to']}"
+    lines = ["", f"The three public rates of {COMMUNITY} for {day} (docs/rates.md defines them):"]
     if group is None:
-        lines.append("  no incidents reported today")
+        lines.append("  no incidents reported then")
         return "\n".join(lines)
     for key, label in (
         ("response_rate", "响应率 response"),

@@ -79,7 +79,7 @@ def test_the_demo_day_shows_effects_casework_an_escalation_and_the_rates(
     in_time = sum(1 for c in clocks if c["stopped_at"] and c["stopped_at"] <= c["deadline"])
     late = sum(1 for c in clocks if c["overdue_at"] or (c["stopped_at"] or "") > c["deadline"])
     assert in_time + late == 5
-    rates = demo.public_rates(url, secret)
+    rates = demo.public_rates(url, secret, outcomes)
     group = rates["groups"][0]
     counts = {k: (group[k]["numerator"], group[k]["denominator"]) for k in group if "rate" in k}
     assert counts == {
