@@ -53,7 +53,6 @@ from shequ_services.grid.schemas import (
     incident_schema,
 )
 from shequ_services.grid.store import (
-    ApiKeyRepository,
     IncidentChanged,
     IncidentRepository,
     parse_position,
@@ -472,9 +471,7 @@ class GridService(PlatformService):
     @open311_answer
     def open311_post_request(self, request: Request, fmt: str) -> Response:
         form = {name: request.form.getlist(name) for name in request.form}
-        client = ApiKeyRepository(self.incidents.db).active_client(
-            open311.hash_api_key(open311.api_key_of(form))
-        )
+        client = self.incidents.open311_client(open311.hash_api_key(open311.api_key_of(form)))
         if client is None:
             raise Open311Error(403, [("invalid_api_key", "api_key is not valid")])
         ref = self.reference

@@ -386,6 +386,10 @@ class IncidentRepository(Repository):
         cursor = self.db[INCIDENTS].find(query).sort("reported_at", DESCENDING).limit(limit)
         return [_to_incident(document) for document in cursor]
 
+    def open311_client(self, key_hash: str) -> ApiClient | None:
+        """The active Open311 client holding the key with this hash, if any."""
+        return ApiKeyRepository(self.db).active_client(key_hash)
+
     def by_open311_token(self, token: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"open311.token": token}, session=self.session)
         if document is None:
