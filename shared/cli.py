@@ -185,7 +185,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         print(f"shequ apikey: {exc}", file=sys.stderr)
         return 1
     except PyMongoError as exc:
-        print(f"shequ apikey: cannot reach the grid's database at {uri}: {exc}", file=sys.stderr)
+        # Not the URI itself: a production one carries the database password.
+        print(f"shequ apikey: cannot reach the grid's database: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
