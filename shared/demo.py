@@ -174,12 +174,14 @@ def _first_effect(base_url: str, token: str, service: str, iid: str) -> tuple[st
         note = f"{len(items)} notifications (log channel)"
         return first["created_at"], {**first, "note": note}
     if service == "disclosure":
-        entries = _call("GET", f"{base_url}/api/v1/disclosure/entries?limit=500", token)["items"]
+        entries = _call(
+            "GET", f"{base_url}/api/v1/disclosure/entries?limit=1000&order=desc", token
+        )["items"]
         found = [e for e in entries if iid in e["references"]]
         if not found:
             return None
-        entry = found[0]
-        return entry["published_at"], {**entry, "note": f"entry #{entry['seq']} {entry['title']}"}
+        entry = min(found, key=lambda e: e["index"])
+        return entry["published_at"], {**entry, "note": f"entry #{entry['index']} {entry['title']}"}
     path, at, describe = {
         "mediation": ("mediation/cases", "opened_at", lambda r: f"case {r['id']}"),
         "volunteer": ("volunteer/tasks", "created_at", lambda r: f"task {r['id']} ({r['kind']})"),
