@@ -90,6 +90,7 @@ def _play_demo(stack: object) -> int:
         print(demo.rate_closure(url, secret, work), flush=True)
         print(demo.escalation_summary(demo.watch_escalation(url, secret, outcomes)), flush=True)
         print(demo.rates_summary(demo.public_rates(url, secret, outcomes)), flush=True)
+        print(demo.record_summary(demo.public_record(url, secret, outcomes)), flush=True)
     except demo.DemoError as exc:
         print(f"shequ demo: {exc}", file=sys.stderr)
         return 1
