@@ -169,7 +169,7 @@ _LANDLINE = _overlapping(
     + _AFTER
 )
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@"
+    r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9_.%+-]+@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}"
 )
@@ -186,22 +186,31 @@ _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
 _BUILDING = r"[0-9]{1,4}(?:号院|号楼|栋(?![楼房住建民])|幢(?![楼房住建民]))"
 _UNIT = r"[0-9]{1,3}单元"
 _FLOOR = r"[0-9]{1,3}[层楼]"
-_ROOM = r"[0-9]{1,5}(?:室|号房)(?!厅)"
+_ROOM = r"[0-9]{1,5}(?:室|号房)"
 _BARE_ROOM = r"[0-9]{2,5}(?![0-9])"
+# 3号楼501: a room straight after the building, unless the digits are a year,
+# a date, an amount or a count.
+_ROOM_AFTER_BUILDING = r"[0-9]{3,4}(?![0-9.年月日号元件人户次个%])"
 _AFTER_UNIT = rf"(?: ?{_FLOOR})?(?: ?(?:{_ROOM}|{_BARE_ROOM}))?"
 _FROM_BUILDING = (
     rf"{_BUILDING}(?: ?{_BUILDING})*"
-    rf"(?: ?{_UNIT}{_AFTER_UNIT}| ?{_FLOOR}(?: ?(?:{_ROOM}|{_BARE_ROOM}))?| ?{_ROOM})?"
+    rf"(?: ?{_UNIT}{_AFTER_UNIT}| ?{_FLOOR}(?: ?(?:{_ROOM}|{_BARE_ROOM}))?| ?{_ROOM}"
+    rf"|{_ROOM_AFTER_BUILDING})?"
 )
 _FROM_UNIT = rf"{_UNIT}{_AFTER_UNIT}"
-_LONE_ROOM = r"[0-9]{3,5}(?:室|号房)(?!厅)"
+_LONE_ROOM = r"[0-9]{3,5}(?:室|号房)"
 _DASHED = r"[0-9]{1,3}-[0-9]{1,3}-[0-9]{3,4}[室号]?"
 _STREET_NUMBER = (
-    r"(?<=[路街道巷弄同里村])[0-9]{1,5}号(?![院楼房])(?:之[0-9]{1,3})?"
+    r"(?<=[路街道巷弄同里村])[0-9]{1,5}号(?![院楼])(?:之[0-9]{1,3})?"
     rf"(?: ?(?:{_FROM_BUILDING}|{_FROM_UNIT}|{_ROOM}))?"
 )
+# A house number that ends in a word (室, 号楼) may be followed by anything;
+# one that ends in a digit keeps the digit boundary.
+_HOUSE_AFTER = rf"(?:(?<=[0-9]){_AFTER}|(?<![0-9]))"
 _HOUSE = _overlapping(
-    _BEFORE + rf"(?:{_STREET_NUMBER}|{_FROM_BUILDING}|{_FROM_UNIT}|{_LONE_ROOM}|{_DASHED})" + _AFTER
+    _BEFORE
+    + rf"(?:{_STREET_NUMBER}|{_FROM_BUILDING}|{_FROM_UNIT}|{_LONE_ROOM}|{_DASHED})"
+    + _HOUSE_AFTER
 )
 # The last character of a compound or street name: a house number after one is
 # removed and the name stays; anywhere else it becomes the placeholder.
@@ -251,7 +260,7 @@ def scan(text: str, known_names: Iterable[str] = ()) -> list[Finding]:
         *_house_numbers(folded),
         *_party_names(folded, known_names),
     ]
-    return _resolve(candidates, _placeholder_spans(folded))
+    return _resolve(candidates, _placeholder_spans(text))
 
 
 def redact(text: str, known_names: Iterable[str] = ()) -> Redaction:
@@ -318,11 +327,15 @@ def _bank_cards(text: str) -> Iterator[Finding]:
 
     A run is digits joined by single spaces or hyphens. A span may not cut a
     hyphen-joined number (the boundary rule), but a space-separated list of
-    numbers may hold a card among other numbers.
+    numbers may hold a card among other numbers. Card readings that overlap
+    (two cards separated by a mere space can also be read across the gap) are
+    merged into one finding: a miscount is better than half a card left in
+    public text.
     """
     for run in _DIGIT_RUN.finditer(text):
         groups = [(m.start(), m.end()) for m in re.finditer(r"[0-9]+", run[0])]
         seps = [run[0][end] for _, end in groups[:-1]]
+        spans: list[tuple[int, int]] = []
         for first in range(len(groups)):
             if first and seps[first - 1] == "-":
                 continue
@@ -334,8 +347,19 @@ def _bank_cards(text: str) -> Iterator[Finding]:
                 if sum(lengths) > 19:
                     break
                 if _card_layout(span, lengths, set(seps[first:last])):
-                    offset = run.start()
-                    yield Finding(BANK_CARD, offset + groups[first][0], offset + groups[last][1])
+                    spans.append((run.start() + groups[first][0], run.start() + groups[last][1]))
+        for start, end in _merge(spans):
+            yield Finding(BANK_CARD, start, end)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _card_layout(span: str, lengths: list[int], seps: set[str]) -> bool:
