@@ -165,7 +165,7 @@ _MOBILE = _overlapping(
 _LANDLINE = _overlapping(
     _BEFORE
     + r"(?:\(0[1-9][0-9]{1,2}\) ?|0[1-9][0-9]{1,2}[ -]?)[2-9][0-9]{6,7}"
-    + r"(?:(?:-|转|分机|[Ee][Xx][Tt]\.?|[Xx]) ?[0-9]{1,6})?"
+    + r"(?: ?(?:-|转|分机|[Ee][Xx][Tt]\.?|[Xx]) ?[0-9]{1,6})?"
     + _AFTER
 )
 _EMAIL = re.compile(

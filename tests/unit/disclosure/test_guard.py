@@ -190,6 +190,7 @@ def test_eleven_digits_inside_a_longer_run_are_not_a_mobile() -> None:
         "0755-23456789-801",
         "010-62345678转801",
         "01062345678",
+        "010-62345678 ext 801",
     ],
 )
 def test_a_landline_is_found_with_its_area_code_and_extension(written: str) -> None:
