@@ -32,7 +32,7 @@ Kinds (``KINDS``, in the order that breaks ties, most specific first):
   producer knows; names shorter than two characters are ignored because
   they would blank out ordinary words.
 * ``house_number``: building, unit, floor and room numbers (``3号楼2单元501室``,
-  ``5栋1单元302``, ``12号院3号楼``, ``3-2-501``, ``501室``) and a street number
+  ``5栋1单元302``, ``12号院3号楼``, ``3号楼501``, ``3-2-501``, ``501室``) and a street number
   after a road name (``柳树路12号``).
 
 Boundary rule. Digit-based kinds (everything but e-mail, plate and name) are
@@ -42,22 +42,28 @@ is neither a digit nor a hyphen that precedes one. ``2026-11-23`` or
 ``I-20261123-0001`` is therefore one number and none of its parts is looked at
 alone; an 18-digit run that is not an ID is not searched for a mobile inside
 it. Letters, CJK characters, punctuation, spaces and commas may touch a
-finding: ``电话13812345678，13912345678`` yields two mobiles. A plate is not
+finding: ``电话13812345678，13912345678`` yields two mobiles. A house number
+that ends in a word (``501室``) may be followed by anything. A plate is not
 followed by a digit; an e-mail extends as far as e-mail characters go on
 both sides; names have no boundary (Chinese has no spaces between words).
 Full-width digits, letters and punctuation count as their ASCII forms.
 
 Overlaps: every kind proposes candidates independently; the longest wins,
 then the earlier kind in ``KINDS``, so an ID that also passes Luhn is an ID,
-and a mobile inside an e-mail address goes with the address.
+and a mobile inside an e-mail address goes with the address. Digit groups
+joined by single spaces are read both together and apart (a list of numbers
+may hold a card), so two cards parted by a mere space can be read across the
+gap; overlapping card readings are merged into one finding.
 
 Redaction replaces a finding with ``【已隐去：<label>】`` (``PLACEHOLDERS``), a
 marker no reader mistakes for content and that the guard never matches again.
 A house number that follows the name of a compound or a street (the character
 before it is one such as 区, 苑, 园, 村, 路, 街) is removed, leaving that name
 (``和兴小区3号楼2单元501室`` → ``和兴小区``); with nothing of the kind before
-it, it becomes the placeholder. Redaction scans its own output again until
-nothing is found, so a removal can never join text into a new datum.
+it, it becomes the placeholder. Removing text can join what was around it
+into a new datum (``柳树路501室12号`` → ``柳树路12号``), so redaction scans its
+own output again; its last pass (the fourth) uses placeholders only, and a
+placeholder joins nothing, so the result never holds a finding.
 """
 
 from __future__ import annotations
@@ -267,12 +273,12 @@ def redact(text: str, known_names: Iterable[str] = ()) -> Redaction:
     """``text`` with every finding replaced (see the module doc), and counts per kind."""
     names = tuple(known_names)
     counts: Counter[str] = Counter()
-    for _ in range(_MAX_PASSES):
+    for passes in range(1, _MAX_PASSES + 1):
         findings = scan(text, names)
         if not findings:
             break
         counts.update(finding.kind for finding in findings)
-        text = _replace(text, findings)
+        text = _replace(text, findings, reduce_houses=passes < _MAX_PASSES)
     return Redaction(text=text, counts=dict(counts))
 
 
@@ -431,20 +437,20 @@ def _resolve(candidates: list[Finding], reserved: list[tuple[int, int]]) -> list
     return sorted(chosen, key=lambda f: f.start)
 
 
-def _replace(text: str, findings: list[Finding]) -> str:
+def _replace(text: str, findings: list[Finding], reduce_houses: bool) -> str:
     folded = text.translate(_FOLD)
     parts: list[str] = []
     position = 0
     for finding in findings:
         parts.append(text[position : finding.start])
-        parts.append(_replacement(folded, finding))
+        parts.append(_replacement(folded, finding, reduce_houses))
         position = finding.end
     parts.append(text[position:])
     return "".join(parts)
 
 
-def _replacement(folded: str, finding: Finding) -> str:
-    if finding.kind == HOUSE_NUMBER:
+def _replacement(folded: str, finding: Finding, reduce_houses: bool) -> str:
+    if finding.kind == HOUSE_NUMBER and reduce_houses:
         before = folded[: finding.start].rstrip(" ")
         if before and before[-1] in _PLACE_ENDINGS:
             return ""

@@ -341,6 +341,15 @@ def test_redaction_looks_again_at_text_a_removal_has_joined() -> None:
     assert result.counts == {HOUSE_NUMBER: 2}
 
 
+def test_the_last_pass_uses_placeholders_so_nothing_is_joined_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard, "_MAX_PASSES", 1)
+    result = redact("柳树路501室12号门前")
+    assert result.text == f"柳树路{PLACEHOLDERS[HOUSE_NUMBER]}12号门前"
+    assert scan(result.text) == []
+
+
 def test_a_house_number_counts_once_however_many_parts_it_has() -> None:
     assert redact("和兴小区3号楼2单元501室").counts == {HOUSE_NUMBER: 1}
 
