@@ -22,12 +22,13 @@ Kinds (``KINDS``, in the order that breaks ties, most specific first):
   optionally after ``+86``, ``0086`` or ``(+86)``.
 * ``landline``: an area code ``0`` + 2-3 digits (optionally in parentheses),
   an optional space or hyphen, a local number of 7-8 digits not starting with
-  0 or 1, and an optional extension (``-``, ``转``, ``分机``, ``ext``, ``x``).
+  0 or 1 (whole, or split 3-4 or 4-4), and an optional extension (``-``,
+  ``转``, ``分机``, ``ext``, ``x``).
 * ``email``: local part, ``@``, dotted domain with a 2+ letter top level.
-* ``licence_plate``: a province abbreviation, a letter, an optional middle dot
-  or space, then five characters with at least three digits, a new-energy
-  six (``D``/``F`` + 5 or 5 digits + ``D``/``F``), or four characters and one
-  of 使/领/警/学/挂.
+* ``licence_plate``: a province abbreviation, a letter (either may be
+  followed by a middle dot, space or hyphen), then five characters with at
+  least three digits, a new-energy six (``D``/``F`` + 5 or 5 digits +
+  ``D``/``F``), or four characters and one of 使/领/警/学/挂.
 * ``party_name``: exact occurrences (ASCII case ignored) of the names the
   producer knows; names shorter than two characters are ignored because
   they would blank out ordinary words.
@@ -170,7 +171,8 @@ _MOBILE = _overlapping(
 )
 _LANDLINE = _overlapping(
     _BEFORE
-    + r"(?:\(0[1-9][0-9]{1,2}\) ?|0[1-9][0-9]{1,2}[ -]?)[2-9][0-9]{6,7}"
+    + r"(?:\(0[1-9][0-9]{1,2}\) ?|0[1-9][0-9]{1,2}[ -]?)"
+    + r"(?:[2-9][0-9]{6,7}|[2-9][0-9]{2,3}[ -][0-9]{4})"
     + r"(?: ?(?:-|转|分机|[Ee][Xx][Tt]\.?|[Xx]) ?[0-9]{1,6})?"
     + _AFTER
 )
@@ -181,7 +183,7 @@ _EMAIL = re.compile(
 )
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _PLATE = _overlapping(
-    rf"[{PROVINCES}][A-Za-z][ ·•・.]?"
+    rf"[{PROVINCES}][ ·•・.-]?[A-Za-z][ ·•・.-]?"
     r"(?:(?P<ev>[DFdf][A-Za-z0-9][0-9]{4}|[0-9]{5}[DFdf])"
     r"|(?P<special>[A-Za-z0-9]{4}[使领警学挂])"
     r"|(?P<serial>[A-Za-z0-9]{5}))"

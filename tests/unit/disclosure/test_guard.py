@@ -191,6 +191,8 @@ def test_eleven_digits_inside_a_longer_run_are_not_a_mobile() -> None:
         "010-62345678转801",
         "01062345678",
         "010-62345678 ext 801",
+        "010-6234 5678",
+        "0755 234-5678",
     ],
 )
 def test_a_landline_is_found_with_its_area_code_and_extension(written: str) -> None:
@@ -280,6 +282,8 @@ def test_two_cards_separated_by_a_space_leave_no_digit_of_either() -> None:
         "粤B12345F",
         "沪A1234警",
         "京A1234学",
+        "京·A12345",
+        "京A-12345",
     ],
 )
 def test_a_licence_plate_is_found(plate: str) -> None:
@@ -509,6 +513,9 @@ def mobiles(draw: st.DrawFn) -> str:
 def landlines(draw: st.DrawFn) -> str:
     area = "0" + draw(st.sampled_from("123456789")) + draw(digits(draw(st.integers(1, 2))))
     local = draw(st.sampled_from("23456789")) + draw(digits(draw(st.integers(6, 7))))
+    split = draw(st.sampled_from(["", " ", "-"]))
+    if split:
+        local = local[:-4] + split + local[-4:]
     layout = draw(st.sampled_from(["{a}-{l}", "({a}){l}", "{a} {l}", "（{a}）{l}"]))
     extension = draw(st.sampled_from(["", "-801", "转8", "分机1234"]))
     return layout.format(a=area, l=local) + extension
@@ -540,7 +547,7 @@ def bank_cards(draw: st.DrawFn) -> str:
 def plates(draw: st.DrawFn) -> str:
     province = draw(st.sampled_from(guard.PROVINCES))
     letter = draw(st.sampled_from(string.ascii_uppercase))
-    sep = draw(st.sampled_from(["", "·", " "]))
+    first, sep = draw(st.sampled_from(["", "·", " ", "-"])), draw(st.sampled_from(["", "·", " "]))
     form = draw(st.sampled_from(["ordinary", "small_ev", "large_ev", "special"]))
     alnum = st.sampled_from(string.ascii_uppercase + string.digits)
     if form == "ordinary":
@@ -556,7 +563,7 @@ def plates(draw: st.DrawFn) -> str:
         serial = draw(digits(5)) + draw(st.sampled_from("DF"))
     else:
         serial = draw(digits(4)) + draw(st.sampled_from("使领警学挂"))
-    return f"{province}{letter}{sep}{serial}"
+    return f"{province}{first}{letter}{sep}{serial}"
 
 
 def small(low: int, high: int) -> st.SearchStrategy[str]:
