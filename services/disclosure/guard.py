@@ -19,7 +19,7 @@ Kinds (``KINDS``, in the order that breaks ties, most specific first):
   written as one run, in groups of four (the last group 1-4 digits) or 4-6-5,
   groups joined by one kind of separator (space or hyphen).
 * ``mobile``: ``1[3-9]`` + 9 digits, plain or 3-4-4 with spaces or hyphens,
-  optionally after ``+86``, ``0086`` or ``(+86)``.
+  optionally after ``+86``, ``0086``, ``86`` or ``(+86)``.
 * ``landline``: an area code ``0`` + 2-3 digits (optionally in parentheses),
   an optional space or hyphen, a local number of 7-8 digits not starting with
   0 or 1 (whole, or split 3-4 or 4-4), and an optional extension (``-``,
@@ -166,7 +166,7 @@ _RESIDENT_ID = _overlapping(
 )
 _MOBILE = _overlapping(
     _BEFORE
-    + r"(?:(?:\+|00)86[ -]?|\(\+?86\) ?)?1[3-9][0-9](?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}"
+    + r"(?:(?:\+|00)?86[ -]?|\(\+?86\) ?)?1[3-9][0-9](?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}"
     + _AFTER
 )
 _LANDLINE = _overlapping(

@@ -156,6 +156,7 @@ def test_an_id_inside_a_longer_run_of_digits_is_not_found() -> None:
         "+86-138-1234-5678",
         "0086 13812345678",
         "(+86)13812345678",
+        "86-138-1234-5678",
         "１３８１２３４５６７８",
     ],
 )
@@ -505,7 +506,7 @@ def mobiles(draw: st.DrawFn) -> str:
     number = "1" + draw(st.sampled_from("3456789")) + draw(digits(9))
     sep = draw(st.sampled_from(["", " ", "-"]))
     written = f"{number[:3]}{sep}{number[3:7]}{sep}{number[7:]}"
-    prefix = draw(st.sampled_from(["", "+86", "+86 ", "+86-", "0086", "0086 ", "(+86)"]))
+    prefix = draw(st.sampled_from(["", "+86", "+86 ", "+86-", "0086", "0086 ", "86-", "(+86)"]))
     return prefix + written
 
 
