@@ -159,6 +159,40 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare every report with every consumer's effects; exit 1 on a gap or a duplicate."""
+    import time
+
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    from shequ.discovery import discover_services, load_service
+    from shequ.reconcile import reconcile
+
+    uri = _server_uri(args, "mongo")
+    if uri is None:
+        return 2
+    consumers = [load_service(name) for name in sorted(discover_services())]
+    prefix = os.environ.get("SHEQU_MONGO_DATABASE_PREFIX")
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    deadline = time.monotonic() + args.wait
+    try:
+        while True:
+            found = reconcile(client, prefix, consumers)
+            if found.clean or time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+    except PyMongoError as exc:
+        print(f"shequ reconcile: cannot read the databases: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(found.as_dict(), ensure_ascii=False, indent=2))
+    return 0 if found.clean else 1
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     """Issue an Open311 client's key: printed once, stored only as a hash in the grid's database."""
     import pymongo
@@ -285,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a declared purpose (unlocks sensitive records for the roles that allow it)",
     )
 
-    dead = sub.add_parser("deadletters", help="list or replay a service's dead letters")
+    dead = sub.add_parser(
+        "dlq", aliases=["deadletters"], help="list or replay a service's dead letters"
+    )
     _add_data_dir(dead)
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("service")
@@ -298,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="the client's name, e.g. wechat-miniapp")
     openapi = sub.add_parser("openapi", help="print a service's OpenAPI 3 document (JSON)")
     openapi.add_argument("service", help="a service name, e.g. grid")
+
+    reconciling = sub.add_parser(
+        "reconcile", help="check every report reached every consumer exactly once"
+    )
+    _add_data_dir(reconciling)
+    reconciling.add_argument(
+        "--wait", type=float, default=0, help="retry for up to this many seconds until clean"
+    )
 
     disclosure = sub.add_parser("disclosure", help="check and witness the public disclosure log")
     disclosure_sub = disclosure.add_subparsers(dest="disclosure_action", required=True)
@@ -335,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_up(args, demo=True)
     if args.command == "token":
         return cmd_token(args)
-    if args.command == "deadletters":
+    if args.command in ("dlq", "deadletters"):
         return cmd_deadletters(args)
+    if args.command == "reconcile":
+        return cmd_reconcile(args)
     if args.command == "apikey":
         return cmd_apikey(args)
     if args.command == "openapi":

@@ -15,6 +15,7 @@ from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import DISCLOSURE_REDACTIONS
+from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
@@ -53,6 +54,14 @@ class DisclosureService(PlatformService):
 
     entries = Store(EntryRepository)
     log_key = LogKey()
+    report_effects = (
+        Effect(
+            "entries",
+            "references",
+            expected="public",
+            match={"kind": "incident_summary", "cadence": "ad_hoc"},
+        ),
+    )
 
     # Entries fed by events: built from codes and counts only, then guarded anyway.
 
