@@ -163,6 +163,18 @@ class TrackedQueueConsumer(QueueConsumer):
         self.consuming = False
         super().stop()
 
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """kombu logs an undecodable body and acks it: a silent loss. Dead-letter it instead."""
+        tag = message.delivery_info.get("consumer_tag")
+        for provider, consumer in self._consumers.items():
+            if tag in getattr(consumer, "_active_tags", {}).values() and isinstance(
+                provider, ReliableEventHandler
+            ):
+                provider.dead_letter_undecodable(message, exc)
+                return
+        log.error("an undecodable message on an unknown consumer (%s); returning it", tag)
+        self.requeue_message(message)
+
 
 class ReliableEventHandler(EventHandler):
     """An ``event_handler`` whose failures are retried with back-off, then dead-lettered.
@@ -207,6 +219,10 @@ class ReliableEventHandler(EventHandler):
         else:
             self._handle_failure(message, exc_info)
         return result, exc_info
+
+    def dead_letter_undecodable(self, message: Any, exc: Exception) -> None:
+        poison = PoisonMessage(f"the body is not JSON: {exc}")
+        self._handle_failure(message, (PoisonMessage, poison, None))
 
     def _observe_lag(self, service: str, body: Any) -> None:
         try:
