@@ -72,6 +72,19 @@ INCIDENTS_OPEN = Gauge(
     ["category"],
 )
 
+NOTIFICATIONS = Counter(
+    "shequ_notifications_total",
+    "Notification and bureau-webhook delivery attempts by channel and outcome "
+    "(sent, failed, fallback, dead).",
+    ["channel", "outcome"],
+)
+NOTIFICATION_SECONDS = Histogram(
+    "shequ_notification_delivery_seconds",
+    "Time one delivery attempt took in its channel, by channel and outcome.",
+    ["channel", "outcome"],
+    buckets=DURATION_BUCKETS,
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The current metrics in the Prometheus text format, with its content type."""
