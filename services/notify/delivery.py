@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from shequ.contracts import REGISTRY, CloudEvent
 from shequ.metrics import NOTIFICATION_SECONDS, NOTIFICATIONS
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import Channel, ChannelError, Message, post_json
@@ -70,6 +71,34 @@ class Settings:
 
 
 Resolver = Callable[[str], str | None]
+
+
+def record_event(repo: NotifyRepository, event: CloudEvent, now: datetime) -> None:
+    """Record the deliveries an event calls for (in the caller's transaction); send nothing.
+
+    Templates see the payload in its JSON form (as the schema dumps it) plus
+    ``event`` (id, type, subject, time); a bureau subscription gets the
+    CloudEvent itself.
+    """
+    spec = event.spec or REGISTRY.by_dataschema(event.dataschema)
+    data = spec.schema().dump(event.data)
+    envelope = {
+        "id": event.id,
+        "type": event.type,
+        "subject": event.subject,
+        "time": event.time.isoformat(),
+    }
+    rules = repo.rules_for(event.type)
+    plans = domain.plan(
+        rules, event_id=event.id, event_type=event.type, subject=event.subject, data=data
+    )
+    for planned in plans:
+        repo.record_planned(planned, {**data, "event": envelope}, now)
+    for subscription_id in repo.subscribed_to(event.type):
+        body = {**event.to_json_dict(), "data": data}
+        repo.record_for_subscription(
+            subscription_id, event.id, event.type, event.subject, body, now
+        )
 
 
 class DeliveryWorker:
@@ -359,6 +388,7 @@ class DeliveryWorker:
         return {
             "_id": f"{delivery['_id']}:{delivery['attempts'] + 1}",
             "delivery_id": delivery["_id"],
+            "attempt": delivery["attempts"] + 1,
             "event_id": delivery["event_id"],
             "event_type": delivery["event_type"],
             "kind": delivery["kind"],

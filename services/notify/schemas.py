@@ -104,6 +104,7 @@ class DeliveryQuerySchema(marshmallow.Schema):
 class AttemptSchema(marshmallow.Schema):
     id = fields.String()
     delivery_id = fields.String()
+    attempt = fields.Integer(metadata={"description": "counts from 1 per delivery"})
     event_id = fields.String()
     event_type = fields.String()
     kind = fields.String()

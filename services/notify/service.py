@@ -28,7 +28,7 @@ from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
-from shequ_services.notify.delivery import DeliveryWorker, Settings
+from shequ_services.notify.delivery import DeliveryWorker, Settings, record_event
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, Rule, Template
 from shequ_services.notify.schemas import (
     AttemptListSchema,
@@ -231,30 +231,7 @@ class NotifyService(PlatformService):
     )
 
     def _record(self, event: CloudEvent) -> None:
-        """Record the deliveries an event calls for; sending is the worker's job."""
-        spec = event.spec or REGISTRY.by_dataschema(event.dataschema)
-        data = spec.schema().dump(event.data)
-        envelope = {
-            "id": event.id,
-            "type": event.type,
-            "subject": event.subject,
-            "time": event.time.isoformat(),
-        }
-        now = datetime.now(UTC)
-        repo = self.notifications
-        for planned in domain.plan(
-            repo.rules_for(event.type),
-            event_id=event.id,
-            event_type=event.type,
-            subject=event.subject,
-            data=data,
-        ):
-            repo.record_planned(planned, {**data, "event": envelope}, now)
-        for subscription_id in repo.subscribed_to(event.type):
-            body = {**event.to_json_dict(), "data": data}
-            repo.record_for_subscription(
-                subscription_id, event.id, event.type, event.subject, body, now
-            )
+        record_event(self.notifications, event, datetime.now(UTC))
 
     @timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver(self) -> None:

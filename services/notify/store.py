@@ -340,7 +340,7 @@ class NotifyRepository(Repository):
         return [_delivery_record(d) for d in cursor.limit(limit)]
 
     def attempts(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.db[ATTEMPTS].find(filters).sort("at", DESCENDING)
+        cursor = self.db[ATTEMPTS].find(filters).sort([("at", DESCENDING), ("attempt", DESCENDING)])
         return [as_record(d) for d in cursor.limit(limit)]
 
     def requeue(self, delivery_id: str, now: datetime) -> bool:
