@@ -135,6 +135,9 @@ class Delivery(DependencyProvider):
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""
         store = next(d for d in self.container.dependencies if isinstance(d, Store))
+        # The store creates its collections in its own start(), maybe right now;
+        # creating them first keeps the seed's transaction clear of that.
+        store.ensure_indexes()
         repo = store.get_dependency(None)
         if not repo.has_rules():
             rules, seeded = load_seed(self.seed_file)

@@ -68,14 +68,21 @@ class NotifyRepository(Repository):
         return self.db[RULES].count_documents({}, limit=1) > 0
 
     def seed(self, rules: list[Rule], templates: list[Template], now: datetime) -> None:
-        """Store the seed file's rules and templates into a notify database that has none."""
-        with self.transaction():
+        """Store the seed file's rules and templates into a notify database that has none.
+
+        One transaction, so a crash cannot leave half a seed that looks like a
+        complete one; retried on write conflicts (several replicas starting).
+        """
+
+        def work() -> None:
             if self.db[RULES].count_documents({}, limit=1, session=self.session):
                 return
             for template in templates:
                 self.save_template(template, now)
             for rule in rules:
                 self.save_rule(rule, now)
+
+        self.run_in_transaction(work)
 
     def rules_for(self, event_type: str) -> list[Rule]:
         found = self.db[RULES].find({"event_type": event_type}, session=self.session)
