@@ -182,7 +182,20 @@ class DeliveryWorker:
         if wait is not None:
             self.repo.defer(delivery["_id"], wait, "quiet hours or rate limit")
             return
-        subject, text = self._render(delivery, contact)
+        try:
+            subject, text = self._render(delivery, contact)
+        except Exception as exc:  # noqa: BLE001 - a stored template failing on real data
+            # Checked at save time against the schema's sample, a template can still
+            # fail on a real value; retrying would fail the same way, so it is dead now.
+            error = f"the template failed: {type(exc).__name__}: {exc}"[:500]
+            self._observe("template", "dead", 0.0)
+            self.repo.finish(
+                delivery,
+                status=DEAD,
+                attempt=self._attempt(delivery, recipient, "template", "dead", 0.0, error, now),
+                changes={"last_error": error, "attempts": delivery["attempts"] + 1},
+            )
+            return
         index = min(delivery.get("channel_index", 0), len(routes) - 1)
         route = routes[index]
         channel = self.channels.get(route.kind)
@@ -360,7 +373,9 @@ class DeliveryWorker:
         made = 0
         for (recipient, day_text), items in groups.items():
             contact = self.repo.contact(recipient)
-            if contact is None:
+            if contact is None or not contact.digest:
+                # Opted out (or forgotten) since: each goes out on its own after all.
+                self.repo.release_held([item["_id"] for item in items], now)
                 continue
             day = date.fromisoformat(day_text)
             if not domain.digest_due(now, contact, day, self.settings.digest_hour):

@@ -585,7 +585,7 @@ class NotifyService(PlatformService):
         "/api/v1/notify/deliveries/<string:delivery_id>/retry",
         summary="Give a dead delivery a fresh retry horizon (admin)",
         response={"type": "object"},
-        errors=(403, 409),
+        errors=(403,),
     )
     def retry_delivery(self, request: Request, delivery_id: str) -> dict[str, Any]:
         _require(request, "admin")

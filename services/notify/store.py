@@ -332,6 +332,12 @@ class NotifyRepository(Repository):
         )
         return [document["at"] for document in found]
 
+    def release_held(self, delivery_ids: list[str], now: datetime) -> None:
+        self.db[DELIVERIES].update_many(
+            {"_id": {"$in": delivery_ids}, "status": HELD},
+            {"$set": {"status": PENDING, "due_at": now, "lease_until": None, "urgency": "normal"}},
+        )
+
     def held(self, limit: int = 1000) -> list[dict[str, Any]]:
         cursor = self.db[DELIVERIES].find({"status": HELD}).sort("created_at", 1)
         return list(cursor.limit(limit))

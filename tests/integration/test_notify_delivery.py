@@ -27,7 +27,13 @@ from shequ.contracts import new_event, parse_event
 from shequ.embedded import free_port
 from shequ_services.notify.channels import load_channels
 from shequ_services.notify.delivery import DeliveryWorker, Settings, record_event
-from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, RetryPolicy
+from shequ_services.notify.domain import (
+    Contact,
+    ContactChannel,
+    QuietHours,
+    RetryPolicy,
+    Template,
+)
 from shequ_services.notify.service import SEED_FILE, load_seed
 from shequ_services.notify.store import NotifyRepository
 from tests.conftest import Servers
@@ -459,3 +465,33 @@ def test_opted_in_staff_get_one_digest_the_next_morning(
     assert "1. 事项 INC-1" in text and "2. 事项 INC-2" in text
     statuses = sorted(d["status"] for d in repo.deliveries({"recipient": "staff:c1"}, 10))
     assert statuses == ["digested", "digested", "sent"]
+
+
+def test_a_staff_member_who_opts_out_gets_held_items_one_by_one(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    staff = contact("staff:c1", ("webhook", f"{endpoint.url}/staff"), digest=True)
+    repo.save_contact(staff, START)
+    record(repo, handled("INC-1"), clock)
+    worker.run_once()
+    repo.save_contact(contact("staff:c1", ("webhook", f"{endpoint.url}/staff")), START)
+    worker.run_digests()
+    worker.run_once()
+    assert len(endpoint.received) == 1
+    assert delivery_to(repo, "staff:c1")["status"] == "sent"
+
+
+def test_a_template_that_fails_on_real_data_kills_the_delivery_with_its_error(
+    repo: NotifyRepository, worker: DeliveryWorker, clock: Clock
+) -> None:
+    # Stored around the API's check: the sample's id has 18 characters, this one 14.
+    failing = Template(
+        id="incident.new_in_cell", body={"zh-CN": "{{ 1 // (incident_id|length - 14) }}"}
+    )
+    repo.save_template(failing, START)
+    record(repo, reported("INC-1234567890"), clock)
+    worker.run_once()
+    dead = delivery_to(repo, "grid_worker:qy-01")
+    assert dead["status"] == "dead"
+    assert dead["last_error"].startswith("the template failed: ZeroDivisionError")
+    assert outcomes(repo, "grid_worker:qy-01") == [("template", "dead")]
