@@ -421,9 +421,9 @@ def notify_summary(found: dict[str, list[dict[str, Any]]]) -> str:
         for note in items:
             states[note["status"]] = states.get(note["status"], 0) + 1
             text = (note.get("text") or "").replace("\n", " ")
-            shown = text if len(text) <= 48 else text[:47] + "…"
+            shown = text if len(text) <= 40 else text[:39] + "…"
             lines.append(
-                f"      {note['event_type'].rsplit('.', 1)[-1]:<11} → {note['recipient']:<32} "
+                f"      {note['event_type'].rsplit('.', 1)[-1]:<11} → {note['recipient']:<38} "
                 f"{note['status']:<8} {note['channel'] or '':<5} {shown}"
             )
     total = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
