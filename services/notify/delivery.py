@@ -401,7 +401,8 @@ class DeliveryWorker:
         now: datetime,
     ) -> dict[str, Any]:
         return {
-            "_id": f"{delivery['_id']}:{delivery['attempts'] + 1}",
+            # Zero-padded so that the id orders a delivery's attempts as numbers do.
+            "_id": f"{delivery['_id']}:{delivery['attempts'] + 1:05d}",
             "delivery_id": delivery["_id"],
             "attempt": delivery["attempts"] + 1,
             "event_id": delivery["event_id"],

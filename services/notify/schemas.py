@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, validate, validates
 
 from shequ.contracts import EventSpec
 from shequ.http import QueryList
+from shequ.pagination import MAX_CURSOR_LENGTH
 from shequ_services.notify.domain import AUDIENCES, LANGUAGES, URGENCIES
 
 ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", error="letters, digits, _ . : - only")
@@ -87,6 +88,20 @@ class DeliveryListSchema(marshmallow.Schema):
     items = fields.List(fields.Nested(DeliverySchema))
 
 
+def _cursor() -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=MAX_CURSOR_LENGTH),
+        metadata={"description": "next_cursor of the previous page, with the same filters"},
+    )
+
+
+NEXT_CURSOR = {"description": "null on the last page"}
+
+
+class DeliveryPageSchema(DeliveryListSchema):
+    next_cursor = fields.String(allow_none=True, metadata=NEXT_CURSOR)
+
+
 class DeliveryQuerySchema(marshmallow.Schema):
     event_id = fields.String(validate=validate.Length(min=1, max=128))
     recipient = fields.String(validate=validate.Length(min=1, max=160))
@@ -99,6 +114,7 @@ class DeliveryQuerySchema(marshmallow.Schema):
     )
     kind = fields.String(validate=validate.OneOf(["notification", "subscription", "digest"]))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = _cursor()
 
 
 class AttemptSchema(marshmallow.Schema):
@@ -117,8 +133,9 @@ class AttemptSchema(marshmallow.Schema):
     at = fields.AwareDateTime()
 
 
-class AttemptListSchema(marshmallow.Schema):
+class AttemptPageSchema(marshmallow.Schema):
     items = fields.List(fields.Nested(AttemptSchema))
+    next_cursor = fields.String(allow_none=True, metadata=NEXT_CURSOR)
 
 
 class AttemptQuerySchema(marshmallow.Schema):
@@ -126,6 +143,7 @@ class AttemptQuerySchema(marshmallow.Schema):
     recipient = fields.String(validate=validate.Length(min=1, max=160))
     delivery_id = fields.String(validate=validate.Length(min=1, max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = _cursor()
 
     @marshmallow.validates_schema
     def one_filter(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
+import marshmallow
 import yaml
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -23,6 +24,7 @@ from shequ.contracts import volunteer as volunteer_events
 from shequ.errors import Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import load_body, load_query, route
+from shequ.pagination import Cursors, InvalidCursor, query_scope
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
@@ -31,12 +33,13 @@ from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
 from shequ_services.notify.delivery import DeliveryWorker, Settings, record_event
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, Rule, Template
 from shequ_services.notify.schemas import (
-    AttemptListSchema,
+    AttemptPageSchema,
     AttemptQuerySchema,
     AttemptSchema,
     ContactBodySchema,
     ContactSchema,
     DeliveryListSchema,
+    DeliveryPageSchema,
     DeliveryQuerySchema,
     DeliverySchema,
     NotificationQuerySchema,
@@ -53,7 +56,7 @@ from shequ_services.notify.schemas import (
     TemplateSchema,
     sample_context,
 )
-from shequ_services.notify.store import NotifyRepository
+from shequ_services.notify.store import NotifyRepository, Position
 
 READER_ROLES = ("community_staff", "grid_worker", "admin", "auditor")
 AUDIT_ROLES = ("community_staff", "admin", "auditor")
@@ -167,6 +170,7 @@ class NotifyService(PlatformService):
     notifications = Store(NotifyRepository)
     reporters = Reporters()
     delivery = Delivery()
+    cursors = Cursors()
 
     on_incident_reported = _handles(
         grid_events.SERVICE, grid_events.INCIDENT_REPORTED, "on_incident_reported"
@@ -538,14 +542,18 @@ class NotifyService(PlatformService):
         "/api/v1/notify/subscriptions/<string:subscription_id>/deliveries",
         summary="A subscription's delivery log: each event, its state and attempts",
         query=DeliveryQuerySchema,
-        response=DeliveryListSchema,
+        response=DeliveryPageSchema,
     )
     def subscription_deliveries(self, request: Request, subscription_id: str) -> dict[str, Any]:
         self._own_subscription(request, subscription_id)
         query = load_query(request, DeliveryQuerySchema())
         filters = {**_delivery_filters(query), "subscription": subscription_id}
-        found = self.notifications.deliveries(filters, query["limit"])
-        return {"items": DeliverySchema(many=True).dump(found)}
+        return self._page(
+            {**query, "subscription": subscription_id},
+            lambda after: self.notifications.deliveries(filters, query["limit"], after),
+            lambda item: item["created_at"],
+            DeliverySchema(many=True),
+        )
 
     def _own_subscription(self, request: Request, subscription_id: str) -> dict[str, Any]:
         _require(request, *SUBSCRIBER_ROLES, "auditor")
@@ -571,14 +579,19 @@ class NotifyService(PlatformService):
         "/api/v1/notify/deliveries",
         summary="Deliveries by event, recipient, state or kind (dead ones included)",
         query=DeliveryQuerySchema,
-        response=DeliveryListSchema,
+        response=DeliveryPageSchema,
         errors=(403,),
     )
     def list_deliveries(self, request: Request) -> dict[str, Any]:
         _require(request, *AUDIT_ROLES)
         query = load_query(request, DeliveryQuerySchema())
-        found = self.notifications.deliveries(_delivery_filters(query), query["limit"])
-        return {"items": DeliverySchema(many=True).dump(found)}
+        filters = _delivery_filters(query)
+        return self._page(
+            query,
+            lambda after: self.notifications.deliveries(filters, query["limit"], after),
+            lambda item: item["created_at"],
+            DeliverySchema(many=True),
+        )
 
     @route(
         "POST",
@@ -598,15 +611,43 @@ class NotifyService(PlatformService):
         "/api/v1/notify/attempts",
         summary="Every delivery attempt for an event, a recipient or a delivery",
         query=AttemptQuerySchema,
-        response=AttemptListSchema,
+        response=AttemptPageSchema,
         errors=(403,),
     )
     def list_attempts(self, request: Request) -> dict[str, Any]:
         _require(request, *AUDIT_ROLES)
         query = load_query(request, AttemptQuerySchema())
         filters = {k: query[k] for k in ("event_id", "recipient", "delivery_id") if k in query}
-        found = self.notifications.attempts(filters, query["limit"])
-        return {"items": AttemptSchema(many=True).dump(found)}
+        return self._page(
+            query,
+            lambda after: self.notifications.attempts(filters, query["limit"], after),
+            lambda item: item["at"],
+            AttemptSchema(many=True),
+        )
+
+    def _page(
+        self,
+        query: dict[str, Any],
+        fetch: Callable[[Position | None], tuple[list[dict[str, Any]], bool]],
+        moment: Callable[[dict[str, Any]], datetime],
+        schema: marshmallow.Schema,
+    ) -> dict[str, Any]:
+        """One keyset page (``shequ.pagination``): a cursor works only with its own filters."""
+        filters = {k: v for k, v in query.items() if k not in ("limit", "cursor")}
+        scope = query_scope(filters)
+        after = None
+        if query.get("cursor"):
+            position = self.cursors.decode(query["cursor"], scope=scope)
+            try:
+                after = (datetime.fromisoformat(position[0]), str(position[1]))
+            except (IndexError, TypeError, ValueError) as exc:
+                raise InvalidCursor() from exc
+        found, more = fetch(after)
+        next_cursor = None
+        if more:
+            last = found[-1]
+            next_cursor = self.cursors.encode([moment(last).isoformat(), last["id"]], scope=scope)
+        return {"items": schema.dump(found), "next_cursor": next_cursor}
 
 
 def _require(request: Request, *roles: str) -> None:

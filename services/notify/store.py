@@ -51,12 +51,14 @@ class NotifyRepository(Repository):
             IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
             IndexModel([("subject_ref", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("subscription", ASCENDING), ("created_at", DESCENDING)]),
+            IndexModel([("event_id", ASCENDING)]),
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("recipient", ASCENDING), ("status", ASCENDING)]),
         ],
         ATTEMPTS: [
-            IndexModel([("event_id", ASCENDING), ("at", ASCENDING)]),
-            IndexModel([("recipient", ASCENDING), ("at", DESCENDING)]),
-            IndexModel([("delivery_id", ASCENDING), ("at", ASCENDING)]),
+            IndexModel([("event_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("delivery_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
         ],
         RULES: [IndexModel([("event_type", ASCENDING)])],
         SUBSCRIPTIONS: [IndexModel([("event_types", ASCENDING)])],
@@ -348,13 +350,19 @@ class NotifyRepository(Repository):
         cursor = self.db[DELIVERIES].find({"subject_ref": subject_ref, "kind": "notification"})
         return [_delivery_record(d) for d in cursor.sort("created_at", 1).limit(limit)]
 
-    def deliveries(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.db[DELIVERIES].find(filters).sort("created_at", DESCENDING)
-        return [_delivery_record(d) for d in cursor.limit(limit)]
+    def deliveries(
+        self, filters: dict[str, Any], limit: int, after: Position | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of deliveries, newest first, and whether more follow."""
+        found, more = _page(self.db[DELIVERIES], filters, "created_at", after, limit)
+        return [_delivery_record(d) for d in found], more
 
-    def attempts(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.db[ATTEMPTS].find(filters).sort([("at", DESCENDING), ("attempt", DESCENDING)])
-        return [as_record(d) for d in cursor.limit(limit)]
+    def attempts(
+        self, filters: dict[str, Any], limit: int, after: Position | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of attempts, newest first (a delivery's later attempt first on a tie)."""
+        found, more = _page(self.db[ATTEMPTS], filters, "at", after, limit)
+        return [as_record(d) for d in found], more
 
     def requeue(self, delivery_id: str, now: datetime) -> bool:
         """Give a dead delivery a fresh retry horizon (an operator decided to try again)."""
@@ -423,6 +431,27 @@ class NotifyRepository(Repository):
             {"subscription": subscription_id, "status": {"$in": [PENDING, PAUSED]}},
             {"$set": {"status": DEAD, "last_error": "the subscription was deleted"}},
         )
+
+
+Position = tuple[datetime, str]
+
+
+def _page(
+    collection: Any, filters: dict[str, Any], field: str, after: Position | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Keyset pagination over ``(field, _id)``, newest first (``shequ.pagination``)."""
+    query = dict(filters)
+    if after is not None:
+        moment, last_id = after
+        query = {
+            "$and": [
+                filters,
+                {"$or": [{field: {"$lt": moment}}, {field: moment, "_id": {"$lt": last_id}}]},
+            ]
+        }
+    cursor = collection.find(query).sort([(field, DESCENDING), ("_id", DESCENDING)])
+    found = list(cursor.limit(limit + 1))
+    return found[:limit], len(found) > limit
 
 
 def _fresh(now: datetime) -> dict[str, Any]:

@@ -367,3 +367,24 @@ def test_bad_subscriptions_and_contacts_are_refused(platform: Platform) -> None:
     assert ok.status_code == 200, ok.text
     assert resident.get(f"{contacts}/resident-42", timeout=10).json()["digest"] is True
     assert problem(resident.get(f"{contacts}/resident-43", timeout=10), 403)
+
+
+def test_the_audit_pages_with_cursors_bound_to_their_filters(platform: Platform) -> None:
+    report(platform)
+    staff = platform.session("community_staff")
+    url = f"{platform.url}{NOTIFY}/deliveries"
+    wait_for(
+        lambda: len(staff.get(url, params={"status": "sent"}, timeout=10).json()["items"]) >= 2,
+        what="two sent deliveries",
+    )
+    first = staff.get(url, params={"status": "sent", "limit": 1}, timeout=10).json()
+    assert first["next_cursor"]
+    second = staff.get(
+        url, params={"status": "sent", "limit": 1, "cursor": first["next_cursor"]}, timeout=10
+    ).json()
+    assert second["items"][0]["id"] != first["items"][0]["id"]
+    assert second["items"][0]["created_at"] <= first["items"][0]["created_at"]
+    other = staff.get(
+        url, params={"status": "dead", "limit": 1, "cursor": first["next_cursor"]}, timeout=10
+    )
+    assert problem(other)["errors"]["cursor"]

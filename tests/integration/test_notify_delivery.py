@@ -234,12 +234,12 @@ def contact(recipient: str, *channels: tuple[str, str], **more: Any) -> Contact:
 
 
 def delivery_to(repo: NotifyRepository, recipient: str) -> dict[str, Any]:
-    (found,) = repo.deliveries({"recipient": recipient}, 10)
+    (found,) = repo.deliveries({"recipient": recipient}, 10)[0]
     return found
 
 
 def outcomes(repo: NotifyRepository, recipient: str) -> list[tuple[str, str]]:
-    attempts = repo.attempts({"recipient": recipient}, 50)
+    attempts = repo.attempts({"recipient": recipient}, 50)[0]
     return [(a["channel"], a["outcome"]) for a in reversed(attempts)]
 
 
@@ -306,7 +306,7 @@ def test_a_failing_channel_falls_back_to_the_recipients_next_one(
 
     assert outcomes(repo, "grid_worker:qy-01") == [("webhook", "fallback"), ("email", "sent")]
     assert len(smtp[1].messages) == 1
-    attempts = repo.attempts({"recipient": "grid_worker:qy-01"}, 10)
+    attempts = repo.attempts({"recipient": "grid_worker:qy-01"}, 10)[0]
     failed = next(a for a in attempts if a["outcome"] == "fallback")
     assert failed["error"] == "HTTP 500 from the endpoint"
     assert failed["event_id"] == delivery_to(repo, "grid_worker:qy-01")["event_id"]
@@ -318,7 +318,7 @@ def test_recording_the_same_event_twice_records_each_notification_once(
     event = reported()
     record(repo, event, clock)
     record(repo, event, clock)
-    found = repo.deliveries({"event_id": event.id}, 50)
+    found = repo.deliveries({"event_id": event.id}, 50)[0]
     assert sorted(d["recipient"] for d in found) == ["grid_worker:qy-01", "reporter-of:INC-1"]
 
 
@@ -354,7 +354,7 @@ def test_a_subscription_retries_on_the_backoff_schedule_until_the_endpoint_recov
     worker.run_once()
 
     assert outcomes(repo, recipient) == [("subscription", o) for o in ("failed", "failed", "sent")]
-    sent = [a["at"] for a in reversed(repo.attempts({"recipient": recipient}, 10))]
+    sent = [a["at"] for a in reversed(repo.attempts({"recipient": recipient}, 10)[0])]
     assert [later - earlier for earlier, later in zip(sent, sent[1:], strict=False)] == [
         timedelta(seconds=10),
         timedelta(seconds=20),
@@ -389,7 +389,7 @@ def test_a_subscription_delivery_is_dead_after_the_retry_horizon(
     assert dead["last_error"] == "HTTP 500 from the endpoint"
     # Attempts at 0, 10, 30 and 70 s; the next would come at 130 s, past the 120 s horizon.
     assert [o for _, o in outcomes(repo, recipient)] == ["failed"] * 3 + ["dead"]
-    assert repo.deliveries({"status": "dead", "subscription": sub["id"]}, 10)
+    assert repo.deliveries({"status": "dead", "subscription": sub["id"]}, 10)[0]
 
 
 def test_a_paused_subscription_gets_its_events_when_resumed(
@@ -463,7 +463,7 @@ def test_opted_in_staff_get_one_digest_the_next_morning(
     text = json.loads(request["body"])["text"]
     assert text.startswith("2026-03-10 每日汇总：共 2 条通知")
     assert "1. 事项 INC-1" in text and "2. 事项 INC-2" in text
-    statuses = sorted(d["status"] for d in repo.deliveries({"recipient": "staff:c1"}, 10))
+    statuses = sorted(d["status"] for d in repo.deliveries({"recipient": "staff:c1"}, 10)[0])
     assert statuses == ["digested", "digested", "sent"]
 
 
@@ -495,3 +495,26 @@ def test_a_template_that_fails_on_real_data_kills_the_delivery_with_its_error(
     assert dead["status"] == "dead"
     assert dead["last_error"].startswith("the template failed: ZeroDivisionError")
     assert outcomes(repo, "grid_worker:qy-01") == [("template", "dead")]
+
+
+def test_the_audit_pages_through_attempts_newest_first_without_repeats(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    endpoint.script = [500] * 3
+    repo.save_contact(contact("grid_worker:qy-01", ("webhook", f"{endpoint.url}/h")), START)
+    record(repo, reported(), clock)
+    for _ in range(4):
+        worker.run_once()
+        clock.at(delivery_to(repo, "grid_worker:qy-01")["due_at"])
+    seen: list[str] = []
+    after = None
+    while True:
+        page, more = repo.attempts({"recipient": "grid_worker:qy-01"}, 2, after)
+        seen.extend(a["id"] for a in page)
+        if not more:
+            break
+        after = (page[-1]["at"], page[-1]["id"])
+    assert len(seen) == 4 and len(set(seen)) == 4
+    assert [a["outcome"] for a in repo.attempts({"recipient": "grid_worker:qy-01"}, 10)[0]] == [
+        "sent", "failed", "failed", "failed",
+    ]  # fmt: skip
