@@ -180,7 +180,7 @@ class DeliveryWorker:
             rate_window=self.settings.rate_window,
         )
         if wait is not None:
-            self.repo.defer(delivery["_id"], wait, "quiet hours or rate limit")
+            self.repo.defer(delivery["_id"], *wait)
             return
         try:
             subject, text = self._render(delivery, contact)

@@ -280,8 +280,8 @@ def rate_limited_until(
 def not_before(
     *, urgency: str, now: datetime, contact: Contact | None, recent_sends: Sequence[datetime],
     rate_limit: int, rate_window: timedelta,
-) -> datetime | None:  # fmt: skip
-    """Whether a due message must wait, and until when: None means send now.
+) -> tuple[datetime, str] | None:  # fmt: skip
+    """Whether a due message must wait, until when and why; None means send now.
 
     Immediate messages (overdue, escalations) go at once, through quiet hours
     and rate limits alike: that is what makes them immediate.
@@ -289,10 +289,10 @@ def not_before(
     if urgency == IMMEDIATE or contact is None:
         return None
     waits = [
-        quiet_until(now, contact),
-        rate_limited_until(recent_sends, now, limit=rate_limit, window=rate_window),
+        (quiet_until(now, contact), "quiet hours"),
+        (rate_limited_until(recent_sends, now, limit=rate_limit, window=rate_window), "rate limit"),
     ]
-    later = [w for w in waits if w is not None and w > now]
+    later = [(until, why) for until, why in waits if until is not None and until > now]
     return max(later) if later else None
 
 

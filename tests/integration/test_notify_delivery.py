@@ -423,7 +423,7 @@ def test_quiet_hours_hold_a_normal_message_but_not_an_overdue_alert(
 
     assert [r["path"] for r in endpoint.received] == ["/staff:c1"]
     held = delivery_to(repo, "grid_worker:qy-01")
-    assert held["status"] == "pending"
+    assert (held["status"], held["waiting_for"]) == ("pending", "quiet hours")
     seven_am = datetime(2026, 3, 10, 23, 0, tzinfo=UTC)
     assert held["due_at"] == seven_am
     clock.at(seven_am)

@@ -144,7 +144,19 @@ def test_urgent_messages_ignore_quiet_hours_and_rate_limits() -> None:
     common = {"now": now, "contact": quiet, "recent_sends": busy, "rate_limit": 2}
     window = timedelta(hours=1)
     assert domain.not_before(urgency="immediate", rate_window=window, **common) is None
-    assert domain.not_before(urgency="normal", rate_window=window, **common) is not None
+    assert domain.not_before(urgency="normal", rate_window=window, **common) == (
+        shanghai(7, 0, day=11),
+        "quiet hours",
+    )
+
+
+def test_a_wait_names_the_reason_that_holds_longest() -> None:
+    now = shanghai(12, 0)
+    busy = [now - timedelta(minutes=1)]
+    assert domain.not_before(
+        urgency="normal", now=now, contact=contact(), recent_sends=busy, rate_limit=1,
+        rate_window=timedelta(hours=1),
+    ) == (now + timedelta(minutes=59), "rate limit")  # fmt: skip
 
 
 def test_a_busy_recipient_waits_until_the_oldest_counted_send_leaves_the_window() -> None:
