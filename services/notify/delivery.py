@@ -101,6 +101,12 @@ def record_event(repo: NotifyRepository, event: CloudEvent, now: datetime) -> No
         )
 
 
+#: People's notifications and bureau webhooks are sent by separate timers, so
+#: a slow or failing bureau endpoint never holds up a resident's notification.
+PEOPLE = ("notification", "digest")
+BUREAUS = ("subscription",)
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -119,11 +125,11 @@ class DeliveryWorker:
         self.clock = clock
         self.rand = rand
 
-    def run_once(self) -> int:
-        """Send what is due now; the number of deliveries looked at."""
+    def run_once(self, kinds: tuple[str, ...] | None = None) -> int:
+        """Send what is due now (of ``kinds``, else all); the number of deliveries looked at."""
         handled = 0
         while handled < self.settings.batch:
-            delivery = self.repo.claim_due(self.clock(), self.settings.lease)
+            delivery = self.repo.claim_due(self.clock(), self.settings.lease, kinds)
             if delivery is None:
                 break
             handled += 1

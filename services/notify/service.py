@@ -6,6 +6,7 @@ its processed mark); the ``deliver`` timer sends them (``delivery.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -30,7 +31,13 @@ from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
-from shequ_services.notify.delivery import DeliveryWorker, Settings, record_event
+from shequ_services.notify.delivery import (
+    BUREAUS,
+    PEOPLE,
+    DeliveryWorker,
+    Settings,
+    record_event,
+)
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, Rule, Template
 from shequ_services.notify.schemas import (
     AttemptPageSchema,
@@ -62,6 +69,7 @@ READER_ROLES = ("community_staff", "grid_worker", "admin", "auditor")
 AUDIT_ROLES = ("community_staff", "admin", "auditor")
 SUBSCRIBER_ROLES = ("bureau", "admin")
 SEED_FILE = Path(__file__).with_name("rules.yaml")
+RECIPIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,159}")
 
 #: Every event type notify consumes: rules and subscriptions can name only these.
 CONSUMED: dict[str, EventSpec] = {
@@ -242,15 +250,23 @@ class NotifyService(PlatformService):
 
     @timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver(self) -> None:
-        """Send due deliveries, then bundle digests whose day is over."""
-        worker = DeliveryWorker(
+        """Send people's due notifications, then bundle digests whose day is over."""
+        worker = self._worker()
+        worker.run_once(PEOPLE)
+        worker.run_digests()
+
+    @timer("NOTIFY_DELIVER_SECONDS", 2)
+    def deliver_to_bureaus(self) -> None:
+        """Send due bureau webhook deliveries (their own timer: see ``delivery.BUREAUS``)."""
+        self._worker().run_once(BUREAUS)
+
+    def _worker(self) -> DeliveryWorker:
+        return DeliveryWorker(
             self.notifications,
             self.delivery.channels,
             self.delivery.settings,
             resolve_reporter=self.reporters,
         )
-        worker.run_once()
-        worker.run_digests()
 
     # Compatibility with the first slice: notifications about one subject.
 
@@ -662,10 +678,7 @@ def _may_manage_contact(request: Request, recipient: str) -> None:
 
 
 def _check_id(value: str, name: str) -> None:
-    if (
-        len(value) > 160
-        or not value.replace(":", "").replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
+    if not RECIPIENT_ID.fullmatch(value):
         raise InvalidInput(f"the {name} is not valid", {name: ["letters, digits, _ . : - only"]})
 
 

@@ -255,12 +255,15 @@ class NotifyRepository(Repository):
 
     # The delivery worker's side.
 
-    def claim_due(self, now: datetime, lease: timedelta) -> dict[str, Any] | None:
+    def claim_due(
+        self, now: datetime, lease: timedelta, kinds: tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
         """Take one due delivery under a lease, so replicas never send the same one twice."""
         return self.db[DELIVERIES].find_one_and_update(
             {
                 "status": PENDING,
                 "due_at": {"$lte": now},
+                **({"kind": {"$in": list(kinds)}} if kinds else {}),
                 "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
             },
             {"$set": {"lease_until": now + lease}},

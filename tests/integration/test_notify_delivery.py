@@ -26,7 +26,13 @@ from shequ.contracts import grid as grid_events
 from shequ.contracts import new_event, parse_event
 from shequ.embedded import free_port
 from shequ_services.notify.channels import load_channels
-from shequ_services.notify.delivery import DeliveryWorker, Settings, record_event
+from shequ_services.notify.delivery import (
+    BUREAUS,
+    PEOPLE,
+    DeliveryWorker,
+    Settings,
+    record_event,
+)
 from shequ_services.notify.domain import (
     Contact,
     ContactChannel,
@@ -518,3 +524,18 @@ def test_the_audit_pages_through_attempts_newest_first_without_repeats(
     assert [a["outcome"] for a in repo.attempts({"recipient": "grid_worker:qy-01"}, 10)[0]] == [
         "sent", "failed", "failed", "failed",
     ]  # fmt: skip
+
+
+def test_people_and_bureaus_are_sent_by_separate_passes(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    repo.save_contact(contact("grid_worker:qy-01", ("webhook", f"{endpoint.url}/person")), START)
+    sub = repo.add_subscription(
+        f"{endpoint.url}/bureau", [grid_events.INCIDENT_REPORTED_V1.type], "s", "b1", START
+    )
+    record(repo, reported(), clock)
+    worker.run_once(PEOPLE)
+    assert [r["path"] for r in endpoint.received] == ["/person"]
+    assert delivery_to(repo, f"subscription:{sub['id']}")["attempts"] == 0
+    worker.run_once(BUREAUS)
+    assert [r["path"] for r in endpoint.received] == ["/person", "/bureau"]
