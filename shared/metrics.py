@@ -84,6 +84,13 @@ NOTIFICATION_SECONDS = Histogram(
     ["channel", "outcome"],
     buckets=DURATION_BUCKETS,
 )
+NOTIFICATION_DELAY = Histogram(
+    "shequ_notification_delay_seconds",
+    "Time from an event being recorded by notify to its delivery being sent "
+    "(retries, quiet hours and rate limits included), by the channel that sent it.",
+    ["channel"],
+    buckets=DURATION_BUCKETS,
+)
 
 
 def exposition() -> tuple[bytes, str]:

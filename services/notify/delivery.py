@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shequ.contracts import REGISTRY, CloudEvent
-from shequ.metrics import NOTIFICATION_SECONDS, NOTIFICATIONS
+from shequ.metrics import NOTIFICATION_DELAY, NOTIFICATION_SECONDS, NOTIFICATIONS
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import Channel, ChannelError, Message, post_json
 from shequ_services.notify.domain import Contact, ContactChannel, RetryPolicy
@@ -225,6 +225,7 @@ class DeliveryWorker:
             return
         latency = time.monotonic() - started
         self._observe(route.kind, "sent", latency)
+        NOTIFICATION_DELAY.labels(route.kind).observe(_since(delivery["created_at"], now))
         self.repo.finish(
             delivery,
             status=SENT,
@@ -354,6 +355,7 @@ class DeliveryWorker:
             return
         latency = time.monotonic() - started
         self._observe("subscription", "sent", latency)
+        NOTIFICATION_DELAY.labels("subscription").observe(_since(delivery["created_at"], now))
         self.repo.finish(
             delivery,
             status=SENT,
@@ -428,3 +430,7 @@ class DeliveryWorker:
     def _observe(channel: str, outcome: str, latency: float) -> None:
         NOTIFICATIONS.labels(channel, outcome).inc()
         NOTIFICATION_SECONDS.labels(channel, outcome).observe(latency)
+
+
+def _since(moment: datetime, now: datetime) -> float:
+    return max((now - moment).total_seconds(), 0.0)

@@ -13,7 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -539,3 +539,61 @@ def test_people_and_bureaus_are_sent_by_separate_passes(
     assert delivery_to(repo, f"subscription:{sub['id']}")["attempts"] == 0
     worker.run_once(BUREAUS)
     assert [r["path"] for r in endpoint.received] == ["/person", "/bureau"]
+
+
+def test_a_grid_that_does_not_answer_makes_a_failed_attempt_that_is_retried(
+    repo: NotifyRepository, worker: DeliveryWorker, clock: Clock
+) -> None:
+    answers: list[str | None] = []
+
+    def grid_down_then_up(incident_id: str) -> str | None:
+        if not answers:
+            answers.append(None)
+            raise TimeoutError("no reply from grid")
+        return "resident-7"
+
+    worker.resolve_reporter = grid_down_then_up
+    record(repo, reported(), clock)
+    worker.run_once(PEOPLE)
+    waiting = delivery_to(repo, "reporter-of:INC-1")
+    assert (waiting["status"], waiting["last_error"]) == ("pending", "asking grid: TimeoutError")
+    clock.at(waiting["due_at"])
+    worker.run_once(PEOPLE)
+    assert delivery_to(repo, "reporter-of:INC-1")["status"] == "sent"
+    assert outcomes(repo, "reporter-of:INC-1") == [("resolve", "failed")]
+    assert outcomes(repo, "resident-7") == [("log", "sent")]
+
+
+def test_a_rule_without_fallback_retries_the_first_channel_instead(
+    repo: NotifyRepository,
+    worker: DeliveryWorker,
+    endpoint: Endpoint,
+    smtp: tuple[int, Mailbox],
+    clock: Clock,
+) -> None:
+    (rule,) = [r for r in repo.rules() if r.id == "reported-cell"]
+    repo.save_rule(replace(rule, fallback=False), START)
+    endpoint.script = [500]
+    repo.save_contact(
+        contact("grid_worker:qy-01", ("webhook", f"{endpoint.url}/hook"), ("email", "gw@x.org")),
+        START,
+    )
+    record(repo, reported(), clock)
+    worker.run_once(PEOPLE)
+    clock.at(delivery_to(repo, "grid_worker:qy-01")["due_at"])
+    worker.run_once(PEOPLE)
+    assert outcomes(repo, "grid_worker:qy-01") == [("webhook", "failed"), ("webhook", "sent")]
+    assert smtp[1].messages == []
+
+
+def test_the_delay_from_event_to_sent_is_measured_by_channel(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    labels = {"channel": "webhook"}
+    before = METRICS.get_sample_value("shequ_notification_delay_seconds_sum", labels) or 0.0
+    repo.save_contact(contact("grid_worker:qy-01", ("webhook", f"{endpoint.url}/h")), START)
+    record(repo, reported(), clock)
+    clock.advance(seconds=90)
+    worker.run_once(PEOPLE)
+    after = METRICS.get_sample_value("shequ_notification_delay_seconds_sum", labels)
+    assert after == before + 90

@@ -10,6 +10,7 @@ import pytest
 
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url
+from shequ_services.notify.delivery import Settings
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, RetryPolicy, Rule
 from shequ_services.notify.schemas import sample_context
 from shequ_services.notify.service import CONSUMED, SEED_FILE, check_rule, load_seed
@@ -226,3 +227,19 @@ def test_the_seeded_rules_tell_the_reporter_and_flag_an_urgent_report_to_the_cel
     texts = [templates.render(by_id[p.template], data, "zh-CN")[1] for p in planned]
     assert texts[1].startswith("【紧急】")
     assert all("INC-1" in text for text in texts)
+
+
+def test_settings_read_the_configs_strings_and_default_the_rest() -> None:
+    settings = Settings.from_config(
+        {
+            "NOTIFY_SUBSCRIPTION_RETRY_HORIZON_SECONDS": "4",
+            "NOTIFY_RETRY_BASE_SECONDS": "0.2",
+            "NOTIFY_DEFAULT_CHANNELS": "log,webhook",
+            "NOTIFY_RATE_LIMIT": "",
+        }
+    )
+    assert settings.subscription_retry.horizon_seconds == 4
+    assert settings.retry.base_seconds == 0.2
+    assert settings.retry.horizon_seconds == 6 * 3600
+    assert settings.default_channels == ("log", "webhook")
+    assert settings.rate_limit == 20
