@@ -170,7 +170,6 @@ class DeliveryWorker:
             delivery["resolved"] = recipient
         contact = self.repo.contact(recipient)
         routes = self._routes(contact)
-        urgent = delivery["urgency"] == domain.IMMEDIATE
         if delivery["kind"] == "notification" and delivery["urgency"] == domain.DIGEST:
             if contact is not None and contact.digest:
                 self.repo.hold_for_digest(
@@ -237,7 +236,6 @@ class DeliveryWorker:
                 "first_attempt_at": delivery.get("first_attempt_at") or now,
                 "rendered": {"subject": subject, "text": text},
                 "waiting_for": None,
-                "urgent": urgent,
             },
             announce=True,
         )
