@@ -94,13 +94,28 @@ def post_json(
         headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=timeout) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as exc:
         raise ChannelError(f"HTTP {exc.code} from the endpoint") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ChannelError(f"could not reach the endpoint: {type(reason).__name__}") from None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer other than success, never followed.
+
+    urllib would follow a 302 to a POST with a GET and no body (a "success"
+    that delivered nothing), and a redirect could lead anywhere, past the
+    https and loopback checks made when the URL was saved.
+    """
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class LogChannel:

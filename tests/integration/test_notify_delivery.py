@@ -86,8 +86,15 @@ def endpoint() -> Iterator[Endpoint]:
             status = state.script.pop(0) if state.script else 200
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if 300 <= status < 400:
+                self.send_header("Location", "/redirected")
             self.end_headers()
             self.wfile.write(state.reply)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            state.received.append({"path": self.path, "headers": dict(self.headers), "body": b""})
+            self.send_response(200)
+            self.end_headers()
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -597,3 +604,17 @@ def test_the_delay_from_event_to_sent_is_measured_by_channel(
     worker.run_once(PEOPLE)
     after = METRICS.get_sample_value("shequ_notification_delay_seconds_sum", labels)
     assert after == before + 90
+
+
+def test_a_redirect_is_a_failed_attempt_not_followed(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    endpoint.script = [302]
+    sub = repo.add_subscription(
+        f"{endpoint.url}/bureau", [grid_events.INCIDENT_REPORTED_V1.type], "s", "b1", START
+    )
+    record(repo, reported(), clock)
+    worker.run_once(BUREAUS)
+    failed = delivery_to(repo, f"subscription:{sub['id']}")
+    assert (failed["status"], failed["last_error"]) == ("pending", "HTTP 302 from the endpoint")
+    assert len(endpoint.received) == 1
