@@ -89,6 +89,7 @@ def _play_demo(stack: object) -> int:
         print(demo.casework_summary(work), flush=True)
         print(demo.rate_closure(url, secret, work), flush=True)
         print(demo.escalation_summary(demo.watch_escalation(url, secret, outcomes)), flush=True)
+        print(demo.notify_summary(demo.notifications(url, secret, outcomes)), flush=True)
         print(demo.rates_summary(demo.public_rates(url, secret, outcomes)), flush=True)
         print(demo.record_summary(demo.public_record(url, secret, outcomes)), flush=True)
     except demo.DemoError as exc:

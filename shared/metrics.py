@@ -72,6 +72,26 @@ INCIDENTS_OPEN = Gauge(
     ["category"],
 )
 
+NOTIFICATIONS = Counter(
+    "shequ_notifications_total",
+    "Notification and bureau-webhook delivery attempts by channel and outcome "
+    "(sent, failed, fallback, dead).",
+    ["channel", "outcome"],
+)
+NOTIFICATION_SECONDS = Histogram(
+    "shequ_notification_delivery_seconds",
+    "Time one delivery attempt took in its channel, by channel and outcome.",
+    ["channel", "outcome"],
+    buckets=DURATION_BUCKETS,
+)
+NOTIFICATION_DELAY = Histogram(
+    "shequ_notification_delay_seconds",
+    "Time from an event being recorded by notify to its delivery being sent "
+    "(retries, quiet hours and rate limits included), by the channel that sent it.",
+    ["channel"],
+    buckets=DURATION_BUCKETS,
+)
+
 
 DISCLOSURE_REDACTIONS = Counter(
     "shequ_disclosure_redactions_total",

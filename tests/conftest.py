@@ -134,6 +134,16 @@ def stack_on(
             # Short back-offs keep the dead-letter tests quick; the rule is the same.
             "SHEQU_RETRY_DELAYS_MS": "[100, 300]",
             "SHEQU_OUTBOX_POLL_SECONDS": "0.2",
+            # Notify: a quick delivery worker, short retry schedules, and the
+            # tests' own http endpoints on loopback.
+            "SHEQU_NOTIFY_DELIVER_SECONDS": "0.2",
+            "SHEQU_NOTIFY_ALLOW_HTTP_LOOPBACK": "true",
+            "SHEQU_NOTIFY_RETRY_BASE_SECONDS": "0.2",
+            "SHEQU_NOTIFY_RETRY_MAX_DELAY_SECONDS": "1",
+            "SHEQU_NOTIFY_RETRY_HORIZON_SECONDS": "4",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_BASE_SECONDS": "0.2",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_MAX_DELAY_SECONDS": "1",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_HORIZON_SECONDS": "4",
             **(env or {}),
         },
     )

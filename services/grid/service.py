@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from nameko.rpc import rpc
 from werkzeug.wrappers import Request, Response
 
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -54,6 +55,7 @@ from shequ_services.grid.schemas import (
 )
 from shequ_services.grid.store import (
     IncidentChanged,
+    IncidentNotFound,
     IncidentRepository,
     parse_position,
     position_of,
@@ -252,6 +254,15 @@ class GridService(PlatformService):
                 # Stopped late before a scan saw it: the timer will never count this breach.
                 SLA_BREACHES.labels(stage.clock, incident.category).inc()
         return self._dump(request, updated)
+
+    @rpc
+    def reporter_of(self, incident_id: str) -> str | None:
+        """Who reported an incident, as a subject id: for notify, which holds the contact
+        points. The subject never travels in an event; it is asked for when needed."""
+        try:
+            return self.incidents.get(incident_id).reporter
+        except IncidentNotFound:
+            return None
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
