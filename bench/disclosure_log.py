@@ -31,6 +31,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -277,7 +278,31 @@ def run_size(client: Any, size: int, args: argparse.Namespace) -> dict[str, Any]
         f"{proofs['inclusion']['repository']['median_us']:,} µs through the repository"
     )
     client.drop_database(db.name)
-    return {"size": size, "prefill": filled, "appends": appends, "proofs": proofs}
+    return {
+        "size": size,
+        "prefill": filled,
+        "appends": appends,
+        "proofs": proofs,
+        # Other work on the machine shows in the times; the 1-minute load says how much.
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def revision() -> str:
+    """The commit measured, marked when the work tree differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{commit}{' (modified)' if dirty else ''}" if commit else "unknown"
 
 
 def machine() -> dict[str, Any]:
@@ -302,19 +327,20 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['finished_at']} on {results['machine']['cpus']} CPUs "
         f"({results['machine']['system']}, Python {results['machine']['python']}, "
-        f"SecantusDB {results['machine']['secantusdb']}), command `{results['command']}`. "
+        f"SecantusDB {results['machine']['secantusdb']}), revision {results['revision']}, "
+        f"command `{results['command']}`. "
         f"{results['appends']} appends and {results['proofs']} proofs of each kind per size; "
         "times in microseconds (µs).",
         "",
-        "| entries | pre-fill (bulk) | appends/s | append median | append p95 |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| entries | pre-fill (bulk) | appends/s | append median | append p95 | load after |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
         append = run["appends"]
         lines.append(
             f"| {run['size']:,} | {run['prefill']['prefill_seconds']:,} s "
             f"| {append['per_second']:,} | {us(append['latency']['median_us'])} "
-            f"| {us(append['latency']['p95_us'])} |"
+            f"| {us(append['latency']['p95_us'])} | {run.get('load_average', '?')} |"
         )
     lines += [
         "",
@@ -380,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["bench/disclosure_log.py", *(argv or sys.argv[1:])]),
+        "revision": revision(),
         "machine": machine(),
         "appends": args.appends,
         "proofs": args.proofs,
