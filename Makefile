@@ -55,4 +55,4 @@ format: $(STAMP)
 	$(BIN)/ruff format shared services tests bench
 
 clean:
-	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache
+	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache .hypothesis

@@ -360,6 +360,14 @@ class RabbitMQNode(_ChildServer):
             self._sweep(time.monotonic() + 10)
             raise
 
+    def restart(self, timeout: float = 90.0) -> None:
+        """Stop and start again on the same ports and data: clients reconnect to the same URI."""
+        self._fixed.update(
+            amqp=self.amqp_port, management=self.management_port, dist=self.dist_port
+        )
+        self.stop()
+        self.start(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the node in order (``rabbitmqctl stop``), by force if it overstays."""
         if self._proc is None:
@@ -590,6 +598,10 @@ class SecantusServer(_ChildServer):
         except BaseException:
             self._sweep(time.monotonic() + 10)
             raise
+
+    def keep_port(self) -> None:
+        """Start again on the port in use now, so clients find it at the same URI."""
+        self._fixed_port = self.port
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the server (it shuts down in order), SIGKILL if it overstays."""

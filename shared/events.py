@@ -31,10 +31,12 @@ from nameko.events import EventHandler
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import SharedExtension
 from nameko.messaging import QueueConsumer
+from pymongo.errors import ConnectionFailure
 
 from shequ.contracts import CloudEvent, EnvelopeError, parse_event
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.errors import PoisonMessage
+from shequ.faults import fault_point
 from shequ.metrics import DEAD_LETTERS, EVENT_HANDLE_SECONDS, EVENT_LAG_SECONDS, EVENT_RETRIES
 from shequ.store import AlreadyProcessed
 
@@ -173,6 +175,7 @@ class ReliableEventHandler(EventHandler):
     queue_consumer = TrackedQueueConsumer()
 
     def handle_message(self, body: Any, message: Any) -> None:
+        fault_point(self.container.service_name, "before_handler")
         context_data = self.unpack_message_headers(message)
         handle_result = partial(self.handle_result, message, time.monotonic(), body)
         try:
@@ -199,6 +202,7 @@ class ReliableEventHandler(EventHandler):
         )
         if exc_info is None:
             self._observe_lag(service, body)
+            fault_point(service, "after_commit")
             self.queue_consumer.ack_message(message)
         else:
             self._handle_failure(message, exc_info)
@@ -215,13 +219,27 @@ class ReliableEventHandler(EventHandler):
     def _handle_failure(self, message: Any, exc_info: Any) -> None:
         service = self.container.service_name
         headers = dict(message.headers or {})
-        attempts = int(headers.get(ATTEMPTS_HEADER, 0)) + 1
         exc = exc_info[1]
         delays = self.failures.delays
         poison = isinstance(exc, PoisonMessage | EnvelopeError)
+        # The store being unreachable says nothing about the message: wait
+        # for it without using up the message's attempts (an outage longer
+        # than the back-off must not dead-letter good events).
+        outage = isinstance(exc, ConnectionFailure) and bool(delays)
+        attempts = int(headers.get(ATTEMPTS_HEADER, 0)) + (0 if outage else 1)
         headers[ATTEMPTS_HEADER] = attempts
         try:
-            if not poison and attempts <= len(delays):
+            if outage:
+                delay = delays[0]
+                log.warning(
+                    "%s.%s could not reach the store, retrying in %d ms: %s",
+                    service, self.method_name, delay, type(exc).__name__,
+                )  # fmt: skip
+                self.failures.republish(
+                    message, retry_exchange_name(service, delay), self.queue.name, headers
+                )
+                EVENT_RETRIES.labels(service, self.method_name, self.event_type).inc()
+            elif not poison and attempts <= len(delays):
                 delay = delays[attempts - 1]
                 log.warning(
                     "%s.%s failed on attempt %d, retrying in %d ms: %s",
@@ -283,7 +301,9 @@ def idempotent(repository: str) -> Callable[[Callable[..., Any]], Callable[..., 
 
             def work() -> Any:
                 repo.mark_processed(method.__name__, event)
-                return method(self, event)
+                result = method(self, event)
+                fault_point(repo.service, "in_transaction")
+                return result
 
             try:
                 return repo.run_in_transaction(work)

@@ -27,6 +27,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
+from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_PENDING
 from shequ.store import OUTBOX
 
@@ -130,6 +131,7 @@ class OutboxRelay:
                 self._publish(entry)
                 published.append(entry["_id"])
                 EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
+            fault_point(self.service, "relay_after_publish")
         finally:
             if published:
                 outbox.update_many(

@@ -9,7 +9,7 @@ own routes (``shequ.openapi``) and so routed by the front door like its API.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import kombu
 import marshmallow
@@ -21,6 +21,7 @@ from shequ.events import TrackedQueueConsumer
 from shequ.http import json_response, route
 from shequ.metrics import exposition
 from shequ.openapi import build_spec
+from shequ.reconcile import Effect
 from shequ.store import Store
 
 
@@ -65,6 +66,8 @@ class PlatformService:
     """Mixin for service classes: the platform's operational routes."""
 
     readiness = Readiness()
+    #: Where this service records what a grid report caused (``shequ reconcile``).
+    report_effects: ClassVar[tuple[Effect, ...]] = ()
 
     @route("GET", "/healthz", public=True, summary="The process answers", response=HealthSchema)
     def healthz(self, request: Request) -> dict[str, str]:

@@ -228,6 +228,7 @@ class Store(DependencyProvider):
             amqp_uri=self.container.config["AMQP_URI"],
             service=self.service,
             poll_interval=float(self.container.config.get("OUTBOX_POLL_SECONDS", 1.0)),
+            lease_seconds=float(self.container.config.get("OUTBOX_LEASE_SECONDS", 30.0)),
         )
         self.relay.start()
 

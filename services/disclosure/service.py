@@ -11,10 +11,11 @@ from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
 from shequ.contracts import mediation as mediation_events
 from shequ.contracts import volunteer as volunteer_events
-from shequ.errors import Forbidden, InvalidInput, NotFound
+from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import DISCLOSURE_REDACTIONS
+from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
@@ -53,6 +54,14 @@ class DisclosureService(PlatformService):
 
     entries = Store(EntryRepository)
     log_key = LogKey()
+    report_effects = (
+        Effect(
+            "entries",
+            "references",
+            expected="public",
+            match={"kind": "incident_summary", "cadence": "ad_hoc"},
+        ),
+    )
 
     # Entries fed by events: built from codes and counts only, then guarded anyway.
 
@@ -143,21 +152,10 @@ class DisclosureService(PlatformService):
 
     def _append_event_fed(self, draft: domain.EntryDraft) -> None:
         """Redact and count: an event-fed entry is published, minus any personal data."""
-        redacted, found = guard.redact_fields({"title": draft.title, "body": dict(draft.body)})
+        redacted, found = domain.guarded(draft)
+        self.entries.append(redacted)
         for kind, count in found.items():
             DISCLOSURE_REDACTIONS.labels(kind).inc(count)
-        self.entries.append(
-            domain.EntryDraft(
-                kind=draft.kind,
-                cadence=draft.cadence,
-                community=draft.community,
-                period=draft.period,
-                title=redacted["title"],
-                body=redacted["body"],
-                references=draft.references,
-                supersedes=draft.supersedes,
-            )
-        )
 
     # Reading the log (public).
 
@@ -298,12 +296,9 @@ class DisclosureService(PlatformService):
             body["parties"],
         )
         if findings:
-            errors: dict[str, list[str]] = {}
-            for finding in findings:
-                errors.setdefault(finding.field, []).append(
-                    f"contains personal data: {guard.MESSAGES[finding.kind]}"
-                )
-            raise InvalidInput("the entry would publish personal data", errors)
+            raise InvalidInput(
+                "the entry would publish personal data", guard.field_errors(findings)
+            )
         draft = domain.EntryDraft(
             kind=body["kind"],
             cadence=body["cadence"],
@@ -332,7 +327,7 @@ class DisclosureService(PlatformService):
         summary="Sign a checkpoint now (staff), if the log grew since the last one",
         response=CheckpointSchema,
         status=201,
-        errors=(403,),
+        errors=(403, 409),
     )
     def sign_checkpoint_now(self, request: Request) -> Response:
         if not request.identity.has_role(*WRITER_ROLES):
@@ -340,7 +335,7 @@ class DisclosureService(PlatformService):
         before = self.entries.latest_checkpoint()
         checkpoint = self._sign_if_grown()
         if checkpoint is None:
-            raise NotFound("the log is empty: there is nothing to sign")
+            raise Conflict("the log is empty: there is nothing to sign yet")
         created = before is None or before.size != checkpoint.size
         return json_response(self._dump_checkpoint(checkpoint), status=201 if created else 200)
 

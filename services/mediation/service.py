@@ -12,6 +12,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Forbidden
 from shequ.events import event_handler, idempotent
 from shequ.http import load_query, route
+from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.mediation import domain
@@ -25,6 +26,7 @@ class MediationService(PlatformService):
     name = "mediation"
 
     cases = Store(CaseRepository)
+    report_effects = (Effect("cases", "incident_id", expected="opens_mediation"),)
 
     @event_handler(grid_events.SERVICE, grid_events.INCIDENT_REPORTED)
     @idempotent("cases")

@@ -12,6 +12,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Forbidden
 from shequ.events import event_handler, idempotent
 from shequ.http import load_query, route
+from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.notify import domain
@@ -30,6 +31,9 @@ class NotifyService(PlatformService):
     name = "notify"
 
     notifications = Store(NotificationRepository)
+    report_effects = (
+        Effect("notifications", "subject_ref", many=True, unique_by=("template", "audience")),
+    )
 
     @event_handler(grid_events.SERVICE, grid_events.INCIDENT_REPORTED)
     @idempotent("notifications")

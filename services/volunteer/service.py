@@ -12,6 +12,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Forbidden
 from shequ.events import event_handler, idempotent
 from shequ.http import load_query, route
+from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ_services.volunteer import domain
@@ -25,6 +26,7 @@ class VolunteerService(PlatformService):
     name = "volunteer"
 
     tasks = Store(TaskRepository)
+    report_effects = (Effect("tasks", "incident_id", expected="volunteer_task"),)
 
     @event_handler(grid_events.SERVICE, grid_events.INCIDENT_REPORTED)
     @idempotent("tasks")
