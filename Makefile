@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e bench lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -39,13 +40,19 @@ test-integration: setup
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
 
+# Benchmarks measure and assert nothing about speed, so they stay out of
+# `make test`. The disclosure log's writes bench/results/disclosure.json and the
+# table in docs/performance.md; BENCH_ARGS="--sizes 1000,100000" runs fewer sizes.
+bench: setup
+	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/disclosure_log.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests
-	$(BIN)/ruff format --check shared services tests
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix shared services tests
-	$(BIN)/ruff format shared services tests
+	$(BIN)/ruff check --fix shared services tests bench
+	$(BIN)/ruff format shared services tests bench
 
 clean:
 	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache .hypothesis
