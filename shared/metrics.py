@@ -73,6 +73,13 @@ INCIDENTS_OPEN = Gauge(
 )
 
 
+DISCLOSURE_REDACTIONS = Counter(
+    "shequ_disclosure_redactions_total",
+    "Personal data removed from event-fed disclosure entries, by kind of data",
+    ["kind"],
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """The current metrics in the Prometheus text format, with its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -10,9 +10,11 @@ first, so nothing is left consuming from a broker that is going away.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from shequ.topology import declare_topology
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+SIGNING_KEY_FILE = "disclosure-signing-key"
 ENDPOINTS_FILE = "endpoints.json"
 
 
@@ -151,9 +155,19 @@ class Stack:
         return classes
 
     def jwt_secret(self) -> str:
-        path = self.data_dir / SECRET_FILE
+        return self._kept_secret(SECRET_FILE, new_secret)
+
+    def disclosure_signing_key(self) -> str:
+        """The dev log's Ed25519 key: 32 random bytes are a valid seed, as base64."""
+        return self._kept_secret(
+            SIGNING_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        )
+
+    def _kept_secret(self, name: str, generate: Callable[[], str]) -> str:
+        """A secret generated once per data directory, so restarts keep it."""
+        path = self.data_dir / name
         if not path.exists():
-            path.write_text(new_secret(), encoding="utf-8")
+            path.write_text(generate(), encoding="utf-8")
             path.chmod(0o600)
         return path.read_text(encoding="utf-8").strip()
 
@@ -162,6 +176,8 @@ class Stack:
             "SHEQU_AMQP_URI": self.amqp_uri,
             "SHEQU_MONGO_URI": self.mongo_uri,
             "SHEQU_JWT_SECRET": os.environ.get("SHEQU_JWT_SECRET") or self.jwt_secret(),
+            "SHEQU_DISCLOSURE_SIGNING_KEY": os.environ.get("SHEQU_DISCLOSURE_SIGNING_KEY")
+            or self.disclosure_signing_key(),
         }
         env.update(self.extra_env)
         return env

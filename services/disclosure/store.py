@@ -1,72 +1,367 @@
-"""The disclosure log's repository: append-only entries with a chained hash."""
+"""The disclosure log's repository: entries, the Merkle tree's nodes, checkpoints, tallies.
+
+Appending is one transaction: the head (size and frontier) moves by one, the
+entry and the perfect subtrees it completes are written, and the
+``entry.published`` event goes to the outbox. Every writer updates the one
+head document first, so concurrent appends conflict and one is retried: the
+log has no gaps and no forks. Nothing ever updates or deletes an entry or a
+node.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from bson import Binary
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from shequ.contracts import disclosure as contract
+from shequ.errors import NotFound
 from shequ.store import Repository
-from shequ_services.disclosure.domain import GENESIS_HASH, Entry, EntryDraft, seal
+from shequ_services.disclosure import domain, merkle
+from shequ_services.disclosure.checkpoint import Checkpoint, Cosignature, b64
+from shequ_services.disclosure.domain import Entry, EntryDraft
 
 ENTRIES = "entries"
+NODES = "nodes"
 LOG_HEAD = "log_head"
+CHECKPOINTS = "checkpoints"
+TALLIES = "tallies"
+CATEGORIES = "categories"
+
+MEDIATION = "mediation"
+VOLUNTEER = "volunteer"
 
 
 class EntryRepository(Repository):
     INDEXES = {
         ENTRIES: [
-            IndexModel([("seq", ASCENDING)], unique=True),
-            IndexModel([("community", ASCENDING), ("seq", ASCENDING)]),
-        ]
+            IndexModel([("community", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("kind", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("period", ASCENDING), ("community", ASCENDING), ("kind", ASCENDING)]),
+        ],
+        TALLIES: [IndexModel([("month", ASCENDING)])],
     }
 
-    def append(self, draft: EntryDraft) -> Entry:
-        """Append in the current transaction; the head document serialises writers.
+    # Appending.
 
-        Two concurrent appends both update the single head document, so one
-        of the transactions conflicts and is retried: the sequence has no
-        gaps and no forks.
-        """
+    def append(self, draft: EntryDraft) -> Entry:
+        """Append in the current transaction (or in one of its own)."""
+        return self.run_in_transaction(lambda: self._append(draft))
+
+    def _append(self, draft: EntryDraft) -> Entry:
         head = self.db[LOG_HEAD].find_one_and_update(
             {"_id": "head"},
-            {"$inc": {"seq": 1}},
+            {"$inc": {"size": 1}},
             upsert=True,
-            return_document=ReturnDocument.AFTER,
+            return_document=ReturnDocument.BEFORE,
             session=self.session,
         )
-        prev_hash = head.get("hash", GENESIS_HASH)
-        entry = seal(draft, seq=head["seq"], prev_hash=prev_hash, published_at=_now_ms())
+        size = head["size"] if head else 0
+        frontier = [bytes(h) for h in head.get("frontier", [])] if head else []
+        entry = domain.seal(draft, index=size, published_at=_now_ms())
+        frontier, completed = merkle.append(frontier, size, entry.leaf)
         self.db[LOG_HEAD].update_one(
-            {"_id": "head"}, {"$set": {"hash": entry.entry_hash}}, session=self.session
+            {"_id": "head"},
+            {"$set": {"frontier": [Binary(h) for h in frontier]}},
+            session=self.session,
         )
-        document = asdict(entry)
-        document["_id"] = entry.id
-        document["references"] = list(entry.references)
-        self.db[ENTRIES].insert_one(document, session=self.session)
+        self.db[ENTRIES].insert_one(_entry_document(entry), session=self.session)
+        self.db[NODES].insert_many(
+            [{"_id": _node_id(key), "hash": Binary(value)} for key, value in completed],
+            session=self.session,
+        )
         self.emit(
             contract.ENTRY_PUBLISHED_V1,
-            subject=entry.id,
-            sequence=entry.seq,
+            subject=str(entry.index),
+            sequence=entry.index,
             data={
-                "entry_id": entry.id,
-                "seq": entry.seq,
+                "index": entry.index,
                 "kind": entry.kind,
+                "cadence": entry.cadence,
                 "community": entry.community,
-                "entry_hash": entry.entry_hash,
+                "period": entry.period,
+                "leaf_hash": b64(merkle.leaf_hash(entry.leaf)),
             },
         )
         return entry
 
-    def page(self, *, community: str | None, after: int, limit: int) -> list[Entry]:
-        query: dict[str, Any] = {"seq": {"$gt": after}}
-        if community:
-            query["community"] = community
-        cursor = self.db[ENTRIES].find(query).sort("seq", ASCENDING).limit(limit)
+    # Reading entries.
+
+    def size(self) -> int:
+        head = self.db[LOG_HEAD].find_one({"_id": "head"}, session=self.session)
+        return head["size"] if head else 0
+
+    def head(self) -> tuple[int, bytes]:
+        """The current size and root, read together from one document."""
+        head = self.db[LOG_HEAD].find_one({"_id": "head"}, session=self.session)
+        if head is None:
+            return 0, merkle.EMPTY_ROOT
+        return head["size"], merkle.root_from_frontier([bytes(h) for h in head["frontier"]])
+
+    def get(self, index: int) -> Entry:
+        document = self.db[ENTRIES].find_one({"_id": index}, session=self.session)
+        if document is None:
+            raise NotFound(f"no entry {index} in the disclosure log")
+        return _to_entry(document)
+
+    def page(
+        self,
+        *,
+        community: str | None = None,
+        kind: str | None = None,
+        period: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[Entry]:
+        """Entries in index order from ``start`` (or down from ``end`` when newest first)."""
+        query: dict[str, Any] = {}
+        bounds: dict[str, int] = {}
+        if start:
+            bounds["$gte"] = start
+        if end is not None:
+            bounds["$lt"] = end
+        if bounds:
+            query["_id"] = bounds
+        for name, value in (("community", community), ("kind", kind), ("period", period)):
+            if value:
+                query[name] = value
+        order = DESCENDING if newest_first else ASCENDING
+        cursor = self.db[ENTRIES].find(query, session=self.session).sort("_id", order).limit(limit)
         return [_to_entry(document) for document in cursor]
+
+    def corrections_of(self, indexes: Iterable[int]) -> dict[int, int]:
+        """Which of these entries were corrected, and by which entry (the latest)."""
+        found: dict[int, int] = {}
+        cursor = self.db[ENTRIES].find(
+            {"supersedes": {"$in": list(indexes)}}, {"supersedes": 1}, session=self.session
+        )
+        for document in cursor.sort("_id", ASCENDING):
+            found[document["supersedes"]] = document["_id"]
+        return found
+
+    def of_month(self, community: str, month: str) -> list[Entry]:
+        cursor = self.db[ENTRIES].find(
+            {"period": month, "community": community}, session=self.session
+        )
+        return [_to_entry(document) for document in cursor.sort("_id", ASCENDING)]
+
+    def latest(
+        self, *, community: str, month: str, kind: str, cadence: str, from_events: bool = False
+    ) -> Entry | None:
+        """The newest entry of a kind for a month; ``from_events``: only the counted ones."""
+        query: dict[str, Any] = {
+            "period": month,
+            "community": community,
+            "kind": kind,
+            "cadence": cadence,
+        }
+        if from_events:
+            query["body.source"] = "events"
+        document = self.db[ENTRIES].find_one(
+            query, sort=[("_id", DESCENDING)], session=self.session
+        )
+        return _to_entry(document) if document else None
+
+    def publish_month(self, community: str, month: str) -> list[Entry]:
+        """Publish a month's counts and figures, or their corrections; unchanged ones stay.
+
+        The mediation and volunteer counts go first, so the figures computed
+        from the month's entries include them. Safe to repeat and to run on
+        several replicas at once: a conflicting run is retried and then finds
+        the entries the other one published.
+        """
+
+        def work() -> list[Entry]:
+            published = []
+            mediation = self.tally(MEDIATION, community, month)
+            if mediation is not None:
+                published += self._publish_if_changed(
+                    community, month, "mediation_statistics", True,
+                    lambda supersedes: domain.mediation_statistics(
+                        mediation.get("closed", {}), community=community, month=month,
+                        supersedes=supersedes,
+                    ),
+                )  # fmt: skip
+            volunteer = self.tally(VOLUNTEER, community, month)
+            if volunteer is not None:
+                published += self._publish_if_changed(
+                    community, month, "volunteer_hours", True,
+                    lambda supersedes: domain.volunteer_hours(
+                        volunteer["minutes"], volunteer["records"], community=community,
+                        month=month, supersedes=supersedes,
+                    ),
+                )  # fmt: skip
+            figures = domain.monthly_figures(
+                self.of_month(community, month), community=community, month=month
+            )
+            published += self._publish_if_changed(
+                community, month, "incident_summary", False,
+                lambda supersedes: domain.figures_entry(
+                    figures, community=community, month=month, supersedes=supersedes
+                ),
+            )  # fmt: skip
+            return published
+
+        return self.run_in_transaction(work)
+
+    def _publish_if_changed(
+        self,
+        community: str,
+        month: str,
+        kind: str,
+        from_events: bool,
+        draft_for: Callable[[int | None], EntryDraft],
+    ) -> list[Entry]:
+        previous = self.latest(
+            community=community, month=month, kind=kind, cadence="periodic", from_events=from_events
+        )
+        draft = draft_for(previous.index if previous else None)
+        if previous is not None and dict(previous.body) == dict(draft.body):
+            return []
+        return [self._append(draft)]
+
+    # What the log knows of categories: only whether each one is sensitive.
+
+    def remember_category(self, code: str, *, name_zh: str, sensitive: bool) -> None:
+        self.db[CATEGORIES].update_one(
+            {"_id": code},
+            {"$set": {"name_zh": name_zh, "sensitive": sensitive}},
+            upsert=True,
+            session=self.session,
+        )
+
+    def is_sensitive(self, code: str) -> bool:
+        """A category never seen in a report counts as sensitive: publish less, not more."""
+        document = self.db[CATEGORIES].find_one({"_id": code}, session=self.session)
+        return True if document is None else bool(document["sensitive"])
+
+    def communities_of(self, month: str) -> list[str]:
+        found = set(self.db[ENTRIES].distinct("community", {"period": month}))
+        found.update(self.db[TALLIES].distinct("community", {"month": month}))
+        return sorted(found)
+
+    def communities(self) -> list[str]:
+        return sorted(self.db[ENTRIES].distinct("community"))
+
+    # Proofs.
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_proof(index, size, self._nodes(merkle.inclusion_keys(index, size)))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        keys = merkle.consistency_keys(first, second)
+        return merkle.consistency_proof(first, second, self._nodes(keys))
+
+    def root(self, size: int) -> bytes:
+        return merkle.root(size, self._nodes(merkle.root_keys(size)))
+
+    def _nodes(self, keys: set[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
+        wanted = {_node_id(key): key for key in keys}
+        cursor = self.db[NODES].find({"_id": {"$in": list(wanted)}}, session=self.session)
+        return {wanted[document["_id"]]: bytes(document["hash"]) for document in cursor}
+
+    # Checkpoints.
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        document = self.db[CHECKPOINTS].find_one({}, sort=[("_id", DESCENDING)])
+        return _to_checkpoint(document) if document else None
+
+    def checkpoint(self, size: int) -> Checkpoint:
+        document = self.db[CHECKPOINTS].find_one({"_id": size})
+        if document is None:
+            raise NotFound(f"no checkpoint of size {size}")
+        return _to_checkpoint(document)
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Store a signed checkpoint once; a replica that signed the same size gets the first."""
+
+        def work() -> Checkpoint:
+            self.db[CHECKPOINTS].insert_one(
+                {
+                    "_id": checkpoint.size,
+                    "origin": checkpoint.origin,
+                    "root_hash": Binary(checkpoint.root_hash),
+                    "signature": Binary(checkpoint.signature),
+                    "signed_at": checkpoint.signed_at,
+                    "cosignatures": {},
+                },
+                session=self.session,
+            )
+            self.emit(
+                contract.CHECKPOINT_SIGNED_V1,
+                subject=str(checkpoint.size),
+                sequence=checkpoint.size,
+                data={
+                    "origin": checkpoint.origin,
+                    "size": checkpoint.size,
+                    "root_hash": b64(checkpoint.root_hash),
+                },
+            )
+            return checkpoint
+
+        try:
+            return self.run_in_transaction(work)
+        except DuplicateKeyError:
+            return self.checkpoint(checkpoint.size)
+
+    def add_cosignature(self, size: int, cosignature: Cosignature) -> Checkpoint:
+        """Record a witness's signature (its latest for this checkpoint wins)."""
+        document = self.db[CHECKPOINTS].find_one_and_update(
+            {"_id": size},
+            {
+                "$set": {
+                    f"cosignatures.{cosignature.witness}": {
+                        "timestamp": cosignature.timestamp,
+                        "signature": Binary(cosignature.signature),
+                    }
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            raise NotFound(f"no checkpoint of size {size}")
+        return _to_checkpoint(document)
+
+    # Tallies of counted-only events (mediation outcomes, volunteer time).
+
+    def count_mediation(self, *, community: str, month: str, outcome: str) -> None:
+        self._tally(MEDIATION, community, month, {f"closed.{outcome}": 1})
+
+    def count_volunteer_time(self, *, community: str, month: str, minutes: int) -> None:
+        self._tally(VOLUNTEER, community, month, {"minutes": minutes, "records": 1})
+
+    def tally(self, source: str, community: str, month: str) -> dict[str, Any] | None:
+        return self.db[TALLIES].find_one(
+            {"_id": _tally_id(source, community, month)}, session=self.session
+        )
+
+    def _tally(
+        self, source: str, community: str, month: str, increments: Mapping[str, int]
+    ) -> None:
+        self.db[TALLIES].update_one(
+            {"_id": _tally_id(source, community, month)},
+            {
+                "$inc": dict(increments),
+                "$setOnInsert": {"source": source, "community": community, "month": month},
+            },
+            upsert=True,
+            session=self.session,
+        )
+
+
+def _tally_id(source: str, community: str, month: str) -> str:
+    return f"{source}|{community}|{month}"
+
+
+def _node_id(key: merkle.NodeKey) -> str:
+    level, index = key
+    return f"{level}.{index}"
 
 
 def _now_ms() -> datetime:
@@ -75,8 +370,47 @@ def _now_ms() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _to_entry(document: dict[str, Any]) -> Entry:
-    document = dict(document)
-    document.pop("_id")
-    document["references"] = tuple(document["references"])
-    return Entry(**document)
+def _entry_document(entry: Entry) -> dict[str, Any]:
+    return {
+        "_id": entry.index,
+        "kind": entry.kind,
+        "cadence": entry.cadence,
+        "community": entry.community,
+        "period": entry.period,
+        "title": entry.title,
+        "body": dict(entry.body),
+        "references": list(entry.references),
+        "supersedes": entry.supersedes,
+        "published_at": entry.published_at,
+        "leaf": Binary(entry.leaf),
+    }
+
+
+def _to_entry(document: Mapping[str, Any]) -> Entry:
+    return Entry(
+        index=document["_id"],
+        kind=document["kind"],
+        cadence=document["cadence"],
+        community=document["community"],
+        period=document["period"],
+        title=document["title"],
+        body=document["body"],
+        references=tuple(document["references"]),
+        supersedes=document.get("supersedes"),
+        published_at=document["published_at"],
+        leaf=bytes(document["leaf"]),
+    )
+
+
+def _to_checkpoint(document: Mapping[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        origin=document["origin"],
+        size=document["_id"],
+        root_hash=bytes(document["root_hash"]),
+        signature=bytes(document["signature"]),
+        signed_at=document["signed_at"],
+        cosignatures=tuple(
+            Cosignature(name, value["timestamp"], bytes(value["signature"]))
+            for name, value in sorted(document.get("cosignatures", {}).items())
+        ),
+    )

@@ -28,7 +28,7 @@ from shequ_services.grid.domain import (
     Reader,
     read_grants,
 )
-from shequ_services.grid.rates import Facts
+from shequ_services.grid.rates import RESPONSE_CLOCK, Facts
 from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
@@ -541,6 +541,14 @@ def _storable(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, date) else v for k, v in fields.items()}
 
 
+def _answer(incident: Incident) -> dict[str, Any]:
+    """Whether the report was answered in time: concluding events carry it for the board."""
+    clock = incident.clocks.get(RESPONSE_CLOCK)
+    if clock is None or clock.stopped_at is None:
+        return {"answered_in_time": None}
+    return {"answered_in_time": clock.stopped_at <= clock.deadline}
+
+
 def _step_details(step: Transition, updated: Incident) -> dict[str, Any]:
     """What the co-handling and extension events add to a step's payload: ids and dates only."""
     if step.action == "dispatch":
@@ -548,7 +556,9 @@ def _step_details(step: Transition, updated: Incident) -> dict[str, Any]:
     if step.action == "report_subtask":
         return {"co_department": step.fields["co_department"]}
     if step.action == "merge":
-        return {"merged_into": step.fields["duplicate_of"]}
+        return {"merged_into": step.fields["duplicate_of"], **_answer(updated)}
+    if step.action == "reject" or (step.action == "check" and step.to_state != "reopened"):
+        return _answer(updated)
     if step.action in ("request_extension", "approve_extension", "refuse_extension"):
         assert updated.extension is not None
         return {"target_date": date.fromisoformat(updated.extension["target_date"])}

@@ -63,6 +63,9 @@ class IncidentTransitionV1(IncidentPlaceV1):
     at = fields.AwareDateTime(required=True)
     #: On ``incident.dispatched`` only: the co-handling departments (吹哨报到).
     co_departments = fields.List(fields.String(), load_default=list)
+    #: On the steps that conclude a report (``closed``, ``rejected``, ``merged``):
+    #: whether it was answered by its acknowledge deadline; null if it had no such clock.
+    answered_in_time = fields.Boolean(load_default=None, dump_default=None, allow_none=True)
 
 
 #: The event each lifecycle action emits (``check`` emits ``closed`` or ``reopened``).

@@ -1,7 +1,7 @@
 """Events produced by the volunteer service."""
 
 import marshmallow
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from shequ.contracts.registry import register
 
@@ -24,4 +24,24 @@ TASK_CREATED_V1 = register(
     1,
     TaskCreatedV1,
     "A volunteer task was created (from an incident, a visit round or staff).",
+)
+
+HOURS_APPROVED = "hours.approved"
+
+
+class HoursApprovedV1(marshmallow.Schema):
+    """A ledger entry of service time was approved; the volunteer is not named."""
+
+    ledger_id = fields.String(required=True)
+    community = fields.String(required=True)
+    minutes = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    at = fields.AwareDateTime(required=True)
+
+
+HOURS_APPROVED_V1 = register(
+    SERVICE,
+    HOURS_APPROVED,
+    1,
+    HoursApprovedV1,
+    "Volunteer service time was approved in the hours ledger; disclosure totals it monthly.",
 )
