@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from shequ_services.disclosure import merkle
+from shequ_services.disclosure import domain, merkle
 
 PREFIX = "/board"
 API = "/api/v1/disclosure"
@@ -37,51 +37,52 @@ PAGE_SIZE = 20
 #: China has had no daylight saving since 1991: a fixed offset needs no tz database.
 CHINA_TIME = timezone(timedelta(hours=8), "北京时间")
 
-KIND_LABELS: dict[str, str] = {
-    "incident_summary": "事项受理",
-    "incident_closed": "事项办结",
-    "mediation_statistics": "调解统计",
-    "volunteer_hours": "志愿服务时长",
-    "finance": "财务公开",
-    "decision": "重大事项决策",
-    "notice": "通知公告",
-    "staff_evaluation": "干部评议",
-}
-
-#: The four cadences of 居务公开 (DOMAIN.md): fixed content permanently,
-#: recurring work periodically, quarterly work every quarter, ad hoc at once.
-CADENCE_LABELS: dict[str, str] = {
-    "permanent": "长期公开",
-    "periodic": "定期公开",
-    "quarterly": "按季公开",
-    "ad_hoc": "随时公开",
-}
+KIND_LABELS: Mapping[str, str] = domain.KINDS
+CADENCE_LABELS: Mapping[str, str] = domain.CADENCES
 
 #: Chinese labels for body keys the producers use; an unknown key is shown as is.
 FIELD_LABELS: dict[str, str] = {
     "category": "类别",
     "urgency": "紧急程度",
     "outcome": "结果",
-    "incidents": "事项数",
-    "by_category": "按类别",
-    "by_outcome": "按结果",
-    "rates": "比率",
+    "answered_in_time": "按时响应",
+    "score": "评分",
+    "figures": "数据格式版本",
+    "received": "受理事项（按类别）",
+    "concluded": "办结事项（按结果）",
     "response_rate": "响应率",
     "resolution_rate": "解决率",
     "satisfaction_rate": "满意率",
+    "numerator": "分子",
+    "denominator": "分母",
+    "permille": "千分比",
+    "mediation_closed": "调解结案（按结果）",
     "mediation_agreement_rate": "调解成功率",
-    "agreement_rate": "调解成功率",
-    "volunteer_hours": "志愿服务时长（小时）",
-    "hours": "时长（小时）",
-    "cases": "案件数",
-    "amount": "金额",
-    "currency": "币种",
-    "reason": "理由",
-    "summary": "摘要",
-    "decided_on": "决定日期",
-    "total": "合计",
-    "count": "数量",
+    "volunteer_minutes": "志愿服务时长（分钟）",
+    "volunteer_records": "志愿服务记录数",
+    "source": "来源",
+    "closed": "结案（按结果）",
+    "minutes": "时长（分钟）",
+    "records": "记录数",
 }
+
+#: Codes a body holds as keys or as values of ``CODED_FIELDS``, in Chinese.
+#: Category names are not here: they are the grid's data, and the service
+#: passes the ones the log has seen.
+CODE_LABELS: dict[str, str] = {
+    **domain.CONCLUSIONS,
+    domain.PERSONAL_CATEGORY: "个人事项（内容不予公开）",
+    "urgent": "紧急",
+    "simple": "简单",
+    "ordinary": "一般",
+    "complex": "复杂",
+    "agreed": "达成调解协议",
+    "failed": "调解不成",
+    "referred": "转入诉讼",
+    "withdrawn": "撤回",
+    "events": "业务事件统计",
+}
+CODED_FIELDS = frozenset({"category", "outcome", "urgency", "source"})
 
 _PERIOD_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _PERIOD_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
@@ -162,15 +163,24 @@ class BodyItem:
     children: tuple[BodyItem, ...] = ()
 
 
-def body_items(body: Mapping[str, Any]) -> tuple[BodyItem, ...]:
-    """An entry's body as nested definitions, in the body's own key order."""
-    return tuple(_item(str(key), value) for key, value in body.items())
+def body_items(
+    body: Mapping[str, Any], codes: Mapping[str, str] = CODE_LABELS
+) -> tuple[BodyItem, ...]:
+    """An entry's body as nested definitions, in the body's own key order.
+
+    Keys read through ``FIELD_LABELS``, then ``codes`` (a nested mapping's
+    keys are often codes: categories, outcomes); a code in a field of
+    ``CODED_FIELDS`` reads through ``codes``. Anything unknown shows as is.
+    """
+    return tuple(_item(str(key), value, codes) for key, value in body.items())
 
 
-def _item(key: str, value: Any) -> BodyItem:
-    label = FIELD_LABELS.get(key, key)
+def _item(key: str, value: Any, codes: Mapping[str, str]) -> BodyItem:
+    label = FIELD_LABELS.get(key) or codes.get(key, key)
     if isinstance(value, Mapping):
-        return BodyItem(label, children=body_items(value))
+        return BodyItem(label, children=body_items(value, codes))
+    if key in CODED_FIELDS and isinstance(value, str):
+        return BodyItem(label, value=codes.get(value, value))
     return BodyItem(label, value=display_value(value))
 
 
@@ -187,7 +197,7 @@ def display_value(value: Any) -> str:
     return str(value)
 
 
-def body_text(body: Mapping[str, Any]) -> str:
+def body_text(body: Mapping[str, Any], codes: Mapping[str, str] = CODE_LABELS) -> str:
     """The body as indented ``label：value`` lines (the Atom feed's plain-text content)."""
     lines: list[str] = []
 
@@ -200,7 +210,7 @@ def body_text(body: Mapping[str, Any]) -> str:
             else:
                 lines.append(f"{indent}{item.label}：{item.value}")
 
-    walk(body_items(body), 0)
+    walk(body_items(body, codes), 0)
     return "\n".join(lines)
 
 
@@ -231,7 +241,9 @@ class EntryView:
         return self.supersedes is not None
 
 
-def entry_view(entry: EntryLike, corrected_by: Iterable[int] = ()) -> EntryView:
+def entry_view(
+    entry: EntryLike, corrected_by: Iterable[int] = (), codes: Mapping[str, str] = CODE_LABELS
+) -> EntryView:
     """An entry for display; ``corrected_by`` are the entries that supersede it."""
     return EntryView(
         index=entry.index,
@@ -242,7 +254,7 @@ def entry_view(entry: EntryLike, corrected_by: Iterable[int] = ()) -> EntryView:
         period=entry.period,
         period_label=period_label(entry.period),
         title=entry.title,
-        body=body_items(entry.body),
+        body=body_items(entry.body, codes),
         references=tuple(entry.references),
         supersedes=entry.supersedes,
         corrected_by=tuple(sorted(corrected_by)),
@@ -388,7 +400,7 @@ def percent(value: float) -> str:
 
 
 def bar_chart(
-    data: Mapping[str, float],
+    data: Mapping[str, float | None],
     *,
     chart_id: str,
     title: str,
@@ -399,19 +411,20 @@ def bar_chart(
     """Horizontal bars for ``{label: value}``, as an accessible inline SVG.
 
     ``role="img"`` with the chart's ``<title>`` and ``<desc>`` gives a screen
-    reader the chart's name; the numbers themselves are in the table the page
-    shows next to it, so the SVG has nothing a resident could only see.
+    reader the chart's name and numbers; the page shows the same numbers in
+    a table next to it, so the SVG holds nothing a resident could only see.
     Bars scale to ``maximum`` (1 for rates held as fractions) or the largest
-    value; a negative value draws no bar.
+    value; a negative value draws no bar, and ``None`` (a rate of nothing)
+    draws none and reads 无数据.
     """
-    rows = [(str(label), float(value)) for label, value in data.items()]
-    label_width = 16 + 15 * max((len(label) for label, _ in rows), default=4)
-    value_width = 80
+    rows = [(str(label), None if value is None else float(value)) for label, value in data.items()]
+    label_width = min(16 + 15 * max((len(label) for label, _ in rows), default=4), 320)
+    value_width = 90
     width = 640
-    bar_space = max(width - label_width - value_width, 80)
+    bar_space = width - label_width - value_width
     row_height = 30
     height = row_height * max(len(rows), 1) + 10
-    top = max((value for _, value in rows), default=0.0)
+    top = max((value for _, value in rows if value is not None), default=0.0)
     scale = maximum if maximum is not None else top
     title_id, desc_id = f"{chart_id}-title", f"{chart_id}-desc"
     svg = ET.Element(
@@ -427,13 +440,16 @@ def bar_chart(
         },
     )
     ET.SubElement(svg, "title", {"id": title_id}).text = _xml_text(title)
-    summary = description or "；".join(f"{label}：{fmt(value)}" for label, value in rows)
-    ET.SubElement(svg, "desc", {"id": desc_id}).text = _xml_text(summary or "暂无数据")
+    shown = [(label, _shown(value, fmt)) for label, value in rows]
+    summary = description or "；".join(f"{label}：{text}" for label, text in shown)
+    ET.SubElement(svg, "desc", {"id": desc_id}).text = _xml_text(summary or NO_DATA)
     if not rows:
-        ET.SubElement(svg, "text", {"x": "8", "y": "24", "class": "chart-label"}).text = "暂无数据"
-    for position, (label, value) in enumerate(rows):
+        ET.SubElement(svg, "text", {"x": "8", "y": "24", "class": "chart-label"}).text = NO_DATA
+    for position, ((label, value), (_, text)) in enumerate(zip(rows, shown, strict=True)):
         y = 5 + position * row_height
-        length = 0.0 if scale <= 0 or value <= 0 else min(value / scale, 1.0) * bar_space
+        length = 0.0
+        if value is not None and value > 0 and scale > 0:
+            length = min(value / scale, 1.0) * bar_space
         middle = str(y + 19)
         label_text = ET.SubElement(
             svg,
@@ -457,24 +473,109 @@ def bar_chart(
             "text",
             {"x": f"{label_width + length + 6:.1f}", "y": middle, "class": "chart-value"},
         )
-        value_text.text = fmt(value)
+        value_text.text = text
     return Markup(ET.tostring(svg, encoding="unicode"))  # noqa: S704 (ElementTree escaped it)
 
 
+NO_DATA = "无数据"
+
+
+def _shown(value: float | None, fmt: Callable[[float], str]) -> str:
+    return NO_DATA if value is None else fmt(value)
+
+
 def chart(
-    data: Mapping[str, float],
+    data: Mapping[str, float | None],
     *,
     chart_id: str,
     title: str,
     maximum: float | None = None,
     fmt: Callable[[float], str] = number,
+    rows: Sequence[tuple[str, str]] | None = None,
 ) -> Chart:
+    """A chart and its table; ``rows`` replaces the table's default ``label, value`` rows."""
     return Chart(
         chart_id=chart_id,
         title=title,
-        rows=tuple((str(label), fmt(float(value))) for label, value in data.items()),
+        rows=tuple(rows)
+        if rows is not None
+        else tuple(
+            (str(label), _shown(None if value is None else float(value), fmt))
+            for label, value in data.items()
+        ),
         svg=bar_chart(data, chart_id=chart_id, title=title, maximum=maximum, fmt=fmt),
     )
+
+
+RATES = (
+    ("response_rate", "响应率"),
+    ("resolution_rate", "解决率"),
+    ("satisfaction_rate", "满意率"),
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A month's published figures, as charts with tables and the remaining numbers."""
+
+    charts: tuple[Chart, ...]
+    others: tuple[tuple[str, str], ...]
+
+
+def figures_view(body: Mapping[str, Any], codes: Mapping[str, str] = CODE_LABELS) -> Figures:
+    """The charts of a monthly-figures entry's body (``domain.monthly_figures``'s shape).
+
+    Rates are stored as counts and an integer per mille (canonical JSON has
+    no floats); a chart shows them as percentages, the table adds the counts
+    they come from, so a resident sees "80.0%（4 / 5）" rather than a bare
+    percentage of an unknown base.
+    """
+
+    def by_code(counts: Mapping[str, int]) -> dict[str, float | None]:
+        return {codes.get(code, code): count for code, count in counts.items()}
+
+    charts = [
+        chart(by_code(body.get("received", {})), chart_id="received", title="受理事项（按类别）"),
+        chart(by_code(body.get("concluded", {})), chart_id="concluded", title="办结事项（按结果）"),
+    ]
+    rates = {label: _rate(body.get(key)) for key, label in RATES}
+    charts.append(
+        chart(
+            rates,
+            chart_id="rates",
+            title="三项比率",
+            maximum=1.0,
+            fmt=percent,
+            rows=[(label, ratio_text(body.get(key))) for key, label in RATES],
+        )
+    )
+    mediation = body.get("mediation_closed") or {}
+    if mediation:
+        charts.append(
+            chart(by_code(mediation), chart_id="mediation", title="人民调解结案（按结果）")
+        )
+    others = [("调解成功率", ratio_text(body.get("mediation_agreement_rate")))]
+    minutes = body.get("volunteer_minutes")
+    if isinstance(minutes, int):
+        others.append(("志愿服务时长", f"{number(minutes / 60)} 小时（{minutes} 分钟）"))
+    records = body.get("volunteer_records")
+    if isinstance(records, int):
+        others.append(("志愿服务记录数", number(records)))
+    return Figures(charts=tuple(charts), others=tuple(others))
+
+
+def _rate(ratio: Any) -> float | None:
+    if isinstance(ratio, Mapping) and isinstance(ratio.get("permille"), int):
+        return ratio["permille"] / 1000
+    return None
+
+
+def ratio_text(ratio: Any) -> str:
+    """``{"numerator": 4, "denominator": 5, "permille": 800}`` → 80.0%（4 / 5）."""
+    rate = _rate(ratio)
+    if rate is None or not isinstance(ratio, Mapping):
+        return f"{NO_DATA}（没有可计算的事项）"
+    return f"{percent(rate)}（{ratio.get('numerator')} / {ratio.get('denominator')}）"
 
 
 # ---------------------------------------------------------------- Atom
@@ -488,6 +589,7 @@ def atom_feed(
     updated: datetime,
     self_href: str = f"{PREFIX}/feed.atom",
     alternate_href: str = f"{PREFIX}/",
+    codes: Mapping[str, str] = CODE_LABELS,
 ) -> bytes:
     """The entries as an Atom feed (RFC 4287), newest first as given.
 
@@ -522,18 +624,18 @@ def atom_feed(
             {"rel": "alternate", "type": "text/html", "href": entry_url(entry.index)},
         )
         ET.SubElement(item, "category", {"term": entry.kind, "label": kind_label(entry.kind)})
-        _atom(item, "content", _atom_content(entry), type="text")
+        _atom(item, "content", _atom_content(entry, codes), type="text")
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
 
 
-def _atom_content(entry: EntryLike) -> str:
+def _atom_content(entry: EntryLike, codes: Mapping[str, str]) -> str:
     lines = [
         f"第 {entry.index} 条 · {entry.community} · {period_label(entry.period)}"
         f" · {cadence_label(entry.cadence)}",
     ]
     if entry.supersedes is not None:
         lines.append(f"本条更正第 {entry.supersedes} 条（原条目仍然公开）。")
-    text = body_text(entry.body)
+    text = body_text(entry.body, codes)
     if text:
         lines.append(text)
     if entry.references:

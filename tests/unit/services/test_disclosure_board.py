@@ -66,11 +66,10 @@ def test_a_period_reads_in_chinese(period: str, label: str) -> None:
     assert board.period_label(period) == label
 
 
-def test_every_kind_and_cadence_of_the_log_has_a_chinese_label() -> None:
-    kinds = ("incident_summary", "incident_closed", "mediation_statistics", "volunteer_hours",
-             "finance", "decision", "notice", "staff_evaluation")  # fmt: skip
-    assert set(board.KIND_LABELS) == set(kinds)
-    assert set(board.CADENCE_LABELS) == {"permanent", "periodic", "quarterly", "ad_hoc"}
+def test_an_unknown_kind_or_cadence_shows_its_code_rather_than_nothing() -> None:
+    assert board.kind_label("finance") == "财务公开"
+    assert board.kind_label("later_kind") == "later_kind"
+    assert board.cadence_label("ad_hoc") == "即时公开"
 
 
 def test_a_moment_is_shown_in_beijing_time() -> None:
@@ -82,12 +81,21 @@ def test_a_moment_is_shown_in_beijing_time() -> None:
 
 def test_a_body_becomes_nested_definitions_with_chinese_labels_in_body_order() -> None:
     items = board.body_items(
-        {"urgency": "high", "by_category": {"facility": 3}, "category": None, "flag": True}
+        {"urgency": "urgent", "received": {"personal": 3}, "category": None, "flag": True}
     )
-    assert [item.label for item in items] == ["紧急程度", "按类别", "类别", "flag"]
-    assert items[1].children == (board.BodyItem("facility", "3"),)
+    assert [item.label for item in items] == ["紧急程度", "受理事项（按类别）", "类别", "flag"]
+    assert items[0].value == "紧急"
+    assert items[1].children == (board.BodyItem("个人事项（内容不予公开）", "3"),)
     assert items[2].value == "（不予公开）"
     assert items[3].value == "是"
+
+
+def test_codes_read_through_the_names_given_and_free_text_is_left_alone() -> None:
+    codes = {**board.CODE_LABELS, "facility_damaged": "公共设施损坏"}
+    items = board.body_items(
+        {"category": "facility_damaged", "outcome": "closed_resolved", "note": "agreed"}, codes
+    )
+    assert [item.value for item in items] == ["公共设施损坏", "已办结", "agreed"]
 
 
 def test_a_correction_points_to_what_it_supersedes_and_the_original_to_its_corrections() -> None:
@@ -184,7 +192,7 @@ def test_rates_scale_to_one_and_read_as_percentages() -> None:
 def test_a_chart_of_nothing_says_so_and_draws_no_bar() -> None:
     svg = parse_svg(board.bar_chart({}, chart_id="e", title="空"))
     assert list(svg.iter(f"{SVG}rect")) == []
-    assert "暂无数据" in [text.text for text in svg.iter(f"{SVG}text")]
+    assert "无数据" in [text.text for text in svg.iter(f"{SVG}text")]
 
 
 def test_zero_and_negative_values_draw_empty_bars() -> None:
@@ -203,6 +211,61 @@ def test_a_chart_has_the_same_numbers_as_its_table() -> None:
     figure = board.chart({"已解决": 3, "挂账": 1.5}, chart_id="o", title="按结果")
     assert figure.rows == (("已解决", "3"), ("挂账", "1.5"))
     assert "已解决：3；挂账：1.5" in figure.svg
+
+
+def test_a_rate_of_nothing_draws_no_bar_and_says_so() -> None:
+    svg = parse_svg(board.bar_chart({"满意率": None}, chart_id="n", title="比率", maximum=1.0))
+    assert [rect.get("width") for rect in svg.iter(f"{SVG}rect")] == ["0.0"]
+    assert [text.text for text in svg.iter(f"{SVG}text")] == ["满意率", "无数据"]
+
+
+def figures_body() -> dict[str, Any]:
+    """A body in the shape ``domain.monthly_figures`` returns."""
+    return {
+        "figures": 1,
+        "received": {"facility_damaged": 3, "personal": 1},
+        "concluded": {"closed_resolved": 2, "rejected": 1},
+        "response_rate": {"numerator": 2, "denominator": 3, "permille": 667},
+        "resolution_rate": {"numerator": 2, "denominator": 2, "permille": 1000},
+        "satisfaction_rate": {"numerator": 0, "denominator": 0, "permille": None},
+        "mediation_closed": {"agreed": 1},
+        "mediation_agreement_rate": {"numerator": 1, "denominator": 1, "permille": 1000},
+        "volunteer_minutes": 90,
+        "volunteer_records": 2,
+    }
+
+
+def test_monthly_figures_become_charts_with_tables_of_the_same_numbers() -> None:
+    codes = {**board.CODE_LABELS, "facility_damaged": "公共设施损坏"}
+    figures = board.figures_view(figures_body(), codes)
+    charts = {chart.chart_id: chart for chart in figures.charts}
+    assert list(charts) == ["received", "concluded", "rates", "mediation"]
+    assert charts["received"].rows == (("公共设施损坏", "3"), ("个人事项（内容不予公开）", "1"))
+    assert charts["concluded"].rows == (("已办结", "2"), ("不予受理", "1"))
+    assert charts["rates"].rows == (
+        ("响应率", "66.7%（2 / 3）"),
+        ("解决率", "100.0%（2 / 2）"),
+        ("满意率", "无数据（没有可计算的事项）"),
+    )
+    rates = parse_svg(charts["rates"].svg)
+    response, resolution, satisfaction = (
+        float(rect.get("width", "")) for rect in rates.iter(f"{SVG}rect")
+    )
+    assert response == pytest.approx(0.667 * resolution, abs=0.1) and satisfaction == 0
+    assert dict(figures.others) == {
+        "调解成功率": "100.0%（1 / 1）",
+        "志愿服务时长": "1.5 小时（90 分钟）",
+        "志愿服务记录数": "2",
+    }
+
+
+def test_figures_without_mediation_leave_its_chart_out() -> None:
+    body = {**figures_body(), "mediation_closed": {}}
+    assert [chart.chart_id for chart in board.figures_view(body).charts] == [
+        "received",
+        "concluded",
+        "rates",
+    ]
 
 
 # ------------------------------------------------------------------ Atom
