@@ -235,6 +235,7 @@ class EntryView:
     published: str
     published_iso: str
     url: str
+    matches_leaf: bool
 
     @property
     def is_correction(self) -> bool:
@@ -244,7 +245,12 @@ class EntryView:
 def entry_view(
     entry: EntryLike, corrected_by: Iterable[int] = (), codes: Mapping[str, str] = CODE_LABELS
 ) -> EntryView:
-    """An entry for display; ``corrected_by`` are the entries that supersede it."""
+    """An entry for display; ``corrected_by`` are the entries that supersede it.
+
+    The page shows the stored fields, while the proof covers the stored leaf
+    bytes; ``matches_leaf`` says whether the two agree, so an edit of the
+    fields alone (which no proof would catch) is flagged on the page itself.
+    """
     return EntryView(
         index=entry.index,
         kind=entry.kind,
@@ -261,6 +267,7 @@ def entry_view(
         published=china_time(entry.published_at),
         published_iso=_iso(entry.published_at),
         url=entry_url(entry.index),
+        matches_leaf=domain.fields_match_leaf(entry),  # type: ignore[arg-type]
     )
 
 

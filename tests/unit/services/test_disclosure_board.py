@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shequ_services.disclosure import board, merkle
+from shequ_services.disclosure import board, domain, merkle
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -32,7 +32,11 @@ class FakeEntry:
 
     @property
     def leaf(self) -> bytes:
-        return f'{{"index":{self.index},"title":"{self.title}"}}'.encode()
+        draft = domain.EntryDraft(
+            self.kind, self.cadence, self.community, self.period, self.title, self.body,
+            self.references, self.supersedes,
+        )  # fmt: skip
+        return domain.canonical_bytes(domain.leaf_content(self.index, draft, self.published_at))
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,19 @@ def test_a_correction_points_to_what_it_supersedes_and_the_original_to_its_corre
     assert original.corrected_by == (7, 9) and not original.is_correction
     assert correction.is_correction and correction.supersedes == 3
     assert correction.url == "/board/entries/7"
+
+
+def test_an_entry_whose_fields_no_longer_say_what_its_leaf_says_is_flagged() -> None:
+    genuine = FakeEntry(2)
+    assert board.entry_view(genuine).matches_leaf
+
+    @dataclass(frozen=True)
+    class EditedFields(FakeEntry):
+        @property
+        def leaf(self) -> bytes:
+            return genuine.leaf
+
+    assert not board.entry_view(EditedFields(2, title="悄悄改过")).matches_leaf
 
 
 def test_a_checkpoint_view_counts_its_witnesses_and_shows_hashes_in_base64() -> None:
@@ -362,6 +379,7 @@ def test_a_rendered_entry_escapes_its_text_and_shows_its_body_as_definitions() -
         filters=board.Filters(),
         entries=[entry],
         pager=board.Pager(None, None),
+        communities=["hx-qingyuan"],
     )
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<dt>a</dt>" in html and "<dd>&lt;i&gt;</dd>" in html
