@@ -64,6 +64,13 @@ FIELD_LABELS: dict[str, str] = {
     "closed": "结案（按结果）",
     "minutes": "时长（分钟）",
     "records": "记录数",
+    "summary": "摘要",
+    "amount": "金额",
+    "currency": "币种",
+    "reason": "理由",
+    "decided_on": "决定日期",
+    "total": "合计",
+    "count": "数量",
 }
 
 #: Codes a body holds as keys or as values of ``CODED_FIELDS``, in Chinese.

@@ -92,13 +92,11 @@ class BoardPages:
             item["url"] = board.entry_url(entry.index)
             item["corrected_by"] = corrections.get(entry.index)
             items.append(item)
-        return BoardPageSchema().dump(
-            {
-                "items": items,
-                "older": _json_link(pager.older_url),
-                "newer": _json_link(pager.newer_url),
-            }
-        )
+        return {
+            "items": items,
+            "older": _json_link(pager.older_url),
+            "newer": _json_link(pager.newer_url),
+        }
 
     @route(
         "GET",
