@@ -34,7 +34,12 @@ from shequ_services.disclosure.schemas import (
 HTML = "text/html"
 ATOM = "application/atom+xml"
 FEED_SIZE = 50
-STYLE_SHEET = (resources.files("shequ_services.disclosure") / "static" / "board.css").read_bytes()
+_STATIC = resources.files("shequ_services.disclosure") / "static"
+#: The board's static files by name, read once: the only files ``/board/static/`` serves.
+STATIC_FILES = {
+    "board.css": ((_STATIC / "board.css").read_bytes(), "text/css; charset=utf-8"),
+    "icon.svg": ((_STATIC / "icon.svg").read_bytes(), "image/svg+xml"),
+}
 #: The feed's ``updated`` while the log is empty: any fixed instant would do.
 EMPTY_LOG_UPDATED = datetime(1970, 1, 1, tzinfo=UTC)
 TAGS = ("board",)
@@ -200,17 +205,19 @@ class BoardPages:
 
     @route(
         "GET",
-        "/board/static/board.css",
+        "/board/static/<name>",
         public=True,
-        summary="The board's style sheet",
+        summary="The board's style sheet (board.css) and icon (icon.svg)",
         media_type="text/css",
+        responses={404: "no such file"},
         tags=TAGS,
     )
-    def board_style(self, request: Request) -> Response:
+    def board_static(self, request: Request, name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise NotFound(f"the board has no static file {name}")
+        body, content_type = STATIC_FILES[name]
         return page_response(
-            STYLE_SHEET,
-            content_type="text/css; charset=utf-8",
-            headers={"Cache-Control": "public, max-age=3600"},
+            body, content_type=content_type, headers={"Cache-Control": "public, max-age=3600"}
         )
 
     # Helpers.

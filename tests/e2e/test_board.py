@@ -356,3 +356,10 @@ def test_a_sensitive_report_reaches_the_board_without_personal_data(platform: Pl
     for path in ("/board/", "/board/feed.atom", "/board/entries.json"):
         text = get(platform, path, community="hx-qingyuan").text
         assert phone not in text and name not in text and incident not in text, path
+
+
+def test_the_static_route_serves_only_the_boards_own_files(platform: Platform) -> None:
+    icon = get(platform, "/board/static/icon.svg")
+    assert icon.status_code == 200 and icon.headers["Content-Type"] == "image/svg+xml"
+    for name in ("pages.py", "..%2Fpages.py", "board.cs"):
+        assert get(platform, f"/board/static/{name}").status_code == 404
