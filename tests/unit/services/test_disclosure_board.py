@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from shequ.openapi import build_spec
 from shequ_services.disclosure import board, domain, merkle
+from shequ_services.disclosure.service import DisclosureService
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -385,3 +387,23 @@ def test_a_rendered_entry_escapes_its_text_and_shows_its_body_as_definitions() -
     assert "<dt>a</dt>" in html and "<dd>&lt;i&gt;</dd>" in html
     assert html.count("<h1>") == 1 and 'lang="zh-CN"' in html
     assert "<script" not in html and "style=" not in html
+
+
+# ------------------------------------------------------------------ OpenAPI
+
+
+def test_the_boards_routes_are_documented_as_public_pages_tagged_board() -> None:
+    paths = build_spec(DisclosureService)["paths"]
+    media = {
+        "/board/": "text/html",
+        "/board/entries/{index}": "text/html",
+        "/board/figures": "text/html",
+        "/board/feed.atom": "application/atom+xml",
+        "/board/entries.json": "application/json",
+    }
+    for path, media_type in media.items():
+        operation = paths[path]["get"]
+        assert operation["tags"] == ["board"] and operation["security"] == []
+        assert list(operation["responses"]["200"]["content"]) == [media_type]
+    assert paths["/board/"]["get"]["responses"]["422"]["description"].startswith("the filters")
+    assert "content" not in paths["/board/entries/{index}"]["get"]["responses"]["404"]
