@@ -243,6 +243,7 @@ class EntryView:
     published_iso: str
     url: str
     matches_leaf: bool
+    figures_url: str | None = None
 
     @property
     def is_correction(self) -> bool:
@@ -275,6 +276,11 @@ def entry_view(
         published_iso=_iso(entry.published_at),
         url=entry_url(entry.index),
         matches_leaf=domain.fields_match_leaf(entry),  # type: ignore[arg-type]
+        figures_url=(
+            f"{PREFIX}/figures?{urlencode({'community': entry.community, 'month': entry.period})}"
+            if domain.is_figures(entry)  # type: ignore[arg-type]
+            else None
+        ),
     )
 
 

@@ -112,6 +112,12 @@ def test_a_correction_points_to_what_it_supersedes_and_the_original_to_its_corre
     assert correction.url == "/board/entries/7"
 
 
+def test_a_figures_entry_links_to_its_charts_and_other_entries_do_not() -> None:
+    figures = FakeEntry(6, cadence="periodic", body={"figures": 1}, community="c 1")
+    assert board.entry_view(figures).figures_url == "/board/figures?community=c+1&month=2026-03"
+    assert board.entry_view(FakeEntry(6, body={"figures": 1})).figures_url is None
+
+
 def test_an_entry_whose_fields_no_longer_say_what_its_leaf_says_is_flagged() -> None:
     genuine = FakeEntry(2)
     assert board.entry_view(genuine).matches_leaf
