@@ -90,6 +90,7 @@ def _play_demo(stack: object) -> int:
         print(demo.rate_closure(url, secret, work), flush=True)
         print(demo.escalation_summary(demo.watch_escalation(url, secret, outcomes)), flush=True)
         print(demo.rates_summary(demo.public_rates(url, secret, outcomes)), flush=True)
+        print(demo.record_summary(demo.public_record(url, secret, outcomes)), flush=True)
     except demo.DemoError as exc:
         print(f"shequ demo: {exc}", file=sys.stderr)
         return 1
@@ -209,6 +210,56 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_disclosure(args: argparse.Namespace) -> int:
+    """Operate on the public log from outside: keys, a verified copy, a witness's cosignature."""
+    from shequ_services.disclosure import checkpoint, client, verify
+
+    try:
+        if args.disclosure_action == "keygen":
+            private = checkpoint.new_private_key()
+            public = checkpoint.public_key_of(checkpoint.load_private_key(private))
+            print(json.dumps({"private_key": private, "public_key": checkpoint.b64(public)}))
+            print("keep private_key secret; publish public_key", file=sys.stderr)
+            return 0
+        if args.disclosure_action == "fetch":
+            copy = client.download(args.url)
+            args.output.write_text(json.dumps(copy, ensure_ascii=False), encoding="utf-8")
+            size = copy["checkpoint"]["size"]
+            print(f"saved the checkpoint of size {size} and {len(copy['entries'])} entries "
+                  f"to {args.output}")  # fmt: skip
+            return 0
+        if args.disclosure_action == "verify":
+            pinned = checkpoint.load_public_key(args.public_key) if args.public_key else None
+            copy = json.loads(args.copy.read_text(encoding="utf-8"))
+            report = verify.verify_copy(copy, pinned_key=pinned)
+            for warning in report.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            for problem in report.problems:
+                print(f"FAILED: {problem}")
+            if report.ok:
+                cosigned = ", ".join(report.witnesses) or "no witness"
+                print(f"verified: {report.checked_entries} entries make the signed tree of size "
+                      f"{report.size}; cosigned by {cosigned}")  # fmt: skip
+                return 0
+            return 1
+        if args.disclosure_action == "witness":
+            stored = client.cosign(
+                args.url,
+                witness=args.name,
+                key=args.key_file.read_text(encoding="utf-8").strip(),
+                state_file=args.state,
+                log_key=args.log_key,
+            )
+            count = len(stored["cosignatures"])
+            print(f"cosigned the checkpoint of size {stored['size']} as {args.name} "
+                  f"({count} witness signature{'s' if count != 1 else ''} on it)")  # fmt: skip
+            return 0
+    except (client.LogClientError, checkpoint.InvalidKey, OSError, ValueError) as exc:
+        print(f"shequ disclosure {args.disclosure_action}: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="the client's name, e.g. wechat-miniapp")
     openapi = sub.add_parser("openapi", help="print a service's OpenAPI 3 document (JSON)")
     openapi.add_argument("service", help="a service name, e.g. grid")
+
+    disclosure = sub.add_parser("disclosure", help="check and witness the public disclosure log")
+    disclosure_sub = disclosure.add_subparsers(dest="disclosure_action", required=True)
+    disclosure_sub.add_parser("keygen", help="print a new Ed25519 key pair (base64) as JSON")
+    fetch = disclosure_sub.add_parser("fetch", help="download the log up to its latest checkpoint")
+    fetch.add_argument("url", help="the platform's base URL, e.g. http://127.0.0.1:8080")
+    fetch.add_argument("-o", "--output", type=Path, required=True, help="file to save the copy")
+    check = disclosure_sub.add_parser(
+        "verify", help="check a downloaded copy against its signed checkpoint, offline"
+    )
+    check.add_argument("copy", type=Path, help="a file saved by `shequ disclosure fetch`")
+    check.add_argument("--public-key", help="the district's published key (base64) to pin")
+    witness = disclosure_sub.add_parser(
+        "witness", help="check the latest checkpoint's consistency and add a cosignature"
+    )
+    witness.add_argument("url", help="the platform's base URL")
+    witness.add_argument("--name", required=True, help="this witness's configured name")
+    witness.add_argument(
+        "--key-file", type=Path, required=True, help="file with the witness's private key"
+    )
+    witness.add_argument(
+        "--state", type=Path, required=True, help="file remembering the last cosigned checkpoint"
+    )
+    witness.add_argument("--log-key", help="the log's public key (base64) to pin")
     return parser
 
 
@@ -266,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_apikey(args)
     if args.command == "openapi":
         return cmd_openapi(args)
+    if args.command == "disclosure":
+        return cmd_disclosure(args)
     return 2
 
 

@@ -174,12 +174,14 @@ def _first_effect(base_url: str, token: str, service: str, iid: str) -> tuple[st
         note = f"{len(items)} notifications (log channel)"
         return first["created_at"], {**first, "note": note}
     if service == "disclosure":
-        entries = _call("GET", f"{base_url}/api/v1/disclosure/entries?limit=500", token)["items"]
+        entries = _call(
+            "GET", f"{base_url}/api/v1/disclosure/entries?limit=1000&order=desc", token
+        )["items"]
         found = [e for e in entries if iid in e["references"]]
         if not found:
             return None
-        entry = found[0]
-        return entry["published_at"], {**entry, "note": f"entry #{entry['seq']} {entry['title']}"}
+        entry = min(found, key=lambda e: e["index"])
+        return entry["published_at"], {**entry, "note": f"entry #{entry['index']} {entry['title']}"}
     path, at, describe = {
         "mediation": ("mediation/cases", "opened_at", lambda r: f"case {r['id']}"),
         "volunteer": ("volunteer/tasks", "created_at", lambda r: f"task {r['id']} ({r['kind']})"),
@@ -391,3 +393,78 @@ def rates_summary(rates: dict[str, Any]) -> str:
         shown = "  n/a" if rate["value"] is None else f"{rate['value'] * 100:5.1f} %"
         lines.append(f"  {label:<22} {shown}   ({rate['numerator']} of {rate['denominator']})")
     return "\n".join(lines)
+
+
+def public_record(base_url: str, secret: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    """The evening's public record: the month's figures, a signed checkpoint, a checked copy.
+
+    It checks the log the way an outsider would: an inclusion proof of the
+    morning's first entry against the signed root, and a downloaded copy of
+    the whole log verified offline against the published key.
+    """
+    from shequ_services.disclosure import client, merkle, verify
+    from shequ_services.disclosure.checkpoint import unb64
+
+    staff = _casework_tokens(secret)["staff"]
+    month = outcomes[0].reported_at.astimezone(SHANGHAI).strftime("%Y-%m")
+    api = f"{base_url}/api/v1/disclosure"
+    figures = _call("POST", f"{api}/figures", staff, {"community": COMMUNITY, "month": month})
+    checkpoint = _call("POST", f"{api}/checkpoints", staff)
+    first = min(
+        (e for e in _call("GET", f"{api}/entries?limit=1000", staff)["items"]
+         if e["community"] == COMMUNITY),
+        key=lambda e: e["index"],
+    )  # fmt: skip
+    proof = _call("GET", f"{api}/entries/{first['index']}/proof", staff)
+    included = merkle.verify_inclusion(
+        unb64(proof["leaf_hash"]),
+        proof["leaf_index"],
+        proof["tree_size"],
+        [unb64(h) for h in proof["audit_path"]],
+        unb64(checkpoint["root_hash"]),
+    )
+    key = unb64(_call("GET", f"{api}/public-key", staff)["public_key"])
+    report = verify.verify_copy(client.download(base_url), pinned_key=key)
+    return {
+        "month": month,
+        "figures": figures["figures"],
+        "checkpoint": checkpoint,
+        "proof": {**proof, "verified": included},
+        "copy": report,
+    }
+
+
+def record_summary(record: dict[str, Any]) -> str:
+    figures, checkpoint, proof = record["figures"], record["checkpoint"], record["proof"]
+    body = figures["body"]
+    rates = "  ".join(
+        f"{label} {body[key]['numerator']}/{body[key]['denominator']}"
+        for key, label in (
+            ("response_rate", "响应率"), ("resolution_rate", "解决率"),
+            ("satisfaction_rate", "满意率"),
+        )
+    )  # fmt: skip
+    report = record["copy"]
+    copy_line = (
+        f"{report.checked_entries} entries make the signed tree of size {report.size}"
+        if report.ok
+        else "FAILED: " + "; ".join(report.problems)
+    )
+    return "\n".join(
+        [
+            "",
+            "The public record (docs/disclosure.md):",
+            f"  entry #{figures['index']}  {figures['title']}: received "
+            f"{sum(body['received'].values())}, concluded {sum(body['concluded'].values())}; "
+            f"{rates}",
+            f"  checkpoint  {checkpoint['size']} entries, root {checkpoint['root_hash'][:16]}…, "
+            f"signed with Ed25519",
+            f"  entry #{proof['leaf_index']}  inclusion proof of {len(proof['audit_path'])} "
+            + (
+                "hashes: verified against the signed root"
+                if proof["verified"]
+                else "hashes: FAILED"
+            ),
+            f"  a copy of the whole log, checked offline: {copy_line}",
+        ]
+    )

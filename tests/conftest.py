@@ -31,8 +31,11 @@ import requests
 from shequ.auth import mint_token
 from shequ.embedded import RabbitMQNode, SecantusServer, free_port
 from shequ.stack import Stack
+from shequ_services.disclosure import checkpoint as disclosure_keys
 
 T = TypeVar("T")
+#: The name of the session platform's disclosure witness.
+WITNESS = "test-witness"
 
 
 def wait_for(
@@ -82,13 +85,19 @@ class Platform:
     stack: Stack
     servers: Servers
     db_prefix: str
+    #: The private key of the disclosure log's one configured witness (base64).
+    witness_key: str = ""
 
     @property
     def url(self) -> str:
         return self.stack.url
 
-    def token(self, *roles: str, sub: str = "tester", communities: tuple[str, ...] = ()) -> str:
-        return mint_token(self.stack.jwt_secret(), roles=roles, sub=sub, communities=communities)
+    def token(
+        self, *roles: str, sub: str = "tester", communities: tuple[str, ...] = (), **claims: Any
+    ) -> str:
+        return mint_token(
+            self.stack.jwt_secret(), roles=roles, sub=sub, communities=communities, **claims
+        )
 
     def session(self, *roles: str, **claims: Any) -> requests.Session:
         session = requests.Session()
@@ -132,10 +141,20 @@ def stack_on(
 
 @pytest.fixture(scope="session")
 def platform(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    stack = stack_on(servers, tmp_path_factory.mktemp("platform"))
+    witness_key = disclosure_keys.new_private_key()
+    witness_public = disclosure_keys.public_key_of(disclosure_keys.load_private_key(witness_key))
+    stack = stack_on(
+        servers,
+        tmp_path_factory.mktemp("platform"),
+        env={
+            "SHEQU_DISCLOSURE_WITNESSES": f"{WITNESS}={disclosure_keys.b64(witness_public)}",
+            # Checkpoints come on demand in tests; the schedule is the same code.
+            "SHEQU_DISCLOSURE_CHECKPOINT_SECONDS": "3600",
+        },
+    )
     stack.start()
     try:
-        yield Platform(stack, servers, stack.extra_env["SHEQU_MONGO_DATABASE_PREFIX"])
+        yield Platform(stack, servers, stack.extra_env["SHEQU_MONGO_DATABASE_PREFIX"], witness_key)
     finally:
         stack.stop()
 

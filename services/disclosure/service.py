@@ -144,21 +144,10 @@ class DisclosureService(BoardPages, PlatformService):
 
     def _append_event_fed(self, draft: domain.EntryDraft) -> None:
         """Redact and count: an event-fed entry is published, minus any personal data."""
-        redacted, found = guard.redact_fields({"title": draft.title, "body": dict(draft.body)})
+        redacted, found = domain.guarded(draft)
+        self.entries.append(redacted)
         for kind, count in found.items():
             DISCLOSURE_REDACTIONS.labels(kind).inc(count)
-        self.entries.append(
-            domain.EntryDraft(
-                kind=draft.kind,
-                cadence=draft.cadence,
-                community=draft.community,
-                period=draft.period,
-                title=redacted["title"],
-                body=redacted["body"],
-                references=draft.references,
-                supersedes=draft.supersedes,
-            )
-        )
 
     # Reading the log (public).
 

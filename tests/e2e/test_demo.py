@@ -57,6 +57,9 @@ def test_the_demo_day_shows_effects_casework_an_escalation_and_the_rates(
     assert "returned→accepted" in work["facility_damaged"].path
     assert work["neighbour_dispute"].path[-1] == "in_progress"
     assert "rated 5/5" in demo.rate_closure(url, secret, list(work.values()))
+    record = demo.public_record(url, secret, outcomes)
+    assert record["proof"]["verified"] and record["copy"].ok
+    assert "verified against the signed root" in demo.record_summary(record)
 
     watched = demo.watch_escalation(url, secret, outcomes)
     assert [level["to"] for level in watched["clock"]["escalations"]] == [

@@ -29,7 +29,7 @@ def effects(platform: Platform, incident_id: str) -> dict[str, list[Any]]:
     notes = staff.get(f"{base}/api/v1/notify/notifications", params={"subject_ref": incident_id})
     cases = staff.get(f"{base}/api/v1/mediation/cases", params={"incident_id": incident_id})
     tasks = staff.get(f"{base}/api/v1/volunteer/tasks", params={"incident_id": incident_id})
-    board = staff.get(f"{base}/api/v1/disclosure/entries", params={"limit": 500})
+    board = staff.get(f"{base}/api/v1/disclosure/entries", params={"limit": 1000, "order": "desc"})
     return {
         "notify": notes.json()["items"],
         "mediation": cases.json()["items"],
@@ -87,8 +87,8 @@ def test_the_reporter_reads_their_incident_and_another_resident_cannot(platform:
 
 def test_a_sensitive_report_is_disclosed_without_its_category_or_id(platform: Platform) -> None:
     entries = platform.db("disclosure")["entries"]
-    last = entries.find_one(sort=[("seq", -1)])
-    seen_before = last["seq"] if last else 0
+    last = entries.find_one(sort=[("_id", -1)])
+    seen_before = last["_id"] if last else -1
     created = report(
         platform, {"category": "new_pregnancy", "grid_cell": "qy-01", "description": "王某怀孕"}
     ).json()
@@ -100,7 +100,7 @@ def test_a_sensitive_report_is_disclosed_without_its_category_or_id(platform: Pl
         lambda: processed.find_one({"subject": created["id"]}),
         what="disclosure to handle the sensitive report",
     )
-    new_entries = list(entries.find({"seq": {"$gt": seen_before}}))
+    new_entries = list(entries.find({"_id": {"$gt": seen_before}}))
     published = json.dumps(new_entries, default=str, ensure_ascii=False)
     assert created["id"] not in published
     assert "new_pregnancy" not in published and "王某" not in published

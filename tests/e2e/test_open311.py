@@ -369,7 +369,9 @@ def test_the_report_fans_out_like_a_native_one(platform: Platform, api_key: str)
 
     def on_the_board() -> list[Any]:
         board = staff.get(
-            f"{platform.url}/api/v1/disclosure/entries", params={"limit": 500}, timeout=10
+            f"{platform.url}/api/v1/disclosure/entries",
+            params={"limit": 1000, "order": "desc"},
+            timeout=10,
         )
         return [e for e in board.json()["items"] if request_id in e["references"]]
 

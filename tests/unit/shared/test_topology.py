@@ -1,3 +1,5 @@
+import re
+
 from shequ.topology import subscriptions
 from shequ_services.disclosure.service import DisclosureService
 from shequ_services.grid.service import GridService
@@ -5,17 +7,18 @@ from shequ_services.mediation.service import MediationService
 from shequ_services.notify.service import NotifyService
 from shequ_services.volunteer.service import VolunteerService
 
+CONSUMERS = (NotifyService, DisclosureService, MediationService, VolunteerService)
+#: nameko's own naming: evt-<source service>-<event type>--<consumer>.<handler method>
+NAMEKO_QUEUE = re.compile(r"^evt-[a-z]+-[a-z_]+\.[a-z_]+--[a-z]+\.on_[a-z_]+$")
+
 
 def test_every_consumer_of_incident_reported_has_a_nameko_compatible_queue() -> None:
-    queues = {
-        sub.queue
-        for cls in (NotifyService, DisclosureService, MediationService, VolunteerService)
-        for sub in subscriptions(cls)
-    }
-    assert queues == {
+    queues = {sub.queue for cls in CONSUMERS for sub in subscriptions(cls)}
+    assert {
         f"evt-grid-incident.reported--{name}.on_incident_reported"
         for name in ("notify", "disclosure", "mediation", "volunteer")
-    }
+    } <= queues
+    assert all(NAMEKO_QUEUE.match(queue) for queue in queues), sorted(queues)
 
 
 def test_the_grid_consumes_nothing_yet() -> None:

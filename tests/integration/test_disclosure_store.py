@@ -1,0 +1,152 @@
+"""The disclosure log's repository on the real store: appends, proofs, figures, the guard.
+
+Roots and proofs are checked against the RFC 9162 reference of the test
+support code, computed from the stored leaf bytes, not against the
+repository's own answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shequ_services.disclosure import domain
+from shequ_services.disclosure.store import ENTRIES, NODES, EntryRepository
+from tests.conftest import Servers
+from tests.support import rfc9162
+
+pytestmark = pytest.mark.integration
+
+COMMUNITY = "hx-guihua"
+MONTH = domain.month_of(datetime.now(UTC))
+
+
+@pytest.fixture
+def database(servers: Servers) -> Iterator[Any]:
+    client = servers.mongo()
+    name = f"disclosure_{uuid.uuid4().hex[:8]}"
+    database = client[name]
+    for collection, models in EntryRepository.INDEXES.items():
+        database[collection].create_indexes(models)
+    yield database
+    client.drop_database(name)
+    client.close()
+
+
+def repository(database: Any) -> EntryRepository:
+    return EntryRepository(database, service="disclosure", district="test")
+
+
+def notice(number: int, **changes: Any) -> domain.EntryDraft:
+    fields: dict[str, Any] = {
+        "kind": "notice", "cadence": "ad_hoc", "community": COMMUNITY, "period": MONTH,
+        "title": f"通知 {number}", "body": {"text": f"第 {number} 号通知"},
+    }  # fmt: skip
+    fields.update(changes)
+    return domain.EntryDraft(**fields)
+
+
+def stored_leaves(database: Any) -> list[bytes]:
+    return [bytes(d["leaf"]) for d in database[ENTRIES].find().sort("_id", 1)]
+
+
+def test_concurrent_appends_leave_no_gap_and_no_fork(database: Any) -> None:
+    failures: list[BaseException] = []
+
+    def writer(first: int) -> None:
+        try:
+            own = repository(database)
+            for number in range(first, first + 8):
+                own.append(notice(number))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n * 100,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures
+    log = repository(database)
+    leaves = stored_leaves(database)
+    assert [json.loads(leaf)["index"] for leaf in leaves] == list(range(32))
+    size, root = log.head()
+    assert size == 32 and root == rfc9162.MTH(leaves)
+
+
+def test_every_proof_from_stored_nodes_holds_under_the_rfc_verifier(database: Any) -> None:
+    log = repository(database)
+    for number in range(21):
+        log.append(notice(number))
+    leaves = stored_leaves(database)
+    for size in (1, 2, 5, 8, 13, 21):
+        root = rfc9162.MTH(leaves[:size])
+        assert log.root(size) == root
+        for index in range(size):
+            path = log.inclusion_proof(index, size)
+            assert path == rfc9162.PATH(index, leaves[:size])
+            assert rfc9162.verify_inclusion(
+                rfc9162.leaf_hash(leaves[index]), index, size, path, root
+            )
+        for first in range(1, size + 1):
+            proof = log.consistency_proof(first, size)
+            assert rfc9162.verify_consistency(first, size, proof, rfc9162.MTH(leaves[:first]), root)
+
+
+def test_a_proof_reads_a_logarithmic_number_of_stored_nodes(database: Any) -> None:
+    log = repository(database)
+    for number in range(64):
+        log.append(notice(number))
+    # Perfect subtrees only: 64 leaves + 32 + 16 + 8 + 4 + 2 + 1 nodes.
+    assert database[NODES].count_documents({}) == 127
+    assert len(log.inclusion_proof(37, 64)) == 6
+
+
+def test_figures_are_published_once_and_corrected_when_the_month_changes(database: Any) -> None:
+    log = repository(database)
+    log.append(
+        domain.incident_concluded(
+            incident_id="INC-1", category="facility_damaged", sensitive=False,
+            community=COMMUNITY, outcome="closed_resolved", answered_in_time=True,
+            at=datetime.now(UTC),
+        )
+    )  # fmt: skip
+    log.count_mediation(community=COMMUNITY, month=MONTH, outcome="agreed")
+    first = log.publish_month(COMMUNITY, MONTH)
+    assert [e.kind for e in first] == ["mediation_statistics", "incident_summary"]
+    assert log.publish_month(COMMUNITY, MONTH) == []
+    log.count_mediation(community=COMMUNITY, month=MONTH, outcome="failed")
+    corrected = log.publish_month(COMMUNITY, MONTH)
+    assert [e.supersedes for e in corrected] == [first[0].index, first[1].index]
+    assert corrected[1].body["mediation_closed"] == {"agreed": 1, "failed": 1}
+    assert corrected[1].body["concluded"] == {"closed_resolved": 1}
+
+
+def test_a_category_never_reported_is_treated_as_sensitive(database: Any) -> None:
+    log = repository(database)
+    assert log.is_sensitive("something_new")
+    log.remember_category("facility_damaged", name_zh="公共设施损坏", sensitive=False)
+    assert not log.is_sensitive("facility_damaged")
+
+
+def test_personal_data_in_an_event_fed_entry_never_reaches_the_store(database: Any) -> None:
+    """A draft's text, from whatever source, is redacted before it is stored."""
+    log = repository(database)
+    rng = random.Random(20261123)
+    personal = ["110101199003078515", "13812345678", "zhang.san@example.cn", "京A12345",
+                "6222021234567890128", "3号楼2单元501室"]  # fmt: skip
+    for datum in personal:
+        text = f"{rng.choice(['据报', '居民反映', ''])}{datum}{rng.choice(['。', '，请核实', ''])}"
+        redacted, found = domain.guarded(notice(0, title=f"事项{text}", body={"note": text}))
+        entry = log.append(redacted)
+        assert sum(found.values()) >= 2
+        stored = database[ENTRIES].find_one({"_id": entry.index})
+        assert datum not in json.dumps(stored, default=str, ensure_ascii=False)
+        assert datum.encode() not in bytes(stored["leaf"])
