@@ -134,6 +134,7 @@ class BoardPages:
             checkpoint=checkpoint,
             entry=board.entry_view(entry, _listed(corrections.get(index)), self._codes()),
             proof=board.proof_view(entry, checkpoint, path),
+            public_key=board.b64(self.log_key.public_key),
         )
 
     @route(

@@ -229,6 +229,8 @@ def test_an_entry_page_shows_the_proof_against_the_latest_checkpoint(
     assert all(node in html for node in proof["audit_path"])
     assert "data-proof-check>服务器已用这份审计路径" in html
     assert f"位于第 {index} 位" in html and "shequ disclosure verify" in html
+    key = get(platform, f"{API}/public-key").json()["public_key"]
+    assert f"<code data-public-key>{key}</code>" in html
     assert f'href="{API}/entries/{index}/proof?size={latest["size"]}"' in html
     leaf = base64.b64decode(log["finance"]["leaf"])
     assert hashlib.sha256(b"\x00" + leaf).hexdigest() in html
