@@ -51,4 +51,4 @@ format: $(STAMP)
 	$(BIN)/ruff format shared services tests
 
 clean:
-	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache
+	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache .hypothesis

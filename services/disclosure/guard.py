@@ -19,20 +19,21 @@ Kinds (``KINDS``, in the order that breaks ties, most specific first):
   written as one run, in groups of four (the last group 1-4 digits) or 4-6-5,
   groups joined by one kind of separator (space or hyphen).
 * ``mobile``: ``1[3-9]`` + 9 digits, plain or 3-4-4 with spaces or hyphens,
-  optionally after ``+86``, ``0086`` or ``(+86)``.
+  optionally after ``+86``, ``0086``, ``86`` or ``(+86)``.
 * ``landline``: an area code ``0`` + 2-3 digits (optionally in parentheses),
   an optional space or hyphen, a local number of 7-8 digits not starting with
-  0 or 1, and an optional extension (``-``, ``转``, ``分机``, ``ext``, ``x``).
+  0 or 1 (whole, or split 3-4 or 4-4), and an optional extension (``-``,
+  ``转``, ``分机``, ``ext``, ``x``).
 * ``email``: local part, ``@``, dotted domain with a 2+ letter top level.
-* ``licence_plate``: a province abbreviation, a letter, an optional middle dot
-  or space, then five characters with at least three digits, a new-energy
-  six (``D``/``F`` + 5 or 5 digits + ``D``/``F``), or four characters and one
-  of 使/领/警/学/挂.
+* ``licence_plate``: a province abbreviation, a letter (either may be
+  followed by a middle dot, space or hyphen), then five characters with at
+  least three digits, a new-energy six (``D``/``F`` + 5 or 5 digits +
+  ``D``/``F``), or four characters and one of 使/领/警/学/挂.
 * ``party_name``: exact occurrences (ASCII case ignored) of the names the
   producer knows; names shorter than two characters are ignored because
   they would blank out ordinary words.
 * ``house_number``: building, unit, floor and room numbers (``3号楼2单元501室``,
-  ``5栋1单元302``, ``12号院3号楼``, ``3-2-501``, ``501室``) and a street number
+  ``5栋1单元302``, ``12号院3号楼``, ``3号楼501``, ``3-2-501``, ``501室``) and a street number
   after a road name (``柳树路12号``).
 
 Boundary rule. Digit-based kinds (everything but e-mail, plate and name) are
@@ -42,22 +43,28 @@ is neither a digit nor a hyphen that precedes one. ``2026-11-23`` or
 ``I-20261123-0001`` is therefore one number and none of its parts is looked at
 alone; an 18-digit run that is not an ID is not searched for a mobile inside
 it. Letters, CJK characters, punctuation, spaces and commas may touch a
-finding: ``电话13812345678，13912345678`` yields two mobiles. A plate is not
+finding: ``电话13812345678，13912345678`` yields two mobiles. A house number
+that ends in a word (``501室``) may be followed by anything. A plate is not
 followed by a digit; an e-mail extends as far as e-mail characters go on
 both sides; names have no boundary (Chinese has no spaces between words).
 Full-width digits, letters and punctuation count as their ASCII forms.
 
 Overlaps: every kind proposes candidates independently; the longest wins,
 then the earlier kind in ``KINDS``, so an ID that also passes Luhn is an ID,
-and a mobile inside an e-mail address goes with the address.
+and a mobile inside an e-mail address goes with the address. Digit groups
+joined by single spaces are read both together and apart (a list of numbers
+may hold a card), so two cards parted by a mere space can be read across the
+gap; overlapping card readings are merged into one finding.
 
 Redaction replaces a finding with ``【已隐去：<label>】`` (``PLACEHOLDERS``), a
 marker no reader mistakes for content and that the guard never matches again.
 A house number that follows the name of a compound or a street (the character
 before it is one such as 区, 苑, 园, 村, 路, 街) is removed, leaving that name
 (``和兴小区3号楼2单元501室`` → ``和兴小区``); with nothing of the kind before
-it, it becomes the placeholder. Redaction scans its own output again until
-nothing is found, so a removal can never join text into a new datum.
+it, it becomes the placeholder. Removing text can join what was around it
+into a new datum (``柳树路501室12号`` → ``柳树路12号``), so redaction scans its
+own output again; its last pass (the fourth) uses placeholders only, and a
+placeholder joins nothing, so the result never holds a finding.
 """
 
 from __future__ import annotations
@@ -159,23 +166,24 @@ _RESIDENT_ID = _overlapping(
 )
 _MOBILE = _overlapping(
     _BEFORE
-    + r"(?:(?:\+|00)86[ -]?|\(\+?86\) ?)?1[3-9][0-9](?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}"
+    + r"(?:(?:\+|00)?86[ -]?|\(\+?86\) ?)?1[3-9][0-9](?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}"
     + _AFTER
 )
 _LANDLINE = _overlapping(
     _BEFORE
-    + r"(?:\(0[1-9][0-9]{1,2}\) ?|0[1-9][0-9]{1,2}[ -]?)[2-9][0-9]{6,7}"
-    + r"(?:(?:-|转|分机|[Ee][Xx][Tt]\.?|[Xx]) ?[0-9]{1,6})?"
+    + r"(?:\(0[1-9][0-9]{1,2}\) ?|0[1-9][0-9]{1,2}[ -]?)"
+    + r"(?:[2-9][0-9]{6,7}|[2-9][0-9]{2,3}[ -][0-9]{4})"
+    + r"(?: ?(?:-|转|分机|[Ee][Xx][Tt]\.?|[Xx]) ?[0-9]{1,6})?"
     + _AFTER
 )
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@"
+    r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9_.%+-]+@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}"
 )
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _PLATE = _overlapping(
-    rf"[{PROVINCES}][A-Za-z][ ·•・.]?"
+    rf"[{PROVINCES}][ ·•・.-]?[A-Za-z][ ·•・.-]?"
     r"(?:(?P<ev>[DFdf][A-Za-z0-9][0-9]{4}|[0-9]{5}[DFdf])"
     r"|(?P<special>[A-Za-z0-9]{4}[使领警学挂])"
     r"|(?P<serial>[A-Za-z0-9]{5}))"
@@ -186,22 +194,31 @@ _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
 _BUILDING = r"[0-9]{1,4}(?:号院|号楼|栋(?![楼房住建民])|幢(?![楼房住建民]))"
 _UNIT = r"[0-9]{1,3}单元"
 _FLOOR = r"[0-9]{1,3}[层楼]"
-_ROOM = r"[0-9]{1,5}(?:室|号房)(?!厅)"
+_ROOM = r"[0-9]{1,5}(?:室|号房)"
 _BARE_ROOM = r"[0-9]{2,5}(?![0-9])"
+# 3号楼501: a room straight after the building, unless the digits are a year,
+# a date, an amount or a count.
+_ROOM_AFTER_BUILDING = r"[0-9]{3,4}(?![0-9.年月日号元件人户次个%])"
 _AFTER_UNIT = rf"(?: ?{_FLOOR})?(?: ?(?:{_ROOM}|{_BARE_ROOM}))?"
 _FROM_BUILDING = (
     rf"{_BUILDING}(?: ?{_BUILDING})*"
-    rf"(?: ?{_UNIT}{_AFTER_UNIT}| ?{_FLOOR}(?: ?(?:{_ROOM}|{_BARE_ROOM}))?| ?{_ROOM})?"
+    rf"(?: ?{_UNIT}{_AFTER_UNIT}| ?{_FLOOR}(?: ?(?:{_ROOM}|{_BARE_ROOM}))?| ?{_ROOM}"
+    rf"|{_ROOM_AFTER_BUILDING})?"
 )
 _FROM_UNIT = rf"{_UNIT}{_AFTER_UNIT}"
-_LONE_ROOM = r"[0-9]{3,5}(?:室|号房)(?!厅)"
+_LONE_ROOM = r"[0-9]{3,5}(?:室|号房)"
 _DASHED = r"[0-9]{1,3}-[0-9]{1,3}-[0-9]{3,4}[室号]?"
 _STREET_NUMBER = (
-    r"(?<=[路街道巷弄同里村])[0-9]{1,5}号(?![院楼房])(?:之[0-9]{1,3})?"
+    r"(?<=[路街道巷弄同里村])[0-9]{1,5}号(?![院楼])(?:之[0-9]{1,3})?"
     rf"(?: ?(?:{_FROM_BUILDING}|{_FROM_UNIT}|{_ROOM}))?"
 )
+# A house number that ends in a word (室, 号楼) may be followed by anything;
+# one that ends in a digit keeps the digit boundary.
+_HOUSE_AFTER = rf"(?:(?<=[0-9]){_AFTER}|(?<![0-9]))"
 _HOUSE = _overlapping(
-    _BEFORE + rf"(?:{_STREET_NUMBER}|{_FROM_BUILDING}|{_FROM_UNIT}|{_LONE_ROOM}|{_DASHED})" + _AFTER
+    _BEFORE
+    + rf"(?:{_STREET_NUMBER}|{_FROM_BUILDING}|{_FROM_UNIT}|{_LONE_ROOM}|{_DASHED})"
+    + _HOUSE_AFTER
 )
 # The last character of a compound or street name: a house number after one is
 # removed and the name stays; anywhere else it becomes the placeholder.
@@ -251,19 +268,19 @@ def scan(text: str, known_names: Iterable[str] = ()) -> list[Finding]:
         *_house_numbers(folded),
         *_party_names(folded, known_names),
     ]
-    return _resolve(candidates, _placeholder_spans(folded))
+    return _resolve(candidates, _placeholder_spans(text))
 
 
 def redact(text: str, known_names: Iterable[str] = ()) -> Redaction:
     """``text`` with every finding replaced (see the module doc), and counts per kind."""
     names = tuple(known_names)
     counts: Counter[str] = Counter()
-    for _ in range(_MAX_PASSES):
+    for passes in range(1, _MAX_PASSES + 1):
         findings = scan(text, names)
         if not findings:
             break
         counts.update(finding.kind for finding in findings)
-        text = _replace(text, findings)
+        text = _replace(text, findings, reduce_houses=passes < _MAX_PASSES)
     return Redaction(text=text, counts=dict(counts))
 
 
@@ -318,11 +335,15 @@ def _bank_cards(text: str) -> Iterator[Finding]:
 
     A run is digits joined by single spaces or hyphens. A span may not cut a
     hyphen-joined number (the boundary rule), but a space-separated list of
-    numbers may hold a card among other numbers.
+    numbers may hold a card among other numbers. Card readings that overlap
+    (two cards separated by a mere space can also be read across the gap) are
+    merged into one finding: a miscount is better than half a card left in
+    public text.
     """
     for run in _DIGIT_RUN.finditer(text):
         groups = [(m.start(), m.end()) for m in re.finditer(r"[0-9]+", run[0])]
         seps = [run[0][end] for _, end in groups[:-1]]
+        spans: list[tuple[int, int]] = []
         for first in range(len(groups)):
             if first and seps[first - 1] == "-":
                 continue
@@ -334,8 +355,19 @@ def _bank_cards(text: str) -> Iterator[Finding]:
                 if sum(lengths) > 19:
                     break
                 if _card_layout(span, lengths, set(seps[first:last])):
-                    offset = run.start()
-                    yield Finding(BANK_CARD, offset + groups[first][0], offset + groups[last][1])
+                    spans.append((run.start() + groups[first][0], run.start() + groups[last][1]))
+        for start, end in _merge(spans):
+            yield Finding(BANK_CARD, start, end)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _card_layout(span: str, lengths: list[int], seps: set[str]) -> bool:
@@ -407,20 +439,20 @@ def _resolve(candidates: list[Finding], reserved: list[tuple[int, int]]) -> list
     return sorted(chosen, key=lambda f: f.start)
 
 
-def _replace(text: str, findings: list[Finding]) -> str:
+def _replace(text: str, findings: list[Finding], reduce_houses: bool) -> str:
     folded = text.translate(_FOLD)
     parts: list[str] = []
     position = 0
     for finding in findings:
         parts.append(text[position : finding.start])
-        parts.append(_replacement(folded, finding))
+        parts.append(_replacement(folded, finding, reduce_houses))
         position = finding.end
     parts.append(text[position:])
     return "".join(parts)
 
 
-def _replacement(folded: str, finding: Finding) -> str:
-    if finding.kind == HOUSE_NUMBER:
+def _replacement(folded: str, finding: Finding, reduce_houses: bool) -> str:
+    if finding.kind == HOUSE_NUMBER and reduce_houses:
         before = folded[: finding.start].rstrip(" ")
         if before and before[-1] in _PLACE_ENDINGS:
             return ""

@@ -11,7 +11,7 @@ from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
 from shequ.contracts import mediation as mediation_events
 from shequ.contracts import volunteer as volunteer_events
-from shequ.errors import Forbidden, InvalidInput, NotFound
+from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import DISCLOSURE_REDACTIONS
@@ -288,12 +288,9 @@ class DisclosureService(BoardPages, PlatformService):
             body["parties"],
         )
         if findings:
-            errors: dict[str, list[str]] = {}
-            for finding in findings:
-                errors.setdefault(finding.field, []).append(
-                    f"contains personal data: {guard.MESSAGES[finding.kind]}"
-                )
-            raise InvalidInput("the entry would publish personal data", errors)
+            raise InvalidInput(
+                "the entry would publish personal data", guard.field_errors(findings)
+            )
         draft = domain.EntryDraft(
             kind=body["kind"],
             cadence=body["cadence"],
@@ -322,7 +319,7 @@ class DisclosureService(BoardPages, PlatformService):
         summary="Sign a checkpoint now (staff), if the log grew since the last one",
         response=CheckpointSchema,
         status=201,
-        errors=(403,),
+        errors=(403, 409),
     )
     def sign_checkpoint_now(self, request: Request) -> Response:
         if not request.identity.has_role(*WRITER_ROLES):
@@ -330,7 +327,7 @@ class DisclosureService(BoardPages, PlatformService):
         before = self.entries.latest_checkpoint()
         checkpoint = self._sign_if_grown()
         if checkpoint is None:
-            raise NotFound("the log is empty: there is nothing to sign")
+            raise Conflict("the log is empty: there is nothing to sign yet")
         created = before is None or before.size != checkpoint.size
         return json_response(self._dump_checkpoint(checkpoint), status=201 if created else 200)
 
