@@ -73,3 +73,31 @@ def test_the_board_is_styled_by_its_own_sheet_under_its_policy(
     colour = page.locator("body").evaluate("element => getComputedStyle(element).color")
     assert colour == "rgb(26, 26, 26)"
     assert page.console_errors == []
+
+
+def test_the_monthly_figures_are_drawn_as_labelled_charts(platform: Platform, page: Any) -> None:
+    community = fresh_community()
+    for score in (5, 4, 1):
+        publish(platform, community, kind="staff_evaluation", title="评议", body={"score": score})
+    session = platform.session("community_staff", communities=(community,))
+    figures = session.post(
+        f"{platform.url}/api/v1/disclosure/figures",
+        json={"community": community, "month": "2026-03"},
+        timeout=10,
+    )
+    assert figures.status_code == 200, figures.text
+
+    page.goto(f"{platform.url}/board/figures")
+    page.get_by_label("社区", exact=True).select_option(community)
+    page.get_by_label("月份", exact=True).fill("2026-03")
+    page.get_by_role("button", name="查看").click()
+    page.wait_for_url(re.compile(r"month=2026-03"))
+
+    rates = page.get_by_role("img", name="三项比率")
+    assert rates.is_visible()
+    bar = rates.locator("rect").nth(2)
+    assert bar.evaluate("element => getComputedStyle(element).fill") == "rgb(31, 95, 153)"
+    assert float(bar.get_attribute("width") or 0) > 0
+    row = page.locator("tr", has=page.get_by_role("rowheader", name="满意率"))
+    assert row.locator("td").inner_text() == "66.7%（2 / 3）"
+    assert page.console_errors == []
