@@ -9,7 +9,6 @@ checksum in the guard cannot agree with itself.
 from __future__ import annotations
 
 import re
-import string
 from datetime import date
 
 import pytest
@@ -21,8 +20,6 @@ from shequ_services.disclosure.guard import (
     BANK_CARD,
     EMAIL,
     HOUSE_NUMBER,
-    LANDLINE,
-    LICENCE_PLATE,
     MOBILE,
     PARTY_NAME,
     PLACEHOLDERS,
@@ -35,49 +32,18 @@ from shequ_services.disclosure.guard import (
     redact_fields,
     scan,
 )
+from tests.support.personal_data import (
+    FREE_TEXT,
+    NAMES,
+    PARTING,
+    card,
+    luhn_check_digit,
+    personal_data,
+    resident_id,
+    traces,
+)
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def mod11_2_check(seventeen: str) -> str:
-    """ISO 7064 MOD 11-2 by its recursive definition: p = (p + digit) * 2 mod 11."""
-    p = 0
-    for char in seventeen:
-        p = (p + int(char)) * 2 % 11
-    value = (12 - p) % 11
-    return "X" if value == 10 else str(value)
-
-
-def luhn_check_digit(payload: str) -> str:
-    """The digit that makes ``payload + digit`` pass Luhn (double every second from the right)."""
-    total = 0
-    for position, char in enumerate(reversed(payload)):
-        value = int(char)
-        if position % 2 == 0:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return str((10 - total % 10) % 10)
-
-
-def is_valid_id(digits: str) -> bool:
-    if not re.fullmatch(r"[1-9][0-9]{16}[0-9X]", digits.upper()):
-        return False
-    try:
-        date(int(digits[6:10]), int(digits[10:12]), int(digits[12:14]))
-    except ValueError:
-        return False
-    return mod11_2_check(digits[:17]) == digits[17].upper()
-
-
-def resident_id(region: str = "110105", born: str = "19491231", sequence: str = "002") -> str:
-    body = region + born + sequence
-    return body + mod11_2_check(body)
-
-
-def card(payload: str) -> str:
-    return payload + luhn_check_digit(payload)
 
 
 def kinds(text: str, names: tuple[str, ...] = ()) -> list[str]:
@@ -470,171 +436,7 @@ def test_field_errors_say_which_kind_each_field_holds_without_the_datum() -> Non
 
 
 # --- properties ------------------------------------------------------------------------
-#
-# Free text around a datum is drawn from CJK characters, ASCII letters,
-# punctuation and spaces, but never digits or "@": those could join the datum
-# into a longer number (which the boundary rule in guard.py says is a different
-# number) or build an e-mail address of their own. Several data in one text are
-# parted by free text that ends in a character other than a space or hyphen,
-# because "-" joins digit runs and a lone space may let two card numbers read
-# as one.
-
-CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
-PUNCTUATION = "，。、；：！？（）《》“”,.;:!?()/-_'\" "
-FREE_CHAR = st.one_of(CJK, st.sampled_from(string.ascii_letters + PUNCTUATION))
-FREE_TEXT = st.text(alphabet=FREE_CHAR, max_size=24)
-PARTING = st.builds(lambda text, end: text + end, FREE_TEXT, st.sampled_from("，。；、和与及x"))
-
-
-def digits(n: int) -> st.SearchStrategy[str]:
-    return st.text(alphabet="0123456789", min_size=n, max_size=n)
-
-
-@st.composite
-def resident_ids(draw: st.DrawFn) -> str:
-    region = draw(st.integers(100000, 999999).map(str))
-    born = draw(st.dates(date(1900, 1, 1), date(2026, 12, 31))).strftime("%Y%m%d")
-    number = resident_id(region, born, draw(digits(3)))
-    if number.endswith("X") and draw(st.booleans()):
-        number = number[:-1] + "x"
-    sep = draw(st.sampled_from(["", "", " ", "-"]))
-    return f"{number[:6]}{sep}{number[6:14]}{sep}{number[14:]}"
-
-
-@st.composite
-def mobiles(draw: st.DrawFn) -> str:
-    number = "1" + draw(st.sampled_from("3456789")) + draw(digits(9))
-    sep = draw(st.sampled_from(["", " ", "-"]))
-    written = f"{number[:3]}{sep}{number[3:7]}{sep}{number[7:]}"
-    prefix = draw(st.sampled_from(["", "+86", "+86 ", "+86-", "0086", "0086 ", "86-", "(+86)"]))
-    return prefix + written
-
-
-@st.composite
-def landlines(draw: st.DrawFn) -> str:
-    area = "0" + draw(st.sampled_from("123456789")) + draw(digits(draw(st.integers(1, 2))))
-    local = draw(st.sampled_from("23456789")) + draw(digits(draw(st.integers(6, 7))))
-    split = draw(st.sampled_from(["", " ", "-"]))
-    if split:
-        local = local[:-4] + split + local[-4:]
-    layout = draw(st.sampled_from(["{a}-{l}", "({a}){l}", "{a} {l}", "（{a}）{l}"]))
-    extension = draw(st.sampled_from(["", "-801", "转8", "分机1234"]))
-    return layout.format(a=area, l=local) + extension
-
-
-LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
-
-
-@st.composite
-def emails(draw: st.DrawFn) -> str:
-    local = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+_-]{0,15}", fullmatch=True))
-    labels = draw(st.lists(LABEL, min_size=1, max_size=3))
-    top = draw(st.from_regex(r"[a-z]{2,6}", fullmatch=True))
-    return f"{local}@{'.'.join(labels)}.{top}"
-
-
-@st.composite
-def bank_cards(draw: st.DrawFn) -> str:
-    length = draw(st.integers(13, 19))
-    number = card(draw(st.sampled_from("123456789")) + draw(digits(length - 2)))
-    assume(not is_valid_id(number))
-    sep = draw(st.sampled_from(["", " ", "-"]))
-    if not sep:
-        return number
-    return sep.join(number[i : i + 4] for i in range(0, length, 4))
-
-
-@st.composite
-def plates(draw: st.DrawFn) -> str:
-    province = draw(st.sampled_from(guard.PROVINCES))
-    letter = draw(st.sampled_from(string.ascii_uppercase))
-    first, sep = draw(st.sampled_from(["", "·", " ", "-"])), draw(st.sampled_from(["", "·", " "]))
-    form = draw(st.sampled_from(["ordinary", "small_ev", "large_ev", "special"]))
-    alnum = st.sampled_from(string.ascii_uppercase + string.digits)
-    if form == "ordinary":
-        letters = draw(st.integers(0, 2))
-        chars = [*draw(digits(5 - letters))]
-        chars += draw(
-            st.lists(st.sampled_from(string.ascii_uppercase), min_size=letters, max_size=letters)
-        )
-        serial = "".join(draw(st.permutations(chars)))
-    elif form == "small_ev":
-        serial = draw(st.sampled_from("DF")) + draw(alnum) + draw(digits(4))
-    elif form == "large_ev":
-        serial = draw(digits(5)) + draw(st.sampled_from("DF"))
-    else:
-        serial = draw(digits(4)) + draw(st.sampled_from("使领警学挂"))
-    return f"{province}{first}{letter}{sep}{serial}"
-
-
-def small(low: int, high: int) -> st.SearchStrategy[str]:
-    return st.integers(low, high).map(str)
-
-
-@st.composite
-def house_numbers(draw: st.DrawFn) -> tuple[str, str]:
-    """A house number and what may stand before it (a compound, a street, or nothing)."""
-    b, u, r = draw(small(1, 40)), draw(small(1, 9)), draw(small(101, 3299))
-    layout = draw(
-        st.sampled_from(
-            [
-                f"{b}号楼{u}单元{r}室",
-                f"{b}栋{u}单元{r}",
-                f"{draw(small(1, 99))}号院{b}号楼",
-                f"{b}-{u}-{r}",
-                f"{r}室",
-                f"{b}号楼",
-                f"{b}号楼{r}",
-                f"{u}单元{r}",
-            ]
-        )
-    )
-    place = draw(st.sampled_from(["和兴小区", "柳树苑", "幸福里", ""]))
-    if draw(st.booleans()):
-        road = draw(st.text(alphabet=CJK, min_size=1, max_size=3)) + draw(st.sampled_from("路街巷"))
-        return road, f"{draw(small(1, 999))}号"
-    return place, layout
-
-
-def placeholder_words(name: str) -> bool:
-    return any(name in placeholder for placeholder in PLACEHOLDERS.values())
-
-
-NAMES = st.text(alphabet=CJK, min_size=2, max_size=4).filter(lambda n: not placeholder_words(n))
-
-
-@st.composite
-def personal_data(draw: st.DrawFn) -> tuple[str, str, str, tuple[str, ...]]:
-    """(kind, text to embed, the datum itself, known names)."""
-    kind = draw(st.sampled_from(guard.KINDS))
-    if kind == PARTY_NAME:
-        name = draw(NAMES)
-        return kind, name, name, (name,)
-    if kind == HOUSE_NUMBER:
-        place, number = draw(house_numbers())
-        return kind, place + number, number, ()
-    strategy = {
-        RESIDENT_ID: resident_ids(),
-        MOBILE: mobiles(),
-        LANDLINE: landlines(),
-        EMAIL: emails(),
-        BANK_CARD: bank_cards(),
-        LICENCE_PLATE: plates(),
-    }[kind]
-    datum = draw(strategy)
-    return kind, datum, datum, ()
-
-
-def traces(datum: str) -> list[str]:
-    """What must not survive of a datum: itself, its digits, and its digits without +86."""
-    left = [datum]
-    numerals = re.sub(r"[^0-9]", "", datum)
-    if len(numerals) >= 3:
-        left.append(numerals)
-    national = re.sub(r"^(?:\+|00)?86", "", re.sub(r"[^0-9+]", "", datum))
-    if len(national) == 11 and national.startswith("1"):
-        left.append(national)
-    return left
+# The strategies and why they look as they do: tests/support/personal_data.py.
 
 
 @PROPERTY
