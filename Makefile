@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e bench lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault bench lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -39,6 +39,12 @@ test-integration: setup
 
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
+
+test-browser: setup
+	@scripts/pytest tests/browser $(PYTEST_ARGS)
+
+test-fault: setup
+	@scripts/pytest tests/fault $(PYTEST_ARGS)
 
 # Benchmarks measure and assert nothing about speed, so they stay out of
 # `make test`. The disclosure log's writes bench/results/disclosure.json and the

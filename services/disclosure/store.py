@@ -241,6 +241,15 @@ class EntryRepository(Repository):
         document = self.db[CATEGORIES].find_one({"_id": code}, session=self.session)
         return True if document is None else bool(document["sensitive"])
 
+    def category_names(self) -> dict[str, str]:
+        """Chinese names of the ordinary categories seen in reports, for the board's labels.
+
+        Sensitive categories are left out: the log never names them, so the
+        board has no use for their names.
+        """
+        cursor = self.db[CATEGORIES].find({"sensitive": False}, session=self.session)
+        return {document["_id"]: document["name_zh"] for document in cursor}
+
     def communities_of(self, month: str) -> list[str]:
         found = set(self.db[ENTRIES].distinct("community", {"period": month}))
         found.update(self.db[TALLIES].distinct("community", {"month": month}))
