@@ -21,5 +21,7 @@ def test_every_consumer_of_incident_reported_has_a_nameko_compatible_queue() -> 
     assert all(NAMEKO_QUEUE.match(queue) for queue in queues), sorted(queues)
 
 
-def test_the_grid_consumes_nothing_yet() -> None:
-    assert subscriptions(GridService) == []
+def test_the_grid_consumes_only_closed_mediation_cases() -> None:
+    assert [sub.queue for sub in subscriptions(GridService)] == [
+        "evt-mediation-case.closed--grid.on_mediation_case_closed"
+    ]
