@@ -132,11 +132,39 @@ class ClockSchema(marshmallow.Schema):
     stopped_at = fields.AwareDateTime(allow_none=True)
 
 
-class CaseSchema(marshmallow.Schema):
-    """A case as the caller may see it: parties masked unless assigned mediator or admin.
+class SessionSchema(marshmallow.Schema):
+    id = fields.String()
+    session_at = fields.AwareDateTime()
+    place = fields.String()
+    held = fields.Boolean()
+    attendance = fields.List(fields.String())
+    notes = fields.String(allow_none=True)
 
-    The listing leaves out everything typed (facts, notes, agreement) and the parties.
-    """
+
+class FollowUpSchema(marshmallow.Schema):
+    at = fields.AwareDateTime()
+    performance = fields.String()
+    notes = fields.String(allow_none=True)
+
+
+class ExtensionSchema(marshmallow.Schema):
+    at = fields.AwareDateTime()
+    days = fields.Integer()
+    reason = fields.String(allow_none=True)
+    parties_consent = fields.Boolean()
+
+
+class HistoryEntrySchema(marshmallow.Schema):
+    at = fields.AwareDateTime()
+    actor = fields.String()
+    action = fields.String()
+    from_ = fields.String(data_key="from", attribute="from")
+    to = fields.String()
+    fields_ = fields.Dict(data_key="fields", attribute="fields")
+
+
+class CaseSummarySchema(marshmallow.Schema):
+    """A case in a listing: no parties and nothing typed (facts, notes, agreement)."""
 
     id = fields.String()
     incident_id = fields.String(allow_none=True)
@@ -150,27 +178,26 @@ class CaseSchema(marshmallow.Schema):
     outcome = fields.String(allow_none=True)
     mediator_id = fields.String(allow_none=True)
     clock = fields.Nested(ClockSchema)
+
+
+class CaseSchema(CaseSummarySchema):
+    """A case as the caller may see it: parties masked unless assigned mediator or admin."""
+
     allowed_actions = fields.List(fields.String())
     facts = fields.String(allow_none=True)
     parties = fields.List(fields.Nested(PartySchema))
     recusal = fields.Dict(allow_none=True)
-    sessions = fields.List(fields.Dict())
+    sessions = fields.List(fields.Nested(SessionSchema))
     agreement = fields.Dict(allow_none=True)
-    follow_ups = fields.List(fields.Dict())
+    follow_ups = fields.List(fields.Nested(FollowUpSchema))
     confirmation = fields.Dict(allow_none=True)
     referral = fields.Dict(allow_none=True)
-    extensions = fields.List(fields.Dict())
-    history = fields.List(fields.Dict())
-
-
-SUMMARY_FIELDS = (
-    "id", "incident_id", "community", "dispute_type", "status", "version", "source",
-    "opened_at", "closed_at", "outcome", "mediator_id", "clock",
-)  # fmt: skip
+    extensions = fields.List(fields.Nested(ExtensionSchema))
+    history = fields.List(fields.Nested(HistoryEntrySchema))
 
 
 class CaseListSchema(marshmallow.Schema):
-    items = fields.List(fields.Nested(CaseSchema(only=SUMMARY_FIELDS)))
+    items = fields.List(fields.Nested(CaseSummarySchema))
 
 
 class MediatorInputSchema(marshmallow.Schema):

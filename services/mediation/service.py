@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request, Response
 
 from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
-from shequ.errors import Conflict, Forbidden, InvalidInput
+from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import MEDIATION_CASE_SECONDS, MEDIATION_CASES_OVERDUE
@@ -140,6 +140,7 @@ class MediationService(PlatformService):
         parties = domain.number_parties(case.parties, body["parties"])
         with _domain_errors():
             domain.check_parties(parties)
+        self._check_still_impartial(case, parties)
         updated = replace(case, parties=parties, facts=body["facts"] or case.facts)
         with _domain_errors():
             stored = self.cases.save(case, updated)
@@ -310,6 +311,25 @@ class MediationService(PlatformService):
             seconds = (step.at - stored.opened_at).total_seconds()
             MEDIATION_CASE_SECONDS.labels(stored.outcome).observe(seconds)
         return self._dump(request, stored)
+
+    def _check_still_impartial(self, case: Case, parties: list[domain.Party]) -> None:
+        """A party added after assignment must not make the assigned mediator recused.
+
+        Unless the assignment was an override: then the recusal was knowingly
+        set aside, and the new reasons are for the same people to weigh.
+        """
+        if case.mediator_id is None or (case.recusal or {}).get("method") == "override":
+            return
+        try:
+            assigned = self.cases.mediator(case.mediator_id)
+        except NotFound:
+            return
+        reasons = roster.recusal_reasons(assigned, self.cases.indexes_of(parties))
+        if reasons:
+            raise Conflict(
+                f"with these parties {case.mediator_id} would be recused; reassign the case first",
+                reasons=reasons,
+            )
 
     def _clear_reader(self, request: Request, case_id: str, what: str) -> Case:
         case = self.cases.get(case_id)

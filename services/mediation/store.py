@@ -272,6 +272,15 @@ class CaseRepository(Repository):
             buildings=frozenset(p["building_index"] for p in parties if p.get("building_index")),
         )
 
+    def indexes_of(self, parties: Iterable[Party]) -> PartyIndexes:
+        """The blind indexes of parties not stored yet, for a recusal re-check."""
+        index = self.keyring.blind_index
+        listed = list(parties)
+        return PartyIndexes(
+            names=frozenset(index("name", p.name) for p in listed),
+            buildings=frozenset(index("building", p.building) for p in listed if p.building),
+        )
+
     def _mediator_from_input(self, values: Mapping[str, Any]) -> Mediator:
         index = self.keyring.blind_index
         building = values.get("building")

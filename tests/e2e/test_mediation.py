@@ -450,3 +450,21 @@ def test_a_closed_case_on_an_incident_not_in_progress_is_recorded_without_a_step
         "case_id": case["id"], "outcome": "withdrawn", "at": noted["mediation"]["at"],
         "step_taken": False,
     }  # fmt: skip
+
+
+def test_a_party_added_later_cannot_make_the_assigned_mediator_recused(platform: Platform) -> None:
+    community = new_community()
+    roster_of_two(platform, community)
+    case = ok(assign(platform, walk_in(platform, community), community))
+    assert case["mediator_id"] == f"{community}-b"
+    url = f"{platform.url}{API}/cases/{case['id']}/parties"
+    neighbour = {"role": "third_party", "name": "孙丽", "building": "ls-02-b01"}
+    office = staff(platform, community)
+    refused = office.post(url, json={"expected_version": case["version"], "parties": [neighbour]},
+                          timeout=10)  # fmt: skip
+    assert refused.status_code == 409 and refused.json()["reasons"] == ["same_building"]
+    other = {**neighbour, "building": "qy-03-b01"}
+    added = ok(office.post(url, json={"expected_version": case["version"], "parties": [other]},
+                           timeout=10))  # fmt: skip
+    assert [p["id"] for p in added["parties"]] == ["P1", "P2", "P3"]
+    assert added["version"] == case["version"] + 1
