@@ -433,3 +433,9 @@ def referral_packet(case: Case) -> dict[str, Any]:
         "mediator_id": case.mediator_id,
         "court": (case.referral or {}).get("court"),
     }
+
+
+def agreement_rate(counts: Mapping[str, int]) -> float | None:
+    """Agreed cases over all closed ones; None when nothing closed (not 0: nothing to rate)."""
+    closed = sum(counts.values())
+    return round(counts.get("agreed", 0) / closed, 4) if closed else None

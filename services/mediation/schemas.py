@@ -244,3 +244,20 @@ class ReferralPacketSchema(marshmallow.Schema):
     sessions_held = fields.Integer()
     mediator_id = fields.String(allow_none=True)
     court = fields.String(allow_none=True)
+
+
+class RatesQuerySchema(marshmallow.Schema):
+    community = fields.String(load_default=None, validate=_ID)
+    from_ = fields.AwareDateTime(required=True, data_key="from")
+    to = fields.AwareDateTime(required=True)
+
+
+class RatesSchema(marshmallow.Schema):
+    community = fields.String(allow_none=True)
+    from_ = fields.AwareDateTime(data_key="from", attribute="from")
+    to = fields.AwareDateTime()
+    closed = fields.Integer()
+    by_outcome = fields.Dict(keys=fields.String(), values=fields.Integer())
+    agreement_rate = fields.Float(
+        allow_none=True, metadata={"description": "agreed / closed; null when none closed"}
+    )

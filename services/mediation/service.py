@@ -32,6 +32,8 @@ from shequ_services.mediation.schemas import (
     MediatorQuerySchema,
     MediatorSchema,
     PartiesAddSchema,
+    RatesQuerySchema,
+    RatesSchema,
     ReferralPacketSchema,
     TransitionRequestSchema,
 )
@@ -232,6 +234,31 @@ class MediationService(PlatformService):
         if case.referral is None:
             raise Conflict(f"case {case_id} was not referred to a court", state=case.status)
         return ReferralPacketSchema().dump(domain.referral_packet(case))
+
+    @route(
+        "GET",
+        "/api/v1/mediation/rates",
+        summary="Cases closed in a period by outcome, and the agreement rate",
+        query=RatesQuerySchema,
+        response=RatesSchema,
+        errors=(403,),
+    )
+    def get_rates(self, request: Request) -> dict[str, Any]:
+        _require(request, READER_ROLES, "the rates are for mediators, staff and auditors")
+        query = load_query(request, RatesQuerySchema())
+        if query["to"] <= query["from_"]:
+            raise InvalidInput("the period failed validation", {"to": ["must be after from"]})
+        counts = self.cases.outcome_counts(query["community"], query["from_"], query["to"])
+        return RatesSchema().dump(
+            {
+                "community": query["community"],
+                "from": query["from_"],
+                "to": query["to"],
+                "closed": sum(counts.values()),
+                "by_outcome": counts,
+                "agreement_rate": domain.agreement_rate(counts),
+            }
+        )
 
     # -- roster ----------------------------------------------------------------------------
 

@@ -159,6 +159,18 @@ class CaseRepository(Repository):
         if spec is not None and data is not None:
             self.emit(spec, subject=case.id, sequence=seq, data=data)
 
+    def outcome_counts(
+        self, community: str | None, start: datetime, end: datetime
+    ) -> dict[str, int]:
+        """Cases closed in ``[start, end)`` by outcome, in one community or all."""
+        match: dict[str, Any] = {"status": "closed", "closed_at": {"$gte": start, "$lt": end}}
+        if community:
+            match["community"] = community
+        counts: dict[str, int] = {}
+        for document in self.db[CASES].find(match, {"outcome": 1}):
+            counts[document["outcome"]] = counts.get(document["outcome"], 0) + 1
+        return counts
+
     # -- time limits -------------------------------------------------------------------
 
     def due(self, now: datetime, limit: int) -> list[Case]:

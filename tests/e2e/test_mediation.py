@@ -7,10 +7,14 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pika
 import pytest
 import requests
 
 from shequ.auth import mint_token
+from shequ.contracts import grid as grid_events
+from shequ.contracts.envelope import new_event
+from shequ.contracts.registry import EventSpec
 from tests.conftest import Platform, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -127,6 +131,25 @@ def agreed_case(
     }  # fmt: skip
     case = ok(step(me, platform, case, "agree", agreement=agreement))
     return case, community, case["mediator_id"]
+
+
+def publish(platform: Platform, spec: EventSpec, data: dict[str, Any], subject: str) -> None:
+    """Publish an event straight to the broker, as a producer's relay would."""
+    event = new_event(spec, district="dev", subject=subject, sequence=1, data=data)
+    connection = pika.BlockingConnection(pika.URLParameters(platform.servers.amqp_uri))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            spec.exchange,
+            spec.name,
+            json.dumps(event.to_json_dict()).encode(),
+            pika.BasicProperties(
+                content_type="application/cloudevents+json", delivery_mode=2, message_id=event.id
+            ),
+        )
+    finally:
+        connection.close()
 
 
 # -- opening ---------------------------------------------------------------------------
@@ -468,3 +491,74 @@ def test_a_party_added_later_cannot_make_the_assigned_mediator_recused(platform:
                            timeout=10))  # fmt: skip
     assert [p["id"] for p in added["parties"]] == ["P1", "P2", "P3"]
     assert added["version"] == case["version"] + 1
+
+
+def test_the_rates_count_closed_cases_by_outcome(platform: Platform) -> None:
+    case, community, _ = agreed_case(platform)
+    office = staff(platform, community)
+    ok(step(office, platform, case, "close"))
+    other = ok(step(office, platform, walk_in(platform, community), "withdraw", reason="撤回"))
+    ok(step(office, platform, other, "close"))
+    now = datetime.now(UTC)
+    params = {"community": community, "from": (now - timedelta(hours=1)).isoformat(),
+              "to": (now + timedelta(hours=1)).isoformat()}  # fmt: skip
+    rates = ok(office.get(f"{platform.url}{API}/rates", params=params, timeout=10))
+    assert rates["by_outcome"] == {"agreed": 1, "withdrawn": 1} and rates["agreement_rate"] == 0.5
+    backwards = office.get(f"{platform.url}{API}/rates",
+                           params={**params, "to": params["from"]}, timeout=10)  # fmt: skip
+    assert backwards.status_code == 422
+
+
+def test_a_second_report_event_for_the_same_incident_opens_no_second_case(
+    platform: Platform,
+) -> None:
+    incident_id = f"INC-test-{uuid.uuid4().hex[:8]}"
+    data = {
+        "incident_id": incident_id,
+        "category": {"code": "neighbour_dispute", "name_zh": "邻里纠纷", "opens_mediation": True,
+                     "volunteer_task": False, "sensitive": False},
+        "community": "hx-qingyuan", "grid_cell": "qy-01", "channel": "patrol",
+        "urgency": "ordinary", "reported_at": datetime.now(UTC),
+    }  # fmt: skip
+    marks = platform.db("mediation")["processed_events"]
+    for _ in range(2):  # two events, two ids: as a producer that re-sent with a new id would
+        publish(platform, grid_events.INCIDENT_REPORTED_V1, data, subject=incident_id)
+    wait_for(
+        lambda: marks.count_documents(
+            {"subject": incident_id, "handler": "on_incident_reported"}
+        ) == 2,
+        what="mediation to handle both events",
+    )  # fmt: skip
+    assert platform.db("mediation")["cases"].count_documents({"incident_id": incident_id}) == 1
+
+
+def test_the_timer_warns_and_reports_overdue_once(platform: Platform) -> None:
+    from shequ_services.mediation import domain as mediation_domain
+    from shequ_services.mediation import sealing
+    from shequ_services.mediation.store import CaseRepository
+
+    keys = platform.stack.mediation_keys()
+    repository = CaseRepository(platform.db("mediation"), service="mediation", district="dev")
+    repository.keyring = sealing.Keyring.from_config(
+        keys["SHEQU_MEDIATION_KEYS"], keys["SHEQU_MEDIATION_ACTIVE_KEY"],
+        keys["SHEQU_MEDIATION_INDEX_KEY"],
+    )  # fmt: skip
+    # A case opened 40 days ago, as if it had been running that long.
+    case = mediation_domain.walk_in_case(
+        community=new_community(), dispute_type="neighbour_dispute", facts="旧案",
+        parties=[APPLICANT], now=datetime.now(UTC) - timedelta(days=40),
+        policy=mediation_domain.Policy(),
+    )  # fmt: skip
+    assert repository.open(case)
+    outbox = platform.db("mediation")["outbox"]
+    alerts = ("shequ.mediation.case.warned", "shequ.mediation.case.overdue")
+    wait_for(
+        lambda: (
+            outbox.count_documents({"body.subject": case.id, "body.type": {"$in": alerts}}) == 2
+        ),
+        timeout=60,
+        what="the deadline scan to raise both alerts",
+    )
+    stored = platform.db("mediation")["cases"].find_one({"_id": case.id})
+    assert stored["next_due"] is None and stored["clock"]["overdue_at"] is not None
+    assert outbox.count_documents({"body.subject": case.id, "body.type": {"$in": alerts}}) == 2

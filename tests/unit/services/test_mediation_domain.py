@@ -310,3 +310,8 @@ def _agreed(signed_on: date) -> Case:
     deadline = domain.confirmation_deadline(signed_on, POLICY).isoformat()
     return _case(status="agreed", agreement=stored,
                  confirmation={"status": "none", "deadline": deadline, "court": None})  # fmt: skip
+
+
+def test_the_agreement_rate_is_agreed_over_closed_and_undefined_without_closures() -> None:
+    assert domain.agreement_rate({"agreed": 3, "failed": 1}) == 0.75
+    assert domain.agreement_rate({}) is None
