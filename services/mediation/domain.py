@@ -14,7 +14,7 @@ import calendar
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -217,6 +217,45 @@ def check_parties(parties: list[Party]) -> None:
             )
     if errors:
         raise InvalidCase(errors)
+
+
+class StaleCase(MediationError):
+    """The case changed since the caller read it (409 with ``current_version``)."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected, self.actual = expected, actual
+        super().__init__(f"case is at version {actual}, the request expected {expected}")
+
+
+class CaseNotRunning(MediationError):
+    """Parties change only while mediation runs (409)."""
+
+
+def add_parties(
+    case: Case,
+    new: Iterable[Mapping[str, Any]],
+    *,
+    facts: str | None,
+    expected_version: int,
+    actor: str,
+    at: datetime,
+) -> Case:
+    """The case with more parties (and the facts, if given), and a history entry naming them."""
+    if expected_version != case.version:
+        raise StaleCase(expected_version, case.version)
+    if case.status not in RUNNING:
+        raise CaseNotRunning(f"parties cannot change on a case in state {case.status!r}")
+    parties = number_parties(case.parties, new)
+    check_parties(parties)
+    entry = {
+        "at": at,
+        "actor": actor,
+        "action": "add_parties",
+        "from": case.status,
+        "to": case.status,
+        "fields": {"party_ids": [p.id for p in parties[len(case.parties) :]]},
+    }
+    return replace(case, parties=parties, facts=facts or case.facts, history=[*case.history, entry])
 
 
 # -- who sees what ------------------------------------------------------------------

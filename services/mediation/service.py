@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,7 +94,7 @@ class MediationService(PlatformService):
         body=CaseOpenSchema,
         response=CaseSchema,
         status=201,
-        errors=(403,),
+        errors=(403, 409),
     )
     def open_case(self, request: Request) -> Response:
         _require(request, OPENER_ROLES, "cases are opened by mediators and community staff")
@@ -135,15 +134,16 @@ class MediationService(PlatformService):
         case = self.cases.get(case_id)
         _in_community(request, case.community)
         body = load_body(request, PartiesAddSchema())
-        if case.status not in domain.RUNNING:
-            raise Conflict(f"parties cannot change on a case in state {case.status!r}")
-        if body["expected_version"] != case.version:
-            raise Conflict("the case changed meanwhile", current_version=case.version)
-        parties = domain.number_parties(case.parties, body["parties"])
         with _domain_errors():
-            domain.check_parties(parties)
-        self._check_still_impartial(case, parties)
-        updated = replace(case, parties=parties, facts=body["facts"] or case.facts)
+            updated = domain.add_parties(
+                case,
+                body["parties"],
+                facts=body["facts"],
+                expected_version=body["expected_version"],
+                actor=request.identity.sub,
+                at=datetime.now(UTC),
+            )
+        self._check_still_impartial(case, updated.parties)
         with _domain_errors():
             stored = self.cases.save(case, updated)
         return self._dump(request, stored)
@@ -409,11 +409,11 @@ def _domain_errors() -> Iterator[None]:
     """Domain refusals as HTTP problems: 422 per field, 409 state and version, 403 role."""
     try:
         yield
-    except workflow.StaleVersion as exc:
+    except (workflow.StaleVersion, domain.StaleCase) as exc:
         raise Conflict(str(exc), current_version=exc.actual) from exc
     except workflow.IllegalTransition as exc:
         raise Conflict(str(exc), state=exc.state, allowed=exc.allowed) from exc
-    except workflow.CaseBlocked as exc:
+    except (workflow.CaseBlocked, domain.CaseNotRunning) as exc:
         raise Conflict(str(exc)) from exc
     except domain.ConfirmationWindowClosed as exc:
         raise Conflict(str(exc), deadline=exc.deadline.isoformat()) from exc

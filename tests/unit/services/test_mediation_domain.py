@@ -315,3 +315,16 @@ def _agreed(signed_on: date) -> Case:
 def test_the_agreement_rate_is_agreed_over_closed_and_undefined_without_closures() -> None:
     assert domain.agreement_rate({"agreed": 3, "failed": 1}) == 0.75
     assert domain.agreement_rate({}) is None
+
+
+def test_parties_are_added_with_new_ids_and_a_history_entry_while_mediation_runs() -> None:
+    case = _case()
+    added = domain.add_parties(case, [{"role": "third_party", "name": "孙丽"}], facts=None,
+                               expected_version=1, actor="staff-1", at=NOW)  # fmt: skip
+    assert [p.id for p in added.parties] == ["P1", "P2", "P3"] and added.facts == "楼上漏水"
+    assert added.history[-1]["fields"] == {"party_ids": ["P3"]}
+    with pytest.raises(domain.StaleCase):
+        domain.add_parties(case, [], facts=None, expected_version=2, actor="s", at=NOW)
+    with pytest.raises(domain.CaseNotRunning):
+        domain.add_parties(_case(status="agreed"), [], facts=None, expected_version=1,
+                           actor="s", at=NOW)  # fmt: skip
