@@ -28,7 +28,7 @@ import hmac
 import os
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -63,9 +63,11 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class Keyring:
-    keys: Mapping[str, bytes]
+    """The configured keys; kept out of ``repr`` so a logged object shows no key material."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
     active: str
-    index_key: bytes
+    index_key: bytes = field(repr=False)
 
     @classmethod
     def from_config(cls, keys: str, active: str, index_key: str) -> Keyring:
@@ -121,8 +123,8 @@ class Keyring:
             if document["kid"] == self.active:
                 return document
             label = document["f"]
-            return self.seal(self.unseal(document, case_id=case_id, label=label),
-                             case_id=case_id, label=label)  # fmt: skip
+            plain = self.unseal(document, case_id=case_id, label=label)
+            return self.seal(plain, case_id=case_id, label=label)
         if isinstance(document, Mapping):
             return {k: self.reseal(v, case_id=case_id) for k, v in document.items()}
         if isinstance(document, list):

@@ -168,6 +168,14 @@ def test_resealing_moves_every_value_to_the_active_key() -> None:
     assert new.unseal(resealed["b"][0], case_id="C", label="b") == "y"
 
 
+def test_a_keyring_shows_no_key_material_when_printed() -> None:
+    ring = keyring()
+    shown = repr(ring)
+    assert "active='k1'" in shown
+    assert all(str(key) not in shown for key in ring.keys.values())
+    assert str(ring.index_key) not in shown
+
+
 def test_blind_indexes_match_the_same_person_written_differently() -> None:
     ring = keyring()
     assert ring.blind_index("name", "张 三") == ring.blind_index("name", "张三")
