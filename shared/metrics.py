@@ -91,6 +91,17 @@ NOTIFICATION_DELAY = Histogram(
     ["channel"],
     buckets=DURATION_BUCKETS,
 )
+MEDIATION_CASE_SECONDS = Histogram(
+    "shequ_mediation_case_seconds",
+    "Time from opening a mediation case to closing it, by outcome; the agreement rate is "
+    "the agreed count over all closed.",
+    ["outcome"],
+    buckets=DURATION_BUCKETS,
+)
+MEDIATION_CASES_OVERDUE = Counter(
+    "shequ_mediation_cases_overdue_total",
+    "Mediation cases whose time limit ran out while mediation was still running.",
+)
 
 
 DISCLOSURE_REDACTIONS = Counter(

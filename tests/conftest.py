@@ -119,9 +119,10 @@ def stack_on(
 
     The prefix separates databases, not queues: consumers of an event type share
     one queue per handler on the session's broker. So a second stack here runs
-    services that consume nothing the session's ``platform`` also consumes (the
-    grid alone, a test service); one that needs every service gets servers of
-    its own, as ``tests/e2e/test_demo.py`` does.
+    services that consume nothing the session's ``platform`` also produces while
+    they run (the grid alone, whose one subscription is mediation's
+    ``case.closed``; a test service); one that needs every service gets servers
+    of its own, as ``tests/e2e/test_demo.py`` does.
     """
     return Stack(
         data_dir,
