@@ -44,6 +44,9 @@ class EntrySchema(marshmallow.Schema):
     body = fields.Dict()
     references = fields.List(fields.String())
     supersedes = fields.Integer(allow_none=True)
+    origin = fields.String(
+        metadata={"description": "events (written by the platform) or staff (by a person)"}
+    )
     published_at = fields.AwareDateTime()
     leaf = fields.Function(
         lambda entry: b64(entry.leaf),

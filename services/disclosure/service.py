@@ -309,6 +309,7 @@ class DisclosureService(BoardPages, PlatformService):
             body=body["body"],
             references=tuple(body["references"]),
             supersedes=body["supersedes"],
+            origin="staff",
         )
         try:
             entry = self.entries.append(draft)

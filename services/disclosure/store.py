@@ -391,6 +391,7 @@ def _entry_document(entry: Entry) -> dict[str, Any]:
         "references": list(entry.references),
         "supersedes": entry.supersedes,
         "published_at": entry.published_at,
+        "origin": entry.origin,
         "leaf": Binary(entry.leaf),
     }
 
@@ -408,6 +409,7 @@ def _to_entry(document: Mapping[str, Any]) -> Entry:
         supersedes=document.get("supersedes"),
         published_at=document["published_at"],
         leaf=bytes(document["leaf"]),
+        origin=document.get("origin", "events"),
     )
 
 

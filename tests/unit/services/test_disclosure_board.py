@@ -31,12 +31,13 @@ class FakeEntry:
     references: tuple[str, ...] = ()
     supersedes: int | None = None
     published_at: datetime = datetime(2026, 3, 31, 16, 30, tzinfo=UTC)
+    origin: str = "events"
 
     @property
     def leaf(self) -> bytes:
         draft = domain.EntryDraft(
             self.kind, self.cadence, self.community, self.period, self.title, self.body,
-            self.references, self.supersedes,
+            self.references, self.supersedes, self.origin,
         )  # fmt: skip
         return domain.canonical_bytes(domain.leaf_content(self.index, draft, self.published_at))
 
