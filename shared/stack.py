@@ -96,7 +96,7 @@ class Stack:
             classes = self._service_classes()
             defaults = interpolate(load_config(DEFAULTS), {**os.environ, **env})
             delays = retry_delays(defaults)
-            queues = declare_topology(self.amqp_uri, classes.values(), delays)
+            queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)

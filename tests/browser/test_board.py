@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Platform
-from tests.support.disclosure import fresh_community, publish, sign
+from tests.support.disclosure import fresh_community, publish, rate_by_event, rated, sign
 
 pytestmark = pytest.mark.browser
 
@@ -78,7 +78,8 @@ def test_the_board_is_styled_by_its_own_sheet_under_its_policy(
 def test_the_monthly_figures_are_drawn_as_labelled_charts(platform: Platform, page: Any) -> None:
     community = fresh_community()
     for score in (5, 4, 1):
-        publish(platform, community, kind="staff_evaluation", title="评议", body={"score": score})
+        rate_by_event(platform, community, score)
+    rated(platform, community, 3)
     session = platform.session("community_staff", communities=(community,))
     figures = session.post(
         f"{platform.url}/api/v1/disclosure/figures",

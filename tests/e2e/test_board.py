@@ -15,7 +15,7 @@ import requests
 
 from shequ.http import PAGE_HEADERS
 from tests.conftest import Platform, wait_for
-from tests.support.disclosure import API, fresh_community, publish, sign
+from tests.support.disclosure import API, fresh_community, publish, rate_by_event, rated, sign
 
 pytestmark = pytest.mark.e2e
 
@@ -291,14 +291,8 @@ def test_the_style_sheet_is_served_with_the_page_headers(platform: Platform) -> 
 def test_the_figures_page_charts_a_months_figures_with_tables(platform: Platform) -> None:
     community = fresh_community()
     for score in (5, 2):
-        publish(
-            platform,
-            community,
-            kind="staff_evaluation",
-            title="评议",
-            body={"score": score},
-            references=[f"INC-{uuid.uuid4().hex[:6]}"],
-        )
+        rate_by_event(platform, community, score)
+    rated(platform, community, 2)
     session = platform.session("community_staff", communities=(community,))
     published = session.post(
         f"{platform.url}{API}/figures", json={"community": community, "month": "2026-03"}
