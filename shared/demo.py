@@ -506,3 +506,38 @@ def notify_summary(found: dict[str, list[dict[str, Any]]]) -> str:
     total = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     lines.append(f"  {sum(states.values())} notifications: {total}")
     return "\n".join(lines)
+
+
+def reconciliation(mongo_uri: str, timeout: float = 30.0) -> Any:
+    """``shequ reconcile`` over the day: every report's effects, exactly once."""
+    import pymongo
+
+    from shequ.discovery import discover_services, load_service
+    from shequ.reconcile import reconcile
+
+    consumers = [load_service(name) for name in sorted(discover_services())]
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            found = reconcile(client, None, consumers)
+            if found.clean or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def reconciliation_summary(found: Any) -> str:
+    effects = sum(found.effects.values())
+    if found.clean:
+        verdict = "nothing lost, nothing doubled"
+    else:
+        verdict = (
+            f"{found.unpublished} unpublished, {len(found.missing)} missing, "
+            f"{len(found.duplicated)} duplicated"
+        )
+    return (
+        f"\nReconciled (shequ reconcile, docs/reliability.md): {found.reports} reports, "
+        f"{effects} effects in the consumers' databases; {verdict}"
+    )

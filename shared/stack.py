@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from shequ.auth import new_secret
-from shequ.config import interpolate, load_config
+from shequ.config import load_config
 from shequ.discovery import DEFAULTS, discover_services, load_service
 from shequ.embedded import EmbeddedError, RabbitMQNode, SecantusServer, free_port
 from shequ.events import retry_delays
@@ -94,7 +94,7 @@ class Stack:
             self._start_servers()
             env = self._service_env()
             classes = self._service_classes()
-            defaults = interpolate(load_config(DEFAULTS), {**os.environ, **env})
+            defaults = load_config(DEFAULTS, {**os.environ, **env})
             delays = retry_delays(defaults)
             queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))

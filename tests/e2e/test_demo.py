@@ -60,6 +60,9 @@ def test_the_demo_day_shows_effects_casework_an_escalation_and_the_rates(
     record = demo.public_record(url, secret, outcomes)
     assert record["proof"]["verified"] and record["copy"].ok
     assert "verified against the signed root" in demo.record_summary(record)
+    found = demo.reconciliation(demo_stack.mongo_uri)
+    assert found.clean and found.reports == len(demo.SCRIPT)
+    assert "nothing lost, nothing doubled" in demo.reconciliation_summary(found)
 
     demo.watch_escalation(url, secret, outcomes)
     told = demo.notifications(url, secret, outcomes)
