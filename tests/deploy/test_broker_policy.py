@@ -142,3 +142,16 @@ def test_a_delivery_over_the_limit_goes_to_the_service_dead_letters(
         wait_for(dead_lettered, timeout=10, what="the message in notify.dead-letters")
     finally:
         connection.close()
+
+
+def test_shequ_init_creates_every_service_database_indexes(servers: Servers, vhost: str) -> None:
+    prefix = f"init{uuid.uuid4().hex[:8]}_"
+    result = prepare(amqp_uri(servers, vhost), servers.mongo_uri, database_prefix=prefix)
+    assert sorted(result.databases) == sorted(f"{prefix}{s}" for s in SERVICES)
+    client = servers.mongo()
+    try:
+        for database in result.databases:
+            keys = [index["key"] for index in client[database]["outbox"].list_indexes()]
+            assert {"status": 1, "created_at": 1} in [dict(k) for k in keys], database
+    finally:
+        client.close()
