@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-deploy lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -38,6 +38,9 @@ test-integration: setup
 
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
+
+test-deploy: setup
+	@scripts/pytest tests/deploy $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests

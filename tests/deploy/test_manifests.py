@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.deploy.conftest import OVERLAYS, SERVICES, named, of_kind, rendered
+from tests.deploy.conftest import K8S, OVERLAYS, SERVICES, named, of_kind, rendered
 
 pytestmark = pytest.mark.deploy
 
@@ -217,3 +217,42 @@ def test_no_secret_values_in_the_manifests(overlay: str) -> None:
     for config in of_kind(docs, "ConfigMap"):
         for key in config.get("data", {}):
             assert not SECRET_ENV.search(key) or key.endswith("_ISSUER"), (config, key)
+
+
+def secret_references(docs: list[dict[str, Any]]) -> dict[str, bool]:
+    """Every Secret the rendered manifests read, by name -> whether it is optional."""
+    found: dict[str, bool] = {}
+    for _where, spec in pod_specs(docs):
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    found[ref["name"]] = found.get(ref["name"], True) and ref.get("optional", False)
+    for doc in docs:
+        spec = doc.get("spec", {})
+        for user in spec.get("users", []) if doc["kind"] == "MongoDBCommunity" else []:
+            found[user["passwordSecretRef"]["name"]] = False
+        if doc["kind"] == "User":
+            found[spec["importCredentialsSecret"]["name"]] = False
+        if doc["kind"] == "TriggerAuthentication":
+            for ref in spec["secretTargetRef"]:
+                found[ref["name"]] = False
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_required_secret_is_created_by_the_install_script_or_the_operator(
+    overlay: str,
+) -> None:
+    docs = rendered(overlay)
+    script = (K8S / "create-secrets.sh").read_text(encoding="utf-8")
+    created = set(re.findall(r"^create (\S+)", script, re.MULTILINE))
+    created |= {f"shequ-mongodb-{user}-password" for user in re.findall(
+        r"for user in ([a-z ]+); do", script)[0].split()}  # fmt: skip
+    by_operator = {
+        user["connectionStringSecretName"]
+        for doc in of_kind(docs, "MongoDBCommunity")
+        for user in doc["spec"]["users"]
+    }
+    for name, optional in secret_references(docs).items():
+        assert optional or name in created | by_operator, f"nothing creates Secret {name}"
