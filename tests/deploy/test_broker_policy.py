@@ -20,6 +20,7 @@ import pika
 import pytest
 import requests
 
+from shequ.deadletters import DeadLetter, list_dead_letters, replay_dead_letters
 from shequ.discovery import load_service
 from shequ.install import prepare
 from shequ.topology import subscriptions
@@ -132,14 +133,28 @@ def test_a_delivery_over_the_limit_goes_to_the_service_dead_letters(
             channel.basic_nack(method.delivery_tag, requeue=True)
         assert attempts == limit + 1
 
-        def dead_lettered() -> bool:
-            method, props, _body = channel.basic_get("notify.dead-letters")
-            if method is None:
-                return False
-            channel.basic_ack(method.delivery_tag)
-            return props.message_id == marker
+    finally:
+        connection.close()
 
-        wait_for(dead_lettered, timeout=10, what="the message in notify.dead-letters")
+    # The operator's tools see where it came from and can send it back.
+    uri = amqp_uri(servers, vhost)
+
+    def listed() -> DeadLetter | None:
+        return next((d for d in list_dead_letters(uri, "notify") if d.message_id == marker), None)
+
+    letter = wait_for(listed, timeout=10, what="the message in notify.dead-letters")
+    assert letter.queue == queue
+    assert letter.error == "dead-lettered by the broker: delivery_limit"
+    assert replay_dead_letters(uri, "notify", marker) == 1
+    connection = pika.BlockingConnection(pika.URLParameters(uri))
+    try:
+        channel = connection.channel()
+        method, props, _body = wait_for(
+            lambda: (got := channel.basic_get(queue))[0] and got, timeout=10, what="the replay"
+        )
+        channel.basic_ack(method.delivery_tag)
+        assert props.message_id == marker
+        assert "x-death" not in (props.headers or {})
     finally:
         connection.close()
 
