@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault bench soak lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault test-deploy bench soak lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -40,6 +40,9 @@ test-integration: setup
 
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
+
+test-deploy: setup
+	@scripts/pytest tests/deploy $(PYTEST_ARGS)
 
 test-browser: setup
 	@scripts/pytest tests/browser $(PYTEST_ARGS)

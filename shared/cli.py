@@ -196,6 +196,34 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0 if found.clean else 1
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Declare every queue and create every index before the services start (install job)."""
+    import pymongo.errors
+    from kombu.exceptions import OperationalError
+
+    from shequ.install import prepare
+
+    amqp_uri = _server_uri(args, "amqp")
+    mongo_uri = None if args.topology_only else _server_uri(args, "mongo")
+    if amqp_uri is None or (mongo_uri is None and not args.topology_only):
+        return 2
+    try:
+        result = prepare(
+            amqp_uri,
+            mongo_uri,
+            database_prefix=os.environ.get("SHEQU_MONGO_DATABASE_PREFIX", ""),
+            services=args.service,
+        )
+    except (OperationalError, OSError, pymongo.errors.PyMongoError, LookupError) as exc:
+        print(f"shequ init: {exc}", file=sys.stderr)
+        return 1
+    done = f"{result.queues} handler queues declared for {', '.join(result.services)}"
+    if result.databases:
+        done += f"; indexes ensured in {', '.join(result.databases)}"
+    print(f"shequ init: {done}")
+    return 0
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     """Issue an Open311 client's key: printed once, stored only as a hash in the grid's database."""
     import pymongo
@@ -330,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("service")
     dead.add_argument("--id", help="replay only the message with this id")
 
+    init = sub.add_parser(
+        "init", help="declare every queue and create every index (install and upgrade job)"
+    )
+    _add_data_dir(init)
+    init.add_argument(
+        "--service", action="append", help="only this service (repeatable; default: all)"
+    )
+    init.add_argument(
+        "--topology-only", action="store_true", help="declare the queues; leave the database"
+    )
+
     apikey = sub.add_parser("apikey", help="manage Open311 clients' API keys")
     apikey_sub = apikey.add_subparsers(dest="apikey_action", required=True)
     add = apikey_sub.add_parser("add", help="issue an API key for a new Open311 client")
@@ -386,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_deadletters(args)
     if args.command == "reconcile":
         return cmd_reconcile(args)
+    if args.command == "init":
+        return cmd_init(args)
     if args.command == "apikey":
         return cmd_apikey(args)
     if args.command == "openapi":

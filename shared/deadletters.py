@@ -28,6 +28,30 @@ class DeadLetter:
     headers: dict[str, Any]
 
 
+#: Headers the broker sets when it dead-letters a message itself.
+BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
+def _broker_death(headers: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The queue and reason of the broker's latest dead-lettering, if it did any.
+
+    In Kubernetes a policy gives handler queues a delivery limit (a message
+    that kills its consumer every time); the broker then dead-letters the
+    message to the service's dead-letter exchange with ``x-death`` instead of
+    the ``x-shequ-*`` headers the service's own retry path writes.
+    """
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+        return None, None
+    return _text(deaths[0].get("queue")), _text(deaths[0].get("reason"))
+
+
 def _describe(properties: Any, body: bytes) -> DeadLetter:
     headers = dict(properties.headers or {})
     try:
@@ -36,11 +60,15 @@ def _describe(properties: Any, body: bytes) -> DeadLetter:
         event = {}
     if not isinstance(event, dict):
         event = {}
+    death_queue, death_reason = _broker_death(headers)
+    error = headers.get(ERROR_HEADER)
+    if error is None and death_reason is not None:
+        error = f"dead-lettered by the broker: {death_reason}"
     return DeadLetter(
         message_id=properties.message_id,
-        queue=headers.get(QUEUE_HEADER),
+        queue=headers.get(QUEUE_HEADER) or death_queue,
         attempts=int(headers.get(ATTEMPTS_HEADER, 0)),
-        error=headers.get(ERROR_HEADER),
+        error=error,
         event_type=event.get("type"),
         subject=event.get("subject"),
         headers=headers,
@@ -80,7 +108,11 @@ def replay_dead_letters(amqp_uri: str, service: str, message_id: str | None = No
             if (message_id and letter.message_id != message_id) or not letter.queue:
                 skipped.append(method.delivery_tag)
                 continue
-            headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-shequ-")}
+            headers = {
+                k: v
+                for k, v in letter.headers.items()
+                if not k.startswith(("x-shequ-", *BROKER_DEATH_HEADERS))
+            }
             headers[ATTEMPTS_HEADER] = 0
             channel.basic_publish(
                 exchange="",

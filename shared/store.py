@@ -60,6 +60,26 @@ def write_concern(value: Any) -> int | str:
     raise ValueError(f"MONGO_WRITE_CONCERN is majority or a number of members, not {text!r}")
 
 
+def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
+    """Create a repository's indexes, and the outbox's and processed-events', in ``db``.
+
+    Called when a service starts and by ``shequ init`` (the Kubernetes install
+    and upgrade job), so a large index build can happen before a rollout.
+    """
+    indexes: dict[str, list[IndexModel]] = {
+        OUTBOX: [IndexModel([("status", 1), ("created_at", 1)])],
+        PROCESSED: [IndexModel([("processed_at", 1)])],
+    }
+    for collection, models in repository_cls.INDEXES.items():
+        indexes.setdefault(collection, []).extend(models)
+    for collection, models in indexes.items():
+        try:
+            db[collection].create_indexes(models)
+        except PyMongoError:
+            log.exception("creating indexes on %s.%s failed", db.name, collection)
+            raise
+
+
 class AlreadyProcessed(Exception):
     """The event was handled before by this handler; its effects already exist."""
 
@@ -244,18 +264,7 @@ class Store(DependencyProvider):
         self.relay.start()
 
     def ensure_indexes(self) -> None:
-        indexes: dict[str, list[IndexModel]] = {
-            OUTBOX: [IndexModel([("status", 1), ("created_at", 1)])],
-            PROCESSED: [IndexModel([("processed_at", 1)])],
-        }
-        for collection, models in self.repository_cls.INDEXES.items():
-            indexes.setdefault(collection, []).extend(models)
-        for collection, models in indexes.items():
-            try:
-                self.db[collection].create_indexes(models)
-            except PyMongoError:
-                log.exception("creating indexes on %s.%s failed", self.database_name, collection)
-                raise
+        ensure_indexes(self.db, self.repository_cls)
 
     def stop(self) -> None:
         if self.relay is not None:

@@ -88,3 +88,21 @@ def test_openapi_of_an_unknown_service_names_the_known_ones(
 ) -> None:
     assert main(["openapi", "nosuch"]) == 2
     assert "known: disclosure, grid" in capsys.readouterr().err
+
+
+def test_init_without_servers_says_which_variable_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHEQU_AMQP_URI", "amqp://guest:guest@127.0.0.1:1/")
+    monkeypatch.delenv("SHEQU_MONGO_URI", raising=False)
+    assert main(["init", "--data-dir", str(tmp_path)]) == 2
+    assert "set SHEQU_MONGO_URI" in capsys.readouterr().err
+
+
+def test_init_refuses_an_unknown_service_before_touching_any_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHEQU_AMQP_URI", "amqp://guest:guest@127.0.0.1:1/")
+    monkeypatch.setenv("SHEQU_MONGO_URI", "mongodb://127.0.0.1:1/")
+    assert main(["init", "--service", "nosuch"]) == 1
+    assert "unknown service 'nosuch'" in capsys.readouterr().err
