@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e lint format clean \
+	bench-volunteer
 
 setup: system-packages $(STAMP)
 
@@ -39,13 +40,18 @@ test-integration: setup
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
 
+# Ranking volunteers for one task among 10,000 (target: 20 ms per task). The
+# merger folds this into `make bench`.
+bench-volunteer: setup
+	$(BIN)/python bench/volunteer_matching.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests
-	$(BIN)/ruff format --check shared services tests
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix shared services tests
-	$(BIN)/ruff format shared services tests
+	$(BIN)/ruff check --fix shared services tests bench
+	$(BIN)/ruff format shared services tests bench
 
 clean:
 	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache

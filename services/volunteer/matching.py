@@ -22,7 +22,7 @@ volunteers of the task's cell and its neighbours, not the whole district.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 
@@ -86,27 +86,66 @@ class Adjacency:
 
 
 class VolunteerIndex:
-    """The volunteers who may be asked at all, grouped by home cell."""
+    """The volunteers who may be asked at all, by home cell and by (cell, skill).
 
-    def __init__(self, volunteers: Iterable[Volunteer]) -> None:
-        self.by_cell: dict[str, list[_Entry]] = {}
-        self.size = 0
+    Built once per process and kept current with ``put`` (a changed or new
+    volunteer) so that ranking a task reads only the volunteers of its cell
+    and its neighbours, and for a task that names skills only those of them
+    who have one.
+    """
+
+    def __init__(self, volunteers: Iterable[Volunteer] = ()) -> None:
+        self.by_cell: dict[str, dict[str, _Entry]] = {}
+        self.by_skill: dict[tuple[str, str], set[str]] = {}
+        self._cell_of: dict[str, str] = {}
         for volunteer in volunteers:
-            if not (volunteer.active and volunteer.consent_to_contact):
-                continue
-            days: list[list[tuple[time, time]]] = [[] for _ in range(7)]
-            for window in volunteer.windows:
-                days[window.weekday].append((window.start, window.end))
-            self.by_cell.setdefault(volunteer.home_cell, []).append(
-                _Entry(
-                    volunteer.id,
-                    volunteer.household_id,
-                    volunteer.skill_codes,
-                    frozenset(volunteer.languages),
-                    tuple(tuple(day) for day in days),
-                )
-            )
-            self.size += 1
+            self.put(volunteer)
+
+    @property
+    def size(self) -> int:
+        return len(self._cell_of)
+
+    def put(self, volunteer: Volunteer) -> None:
+        """Add, replace or (when inactive or without consent) drop one volunteer."""
+        self._drop(volunteer.id)
+        if not (volunteer.active and volunteer.consent_to_contact):
+            return
+        days: list[list[tuple[time, time]]] = [[] for _ in range(7)]
+        for window in volunteer.windows:
+            days[window.weekday].append((window.start, window.end))
+        entry = _Entry(
+            volunteer.id,
+            volunteer.household_id,
+            volunteer.skill_codes,
+            frozenset(volunteer.languages),
+            tuple(tuple(day) for day in days),
+        )
+        self.by_cell.setdefault(volunteer.home_cell, {})[volunteer.id] = entry
+        for skill in entry.skills:
+            self.by_skill.setdefault((volunteer.home_cell, skill), set()).add(volunteer.id)
+        self._cell_of[volunteer.id] = volunteer.home_cell
+
+    def _drop(self, volunteer_id: str) -> None:
+        cell = self._cell_of.pop(volunteer_id, None)
+        if cell is None:
+            return
+        entry = self.by_cell[cell].pop(volunteer_id)
+        for skill in entry.skills:
+            self.by_skill[(cell, skill)].discard(volunteer_id)
+
+    def matching(self, cell: str, skills: frozenset[str]) -> Iterator[tuple[_Entry, int]]:
+        """The cell's volunteers with their skill fit; with skills named, only those with one."""
+        entries = self.by_cell.get(cell, {})
+        if not skills:
+            for entry in entries.values():
+                yield entry, 0
+            return
+        fits: dict[str, int] = {}
+        for skill in skills:
+            for volunteer_id in self.by_skill.get((cell, skill), ()):
+                fits[volunteer_id] = fits.get(volunteer_id, 0) + 1
+        for volunteer_id, fit in fits.items():
+            yield entries[volunteer_id], fit
 
 
 def available_at(windows: Iterable[tuple[time, time]], moment: time) -> bool:
@@ -123,24 +162,31 @@ def rank(
     exclude: Iterable[str] = (),
     limit: int = 20,
 ) -> list[Candidate]:
-    """The best ``limit`` candidates for ``need``, best first (see the module doc)."""
+    """The best ``limit`` candidates for ``need``, best first (see the module doc).
+
+    The task's own cell is read first; its neighbours only when it has fewer
+    than ``limit`` candidates of the best possible fit, since nobody farther
+    away can outrank those.
+    """
     excluded = set(exclude)
     weekday, moment = now_local.weekday(), now_local.time()
-    keyed: list[tuple[tuple[int, int, int, int, str], Candidate]] = []
-    cells = [(need.grid_cell, 0)] + [(cell, 1) for cell in sorted(adjacency.of(need.grid_cell))]
-    for cell, distance in cells:
-        for entry in index.by_cell.get(cell, ()):
-            if entry.id in excluded:
-                continue
-            if need.household_id is not None and entry.household_id == need.household_id:
-                continue
-            if need.language is not None and need.language not in entry.languages:
-                continue
-            fit = len(need.skills & entry.skills) if need.skills else 0
-            if need.skills and fit == 0:
-                continue
-            available = available_at(entry.windows[weekday], moment)
-            load = loads.get(entry.id, 0)
-            candidate = Candidate(entry.id, fit, distance, available, load)
-            keyed.append(((-fit, distance, 0 if available else 1, load, entry.id), candidate))
-    return [candidate for _, candidate in heapq.nsmallest(limit, keyed, key=lambda k: k[0])]
+    best_fit = len(need.skills)
+    keyed: list[tuple[int, int, int, int, str]] = []
+    tiers = ((0, (need.grid_cell,)), (1, tuple(sorted(adjacency.of(need.grid_cell)))))
+    for distance, cells in tiers:
+        for cell in cells:
+            for entry, fit in index.matching(cell, need.skills):
+                if entry.id in excluded:
+                    continue
+                if need.household_id is not None and entry.household_id == need.household_id:
+                    continue
+                if need.language is not None and need.language not in entry.languages:
+                    continue
+                busy = 0 if available_at(entry.windows[weekday], moment) else 1
+                keyed.append((-fit, distance, busy, loads.get(entry.id, 0), entry.id))
+        if sum(1 for key in keyed if -key[0] == best_fit) >= limit:
+            break
+    return [
+        Candidate(volunteer_id, -fit, distance, busy == 0, load)
+        for fit, distance, busy, load, volunteer_id in heapq.nsmallest(limit, keyed)
+    ]

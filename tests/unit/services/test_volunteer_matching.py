@@ -109,3 +109,20 @@ def test_the_volunteer_cell_copy_agrees_with_the_grid_registry(repo_root: Path) 
     mine, theirs = Adjacency(ours["cells"]), Adjacency(grid_pairs)
     assert mine.cells() == theirs.cells()
     assert all(mine.of(cell) == theirs.of(cell) for cell in mine.cells())
+
+
+def test_putting_a_changed_volunteer_moves_them_and_withdrawing_consent_drops_them() -> None:
+    index = VolunteerIndex([volunteer("v-1", "a", "visiting"), volunteer("v-2", "a")])
+    index.put(volunteer("v-1", "c", "visiting"))
+    index.put(volunteer("v-2", "a", consent_to_contact=False))
+    need = Need("a", skills=frozenset({"visiting"}))
+    assert rank(need, index, ADJACENCY, now_local=MONDAY_10, loads={}) == []
+    assert [c.volunteer_id for c in rank(Need("c"), index, ADJACENCY, now_local=MONDAY_10,
+                                         loads={})] == ["v-1"]  # fmt: skip
+    assert index.size == 1
+
+
+def test_neighbours_fill_the_list_when_the_cell_has_too_few() -> None:
+    people = [volunteer(f"v-a{n}", "a") for n in range(2)] + [volunteer("v-b0", "b")]
+    assert ranked(people, Need("a"), limit=2) == ["v-a0", "v-a1"]
+    assert ranked(people, Need("a"), limit=3) == ["v-a0", "v-a1", "v-b0"]
