@@ -238,6 +238,11 @@ class CheckOutSchema(marshmallow.Schema):
     """Nothing to send; the times are the server's."""
 
 
+class RoundResultSchema(marshmallow.Schema):
+    month = fields.String(required=True, validate=MONTH)
+    created = fields.Integer(required=True, metadata={"description": "visit tasks created now"})
+
+
 # -- hours ----------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from shequ_services.volunteer.schemas import (
     HouseholdChangeSchema,
     HouseholdListSchema,
     HouseholdSchema,
+    RoundResultSchema,
     TaskCreateSchema,
     TaskListSchema,
     TaskQuerySchema,
@@ -88,12 +89,9 @@ class VolunteerService(PlatformService):
             grid_cell=data["grid_cell"],
             now=now,
         )
-        if task is None:
-            return
-        try:
-            self.tasks.create(*self._first_offers(task, now))
-        except Duplicate:
-            return  # the same incident under another event id: its task exists
+        if task is None or self.tasks.for_incident(task.incident_id or ""):
+            return  # not a volunteer category, or the same report under another event id
+        self.tasks.create(*self._first_offers(task, now))
 
     def _first_offers(self, task: domain.Task, now: datetime) -> tuple[domain.Task, list[Any]]:
         """Rank the task's cell and neighbours and offer to the top k (or escalate)."""
@@ -307,7 +305,7 @@ class VolunteerService(PlatformService):
             except domain.NotYourTask as exc:
                 raise Forbidden(str(exc)) from exc
             except domain.DispatchError as exc:
-                raise Conflict(str(exc), status=task.status) from exc
+                raise Conflict(str(exc), state=task.status) from exc
         raise Conflict(f"task {task_id} kept changing; try again")
 
     def _visible_task(self, request: Request, task_id: str) -> domain.Task:
@@ -362,6 +360,20 @@ class VolunteerService(PlatformService):
             except Duplicate:
                 continue  # another replica made it a moment ago
         return created
+
+    @route(
+        "POST",
+        "/api/v1/volunteer/rounds/<string:month>",
+        summary="Generate a month's missing visit tasks now (admin; the timer does it anyway)",
+        response=RoundResultSchema,
+        errors=(403,),
+    )
+    def run_round(self, request: Request, month: str) -> dict[str, Any]:
+        """For catching up by hand, and for tests; creating twice creates nothing more."""
+        if not request.identity.has_role("admin"):
+            raise Forbidden("only admins run a round by hand")
+        loaded = load_query_value(month)
+        return {"month": loaded, "created": self.generate_round(loaded)}
 
     # -- registry: volunteers, teams, households ------------------------------------------
 
@@ -811,6 +823,14 @@ class VolunteerService(PlatformService):
             raise InvalidInput(
                 "the request failed validation", {field_name: [f"unknown grid cell {cell!r}"]}
             )
+
+
+def load_query_value(month: str) -> str:
+    """A month path segment, checked as a query field would be (422 with the field)."""
+    errors = RoundResultSchema().validate({"month": month}, partial=("created",))
+    if errors:
+        raise InvalidInput("the month failed validation", errors)
+    return month
 
 
 def _volunteer_values(volunteer: domain.Volunteer) -> dict[str, Any]:

@@ -359,7 +359,8 @@ class VolunteerRepository(Repository):
         return {d["household_id"] for d in found}
 
     def for_incident(self, incident_id: str) -> list[Task]:
-        return [to_task(d) for d in self.db[TASKS].find({"incident_id": incident_id})]
+        found = self.db[TASKS].find({"incident_id": incident_id}, session=self.session)
+        return [to_task(d) for d in found]
 
     def tasks(
         self,
