@@ -30,7 +30,6 @@ import marshmallow
 import yaml
 from nameko.extensions import DependencyProvider
 
-from shequ.store import Store
 from shequ_services.volunteer.domain import DispatchRules, Skill, Team, Volunteer, Window
 from shequ_services.volunteer.matching import Adjacency, VolunteerIndex
 from shequ_services.volunteer.rounds import DEFAULT_TIMEZONE, Household
@@ -111,9 +110,8 @@ class Roster(DependencyProvider):
         self.refreshed_at = float("-inf")
         self.lock = threading.Lock()
 
-    def start(self) -> None:
-        store = next(ext for ext in self.container.dependencies if isinstance(ext, Store))
-        repository: Any = store.get_dependency(None)
+    def seed_into(self, repository: Any) -> None:
+        """Seed an empty database (called by the store once its indexes exist)."""
         teams, volunteers, households = self.seed
         for volunteer in volunteers:
             if volunteer.home_cell not in self.adjacency:

@@ -18,7 +18,6 @@ from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.service import PlatformService
-from shequ.store import Store
 from shequ.timers import timer
 from shequ_services.volunteer import domain, ledger, matching, rounds
 from shequ_services.volunteer.roster import Roster, volunteer_from
@@ -55,6 +54,7 @@ from shequ_services.volunteer.store import (
     EntryChanged,
     TaskChanged,
     VolunteerRepository,
+    VolunteerStore,
 )
 
 READER_ROLES = ("volunteer", "community_staff", "grid_worker", "admin", "auditor")
@@ -71,7 +71,7 @@ RETRIES = 3
 class VolunteerService(PlatformService):
     name = "volunteer"
 
-    tasks = Store(VolunteerRepository)
+    tasks = VolunteerStore(VolunteerRepository)
     roster = Roster()
 
     # -- tasks from incidents, staff and rounds ----------------------------------------------

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from shequ.contracts import volunteer as contract
 from shequ.contracts.registry import EventSpec
 from shequ.errors import NotFound
-from shequ.store import Repository
+from shequ.store import Repository, Store
 from shequ_services.volunteer.domain import (
     Change,
     Offer,
@@ -476,3 +476,18 @@ def _to_household(document: Mapping[str, Any]) -> Household:
 
 def _without_id(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "id"}
+
+
+class VolunteerStore(Store):
+    """The store provider, which also seeds an empty database once its indexes exist.
+
+    nameko starts a container's extensions concurrently; seeding from another
+    provider's ``start`` raced the index creation here (and hung the embedded
+    store), so the seed runs after ``ensure_indexes``, in this provider.
+    """
+
+    def start(self) -> None:
+        super().start()
+        seeders = [ext for ext in self.container.dependencies if hasattr(ext, "seed_into")]
+        for seeder in seeders:
+            seeder.seed_into(self.get_dependency(None))
