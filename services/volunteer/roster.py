@@ -19,8 +19,11 @@ At start, an empty database is seeded from ``seed.yaml`` (or
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,8 @@ class Roster(DependencyProvider):
         self.watermark: datetime | None = None
         self.refreshed_at = float("-inf")
         self.lock = threading.Lock()
+        #: This process, as the holder of leases (the monthly round's).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def seed_into(self, repository: Any) -> None:
         """Seed an empty database (called by the store once its indexes exist)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+#: How long one replica may hold the monthly round before another may take over.
+ROUND_LEASE = timedelta(minutes=10)
 #: How many times a step is retried when a concurrent change beat it.
 RETRIES = 3
 
@@ -347,19 +349,30 @@ class VolunteerService(PlatformService):
         self.generate_round(rounds.month_of(datetime.now(UTC), self.roster.tz))
 
     def generate_round(self, month: str) -> int:
-        """Create the month's missing visit tasks; the count created (idempotent)."""
+        """Create the month's missing visit tasks; the count created (idempotent).
+
+        One replica at a time holds the round's lease; another finding it held
+        creates nothing this time and its next tick finds the work done.
+        """
         now = datetime.now(UTC)
-        have = self.tasks.round_households(month)
-        created = 0
-        for task in rounds.round_tasks(self.tasks.households(), month, now=now, tz=self.roster.tz):
-            if task.household_id in have:
-                continue
-            try:
-                self.tasks.create(*self._first_offers(task, now))
-                created += 1
-            except Duplicate:
-                continue  # another replica made it a moment ago
-        return created
+        lease = f"round:{month}"
+        if not self.tasks.acquire_lease(lease, self.roster.holder, now, ROUND_LEASE):
+            return 0
+        try:
+            have = self.tasks.round_households(month)
+            households = self.tasks.households()
+            created = 0
+            for task in rounds.round_tasks(households, month, now=now, tz=self.roster.tz):
+                if task.household_id in have:
+                    continue
+                try:
+                    self.tasks.create(*self._first_offers(task, now))
+                    created += 1
+                except Duplicate:
+                    continue  # made meanwhile by a replica whose lease had lapsed
+            return created
+        finally:
+            self.tasks.release_lease(lease, self.roster.holder, datetime.now(UTC))
 
     @route(
         "POST",

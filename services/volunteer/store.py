@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -176,11 +176,13 @@ class VolunteerRepository(Repository):
     ) -> bool:
         """Write the seed into an empty database, once across replicas; False if done before."""
 
+        if self.db[META].find_one({"_id": "seed"}) is not None:
+            return False
+
         def work() -> bool:
-            try:
-                self.db[META].insert_one({"_id": "seed", "at": now}, session=self.session)
-            except DuplicateKeyError:
-                return False
+            # A replica seeding at the same moment makes this insert fail, which
+            # aborts the whole transaction: the error must leave it, not be caught in it.
+            self.db[META].insert_one({"_id": "seed", "at": now}, session=self.session)
             for team in teams:
                 self._insert(TEAMS, {"_id": team.id, **_without_id(asdict(team))})
             for volunteer in volunteers:
@@ -189,10 +191,36 @@ class VolunteerRepository(Repository):
                 self._insert(HOUSEHOLDS, self._household_document(household, now))
             return True
 
-        return self.run_in_transaction(work)
+        try:
+            return self.run_in_transaction(work)
+        except DuplicateKeyError:
+            return False
 
     def _insert(self, collection: str, document: dict[str, Any]) -> None:
         self.db[collection].insert_one(document, session=self.session)
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Hold ``name`` until ``now + ttl`` unless another holder's lease is still running.
+
+        One atomic single-document write, outside any transaction: replicas
+        racing for the monthly round do not all start writing visit tasks
+        at once (the unique index stays the guarantee; the lease avoids the
+        conflicting transactions).
+        """
+        try:
+            self.db[META].find_one_and_update(
+                {"_id": f"lease:{name}", "$or": [{"until": {"$lt": now}}, {"holder": holder}]},
+                {"$set": {"holder": holder, "until": now + ttl}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str, now: datetime) -> None:
+        self.db[META].update_one(
+            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}
+        )
 
     # -- registry ----------------------------------------------------------------------
 
