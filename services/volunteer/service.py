@@ -159,15 +159,14 @@ class VolunteerService(PlatformService):
             raise Forbidden("volunteer tasks are visible to volunteers and community staff")
         query = load_query(request, TaskQuerySchema())
         limit = query.pop("limit")
+        communities: list[str] | None = None
         if identity.has_role("admin", "auditor"):
-            communities = None
+            pass
         elif identity.has_role("community_staff", "grid_worker"):
             communities = list(identity.communities)
         else:
-            communities = None
+            query["offers.volunteer_id"] = identity.sub
         found = self.tasks.tasks(communities=communities, filters=query, limit=limit)
-        if not identity.has_role("admin", "auditor", "community_staff", "grid_worker"):
-            found = [t for t in found if identity.sub in t.offered_to()]
         return {"items": TaskSchema(many=True).dump(found)}
 
     @route(

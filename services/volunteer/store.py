@@ -155,6 +155,7 @@ class VolunteerRepository(Repository):
             ),
             IndexModel([("next_due", ASCENDING)]),
             IndexModel([("pending_with", ASCENDING)]),
+            IndexModel([("offers.volunteer_id", ASCENDING), ("created_at", DESCENDING)]),
             IndexModel([("assignee", ASCENDING), ("created_at", DESCENDING)]),
             IndexModel([("community", ASCENDING), ("created_at", DESCENDING)]),
         ],

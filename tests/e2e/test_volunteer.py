@@ -190,6 +190,8 @@ def test_an_offer_declined_goes_to_the_next_and_the_taker_works_checks_out_and_i
     first = session(stack, "volunteer", sub="vt-a1-v1", communities=[])
     mine = first.get(f"{url}{BASE}/offers", timeout=10).json()["items"]
     assert task["id"] in {t["id"] for t in mine}
+    listed = first.get(f"{url}{BASE}/tasks", timeout=10).json()["items"]
+    assert {t["id"] for t in listed} == {task["id"]}  # only tasks offered to them
     answered = first.post(f"{url}{BASE}/tasks/{task['id']}/answer", json={"answer": "decline"},
                           timeout=10)  # fmt: skip
     assert answered.status_code == 200, answered.text
