@@ -181,6 +181,7 @@ class Task:
     candidates: tuple[str, ...] = ()
     offers: tuple[Offer, ...] = ()
     assignee: str | None = None
+    assigned_at: datetime | None = None
     checked_in_at: datetime | None = None
     checked_out_at: datetime | None = None
     version: int = 1
@@ -342,7 +343,7 @@ def answer(
             else (replace(o, status=WITHDRAWN, answered_at=now) if o.status == PENDING else o)
             for o in task.offers
         )
-        task = replace(task, offers=offers, status=ACCEPTED, assignee=volunteer_id)
+        task = replace(task, offers=offers, status=ACCEPTED, assignee=volunteer_id, assigned_at=now)
         changes.append(Change("task.accepted", _offer_data(task, offer, now)))
         return task, changes
     offers = tuple(
@@ -397,7 +398,12 @@ def assign(task: Task, volunteer_id: str, now: datetime) -> tuple[Task, list[Cha
     )
     offer = Offer(volunteer_id, len(offers) + 1, now, now, status="accepted", answered_at=now)
     task = replace(
-        task, offers=(*offers, offer), candidates=(), status=ACCEPTED, assignee=volunteer_id
+        task,
+        offers=(*offers, offer),
+        candidates=(),
+        status=ACCEPTED,
+        assignee=volunteer_id,
+        assigned_at=now,
     )
     return task, [Change("task.accepted", _offer_data(task, offer, now))]
 

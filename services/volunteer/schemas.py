@@ -207,6 +207,7 @@ class TaskSchema(marshmallow.Schema):
     overdue_raised = fields.Boolean()
     offers = fields.List(fields.Nested(OfferSchema))
     assignee = fields.String(allow_none=True)
+    assigned_at = fields.AwareDateTime(allow_none=True)
     checked_in_at = fields.AwareDateTime(allow_none=True)
     checked_out_at = fields.AwareDateTime(allow_none=True)
     created_at = fields.AwareDateTime()

@@ -156,7 +156,7 @@ class VolunteerRepository(Repository):
             IndexModel([("next_due", ASCENDING)]),
             IndexModel([("pending_with", ASCENDING)]),
             IndexModel([("offers.volunteer_id", ASCENDING), ("created_at", DESCENDING)]),
-            IndexModel([("assignee", ASCENDING), ("created_at", DESCENDING)]),
+            IndexModel([("assignee", ASCENDING), ("assigned_at", DESCENDING)]),
             IndexModel([("community", ASCENDING), ("created_at", DESCENDING)]),
         ],
         LEDGER: [
@@ -408,15 +408,6 @@ class VolunteerRepository(Repository):
         """Tasks with an offer pending for this volunteer."""
         return [to_task(d) for d in self.db[TASKS].find({"pending_with": volunteer_id})]
 
-    def assigned_to(self, volunteer_id: str, limit: int = 100) -> list[Task]:
-        cursor = (
-            self.db[TASKS]
-            .find({"assignee": volunteer_id})
-            .sort("created_at", DESCENDING)
-            .limit(limit)
-        )
-        return [to_task(d) for d in cursor]
-
     def due(self, now: datetime, limit: int) -> list[Task]:
         cursor = (
             self.db[TASKS]
@@ -427,9 +418,12 @@ class VolunteerRepository(Repository):
         return [to_task(d) for d in cursor]
 
     def recent_loads(self, since: datetime, among: Sequence[str]) -> dict[str, int]:
-        """Tasks taken per volunteer (of ``among``) since ``since``: the fairness figure."""
+        """Tasks taken (accepted or assigned) per volunteer of ``among`` since ``since``.
+
+        The fairness figure of the ranking.
+        """
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"assignee": {"$in": list(among)}, "created_at": {"$gte": since}}},
+            {"$match": {"assignee": {"$in": list(among)}, "assigned_at": {"$gte": since}}},
             {"$group": {"_id": "$assignee", "n": {"$sum": 1}}},
         ]
         return {d["_id"]: d["n"] for d in self.db[TASKS].aggregate(pipeline)}

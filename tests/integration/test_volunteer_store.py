@@ -92,6 +92,8 @@ def test_of_two_writers_of_the_same_step_only_one_wins_and_only_its_events_exist
     with pytest.raises(TaskChanged):
         repository(database).save(task, lapsed, lapse_events)
     assert repository(database).task(task.id).status == "accepted"
+    loads = repository(database).recent_loads(NOW - timedelta(days=30), among=["v1", "v2"])
+    assert loads == {"v1": 1}
     assert outbox_types(database, task.id)[-1] == "shequ.volunteer.task.accepted"
     assert "shequ.volunteer.task.expired" not in outbox_types(database, task.id)
 

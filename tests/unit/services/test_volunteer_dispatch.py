@@ -49,7 +49,7 @@ def test_the_first_to_accept_takes_the_task_and_other_offers_are_withdrawn() -> 
     started, _ = offered(["v1", "v2"])
     after, changes = domain.answer(started, "v2", accept=True, now=NOW, rules=RULES)
     assert events(changes) == [("task.accepted", "v2")]
-    assert after.status == "accepted" and after.assignee == "v2"
+    assert (after.status, after.assignee, after.assigned_at) == ("accepted", "v2", NOW)
     assert after.pending() == []
     with pytest.raises(domain.DispatchError, match="no longer open"):
         domain.answer(after, "v1", accept=True, now=NOW, rules=RULES)
