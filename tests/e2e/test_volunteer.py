@@ -401,3 +401,16 @@ def test_a_months_round_makes_one_visit_per_listed_household_and_a_visit_follows
         ("vt-c2-v1", "withdrawn"), ("vt-a2-v1", "pending"),
     ]  # fmt: skip
     assert db(stack, servers)["tasks"].count_documents({"household_id": "vt-hh-2"}) == 1
+
+
+def test_a_volunteer_who_withdraws_consent_is_no_longer_offered_tasks(stack: Stack) -> None:
+    register(stack, "vt-f1-v1", "vt-f1")
+    register(stack, "vt-f1-v2", "vt-f1")
+    me = session(stack, "volunteer", sub="vt-f1-v1", communities=[])
+    url = f"{stack.url}{BASE}/volunteers/vt-f1-v1"
+    moved = me.patch(url, json={"home_cell": "vt-a1"}, timeout=10)
+    assert moved.status_code == 403  # the record is the community's to change
+    withdrawn = me.patch(url, json={"consent_to_contact": False}, timeout=10)
+    assert withdrawn.status_code == 200 and withdrawn.json()["consent_to_contact"] is False
+    task = create_task(stack, "vt-f1")
+    assert [o["volunteer_id"] for o in task["offers"]] == ["vt-f1-v2"]
