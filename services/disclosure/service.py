@@ -137,6 +137,18 @@ class DisclosureService(BoardPages, PlatformService):
             minutes=data["minutes"],
         )
 
+    @event_handler(volunteer_events.SERVICE, volunteer_events.HOURS_CORRECTED)
+    @idempotent("entries")
+    def on_volunteer_hours_corrected(self, event: CloudEvent) -> None:
+        """A correction that took time off: the month of the corrected service loses it."""
+        data = event.data
+        self.entries.count_volunteer_time(
+            community=data["community"],
+            month=domain.month_of(_aware(data["at"])),
+            minutes=-data["minutes_removed"],
+            records=0,
+        )
+
     def _append_concluded(self, event: CloudEvent, *, outcome: str) -> None:
         data = event.data
         self._append_event_fed(

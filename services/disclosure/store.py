@@ -342,8 +342,11 @@ class EntryRepository(Repository):
     def count_mediation(self, *, community: str, month: str, outcome: str) -> None:
         self._tally(MEDIATION, community, month, {f"closed.{outcome}": 1})
 
-    def count_volunteer_time(self, *, community: str, month: str, minutes: int) -> None:
-        self._tally(VOLUNTEER, community, month, {"minutes": minutes, "records": 1})
+    def count_volunteer_time(
+        self, *, community: str, month: str, minutes: int, records: int = 1
+    ) -> None:
+        """Approved time adds a record; a correction moves the minutes only (it may subtract)."""
+        self._tally(VOLUNTEER, community, month, {"minutes": minutes, "records": records})
 
     def tally(self, source: str, community: str, month: str) -> dict[str, Any] | None:
         return self.db[TALLIES].find_one(

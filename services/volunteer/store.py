@@ -1,46 +1,516 @@
-"""The volunteer service's repository."""
+"""The volunteer service's repository: the only code that touches its collections.
+
+Every state change and the events it causes are written in one transaction.
+Task changes are conditional on the version that was read, so two replicas
+scanning the same offer deadline, or a volunteer answering while the timer
+expires their offer, cannot both win: the loser's transaction (events
+included) is rolled back with ``TaskChanged`` and it reads again.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, replace
+from datetime import datetime, time, timedelta
 from typing import Any
 
-from pymongo import IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
 
 from shequ.contracts import volunteer as contract
-from shequ.store import Repository, as_record
-from shequ_services.volunteer.domain import Task
+from shequ.contracts.registry import EventSpec
+from shequ.errors import NotFound
+from shequ.store import Repository, Store
+from shequ_services.volunteer.domain import (
+    Change,
+    Offer,
+    Skill,
+    Task,
+    Team,
+    Volunteer,
+    Window,
+    next_due,
+)
+from shequ_services.volunteer.ledger import APPROVED, PENDING, Entry
+from shequ_services.volunteer.rounds import Household
 
-TASKS = "tasks"
+VOLUNTEERS, TEAMS, HOUSEHOLDS, TASKS, LEDGER, META = (
+    "volunteers",
+    "teams",
+    "households",
+    "tasks",
+    "ledger",
+    "meta",
+)
+SPECS: dict[str, EventSpec] = {
+    "task.offered": contract.TASK_OFFERED_V1,
+    "task.accepted": contract.TASK_ACCEPTED_V1,
+    "task.declined": contract.TASK_DECLINED_V1,
+    "task.expired": contract.TASK_EXPIRED_V1,
+    "task.completed": contract.TASK_COMPLETED_V1,
+    "task.overdue": contract.TASK_OVERDUE_V1,
+    "task.escalated": contract.TASK_ESCALATED_V1,
+    "hours.approved": contract.HOURS_APPROVED_V1,
+    "hours.corrected": contract.HOURS_CORRECTED_V1,
+}
 
 
-class TaskRepository(Repository):
+class Duplicate(Exception):
+    """An id that is taken already (HTTP 409)."""
+
+
+class TaskChanged(Exception):
+    """The task changed since it was read; read it again and redo the step."""
+
+
+class EntryChanged(Exception):
+    """The ledger entry was approved meanwhile by someone else."""
+
+
+# -- documents ---------------------------------------------------------------------------
+
+
+def _hhmm(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+def volunteer_document(volunteer: Volunteer, now: datetime) -> dict[str, Any]:
+    document = asdict(volunteer)
+    document["_id"] = document.pop("id")
+    document["windows"] = [
+        {"weekday": w.weekday, "start": _hhmm(w.start), "end": _hhmm(w.end)}
+        for w in volunteer.windows
+    ]
+    document["updated_at"] = now
+    return document
+
+
+def to_volunteer(document: Mapping[str, Any]) -> Volunteer:
+    return Volunteer(
+        id=document["_id"],
+        community=document["community"],
+        home_cell=document["home_cell"],
+        name=document["name"],
+        phone=document["phone"],
+        household_id=document.get("household_id"),
+        skills=tuple(Skill(s["code"], s["confirmed_by"]) for s in document["skills"]),
+        languages=tuple(document["languages"]),
+        windows=tuple(
+            Window(w["weekday"], time.fromisoformat(w["start"]), time.fromisoformat(w["end"]))
+            for w in document["windows"]
+        ),
+        teams=tuple(document["teams"]),
+        consent_to_contact=document["consent_to_contact"],
+        active=document["active"],
+    )
+
+
+def task_document(task: Task) -> dict[str, Any]:
+    document = asdict(task)
+    document["_id"] = document.pop("id")
+    document["next_due"] = next_due(task)
+    document["pending_with"] = [o.volunteer_id for o in task.pending()]
+    return document
+
+
+def to_task(document: Mapping[str, Any]) -> Task:
+    values = {k: v for k, v in document.items() if k not in ("_id", "next_due", "pending_with")}
+    values["offers"] = tuple(Offer(**offer) for offer in document["offers"])
+    for name in ("skills", "candidates"):
+        values[name] = tuple(document[name])
+    return Task(id=document["_id"], **values)
+
+
+def to_entry(document: Mapping[str, Any]) -> Entry:
+    values = {k: v for k, v in document.items() if k != "_id"}
+    values["teams"] = tuple(document["teams"])
+    return Entry(id=document["_id"], **values)
+
+
+def entry_document(entry: Entry) -> dict[str, Any]:
+    document = asdict(entry)
+    document["_id"] = document.pop("id")
+    return document
+
+
+class VolunteerRepository(Repository):
     INDEXES = {
+        VOLUNTEERS: [
+            IndexModel([("community", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("updated_at", ASCENDING)]),
+            IndexModel([("teams", ASCENDING)]),
+        ],
+        TEAMS: [IndexModel([("leaders", ASCENDING)])],
+        HOUSEHOLDS: [IndexModel([("community", ASCENDING), ("_id", ASCENDING)])],
         TASKS: [
             IndexModel(
-                [("incident_id", 1)],
+                [("incident_id", ASCENDING)],
                 unique=True,
                 partialFilterExpression={"incident_id": {"$type": "string"}},
-            )
-        ]
+            ),
+            IndexModel(
+                [("household_id", ASCENDING), ("round_month", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"round_month": {"$type": "string"}},
+            ),
+            IndexModel([("next_due", ASCENDING)]),
+            IndexModel([("pending_with", ASCENDING)]),
+            IndexModel([("offers.volunteer_id", ASCENDING), ("created_at", DESCENDING)]),
+            IndexModel([("assignee", ASCENDING), ("assigned_at", DESCENDING)]),
+            IndexModel([("community", ASCENDING), ("created_at", DESCENDING)]),
+        ],
+        LEDGER: [
+            IndexModel([("volunteer_id", ASCENDING), ("served_at", ASCENDING)]),
+            IndexModel([("community", ASCENDING), ("served_at", ASCENDING)]),
+            IndexModel([("corrects", ASCENDING)]),
+        ],
     }
 
-    def create(self, task: Task) -> None:
-        document = asdict(task)
-        document["_id"] = document.pop("id")
-        self.db[TASKS].insert_one(document, session=self.session)
-        self.emit(
-            contract.TASK_CREATED_V1,
-            subject=task.id,
-            sequence=1,
-            data={
-                "task_id": task.id,
-                "incident_id": task.incident_id,
-                "community": task.community,
-                "grid_cell": task.grid_cell,
-                "kind": task.kind,
-            },
+    # -- seeding -----------------------------------------------------------------------
+
+    def seed_once(
+        self,
+        teams: Iterable[Team],
+        volunteers: Iterable[Volunteer],
+        households: Iterable[Household],
+        now: datetime,
+    ) -> bool:
+        """Write the seed into an empty database, once across replicas; False if done before."""
+
+        if self.db[META].find_one({"_id": "seed"}) is not None:
+            return False
+
+        def work() -> bool:
+            # A replica seeding at the same moment makes this insert fail, which
+            # aborts the whole transaction: the error must leave it, not be caught in it.
+            self.db[META].insert_one({"_id": "seed", "at": now}, session=self.session)
+            for team in teams:
+                self._insert(TEAMS, {"_id": team.id, **_without_id(asdict(team))})
+            for volunteer in volunteers:
+                self._insert(VOLUNTEERS, volunteer_document(volunteer, now))
+            for household in households:
+                self._insert(HOUSEHOLDS, self._household_document(household, now))
+            return True
+
+        try:
+            return self.run_in_transaction(work)
+        except DuplicateKeyError:
+            return False
+
+    def _insert(self, collection: str, document: dict[str, Any]) -> None:
+        self.db[collection].insert_one(document, session=self.session)
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Hold ``name`` until ``now + ttl`` unless another holder's lease is still running.
+
+        One atomic single-document write, outside any transaction: replicas
+        racing for the monthly round do not all start writing visit tasks
+        at once (the unique index stays the guarantee; the lease avoids the
+        conflicting transactions).
+        """
+        try:
+            self.db[META].find_one_and_update(
+                {"_id": f"lease:{name}", "$or": [{"until": {"$lt": now}}, {"holder": holder}]},
+                {"$set": {"holder": holder, "until": now + ttl}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str, now: datetime) -> None:
+        self.db[META].update_one(
+            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}
         )
 
-    def for_incident(self, incident_id: str) -> list[dict[str, Any]]:
-        return [as_record(d) for d in self.db[TASKS].find({"incident_id": incident_id})]
+    # -- registry ----------------------------------------------------------------------
+
+    def add_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
+        try:
+            self.db[VOLUNTEERS].insert_one(volunteer_document(volunteer, now))
+        except DuplicateKeyError as exc:
+            raise Duplicate(f"volunteer {volunteer.id!r} exists already") from exc
+
+    def replace_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
+        self.db[VOLUNTEERS].replace_one({"_id": volunteer.id}, volunteer_document(volunteer, now))
+
+    def volunteer(self, volunteer_id: str) -> Volunteer:
+        document = self.db[VOLUNTEERS].find_one({"_id": volunteer_id}, session=self.session)
+        if document is None:
+            raise NotFound(f"no volunteer {volunteer_id!r}")
+        return to_volunteer(document)
+
+    def volunteers(
+        self,
+        *,
+        communities: Sequence[str] | None,
+        team: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Volunteer]:
+        query: dict[str, Any] = {}
+        if communities is not None:
+            query["community"] = {"$in": list(communities)}
+        if team is not None:
+            query["teams"] = team
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.db[VOLUNTEERS].find(query).sort("_id", ASCENDING).limit(limit)
+        return [to_volunteer(d) for d in cursor]
+
+    def volunteers_changed_since(self, since: datetime | None) -> tuple[list[Volunteer], Any]:
+        """Volunteers written at or after ``since`` (all when None), and the newest write time."""
+        query = {} if since is None else {"updated_at": {"$gte": since}}
+        found, newest = [], since
+        for document in self.db[VOLUNTEERS].find(query):
+            found.append(to_volunteer(document))
+            if newest is None or document["updated_at"] > newest:
+                newest = document["updated_at"]
+        return found, newest
+
+    def add_team(self, team: Team) -> None:
+        try:
+            self.db[TEAMS].insert_one({"_id": team.id, **_without_id(asdict(team))})
+        except DuplicateKeyError as exc:
+            raise Duplicate(f"team {team.id!r} exists already") from exc
+
+    def teams(self, communities: Sequence[str] | None = None) -> dict[str, Team]:
+        query = {} if communities is None else {"community": {"$in": list(communities)}}
+        return {
+            d["_id"]: Team(d["_id"], d["community"], d["name"], tuple(d["leaders"]))
+            for d in self.db[TEAMS].find(query).sort("_id", ASCENDING)
+        }
+
+    def led_teams(self, leader: str) -> list[str]:
+        return [d["_id"] for d in self.db[TEAMS].find({"leaders": leader}, {"_id": 1})]
+
+    @staticmethod
+    def _household_document(household: Household, now: datetime) -> dict[str, Any]:
+        document = asdict(household)
+        document["_id"] = document.pop("id")
+        document["updated_at"] = now
+        return document
+
+    def add_household(self, household: Household, now: datetime) -> None:
+        try:
+            self.db[HOUSEHOLDS].insert_one(self._household_document(household, now))
+        except DuplicateKeyError as exc:
+            raise Duplicate(f"household {household.id!r} exists already") from exc
+
+    def household(self, household_id: str) -> Household:
+        document = self.db[HOUSEHOLDS].find_one({"_id": household_id}, session=self.session)
+        if document is None:
+            raise NotFound(f"no household {household_id!r}")
+        return _to_household(document)
+
+    def households(self, communities: Sequence[str] | None = None) -> list[Household]:
+        query: dict[str, Any] = {}
+        if communities is not None:
+            query["community"] = {"$in": list(communities)}
+        return [_to_household(d) for d in self.db[HOUSEHOLDS].find(query).sort("_id", ASCENDING)]
+
+    def replace_household(self, household: Household, now: datetime) -> None:
+        self.db[HOUSEHOLDS].replace_one(
+            {"_id": household.id}, self._household_document(household, now), session=self.session
+        )
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def create(self, task: Task, changes: Sequence[Change] = ()) -> Task:
+        """Store a new task with its ``task.created`` event and the events of its first offers.
+
+        Raises ``Duplicate`` when a task for the same incident, or the same
+        household and month, exists already: creation is idempotent by content,
+        not only by event id.
+        """
+
+        def work() -> Task:
+            stored = replace(task, event_seq=1 + len(changes))
+            try:
+                self.db[TASKS].insert_one(task_document(stored), session=self.session)
+            except DuplicateKeyError as exc:
+                raise Duplicate(f"task {task.id} exists already") from exc
+            self.emit(
+                contract.TASK_CREATED_V1,
+                subject=task.id,
+                sequence=1,
+                data={
+                    "task_id": task.id,
+                    "incident_id": task.incident_id,
+                    "community": task.community,
+                    "grid_cell": task.grid_cell,
+                    "kind": task.kind,
+                },
+            )
+            self._emit_changes(task.id, changes, first=2)
+            return stored
+
+        return self.run_in_transaction(work)
+
+    def save(self, before: Task, after: Task, changes: Sequence[Change]) -> Task:
+        """Write a step, conditional on ``before``'s version; emit its events in order."""
+
+        def work() -> Task:
+            stored = replace(
+                after, version=before.version + 1, event_seq=before.event_seq + len(changes)
+            )
+            result = self.db[TASKS].replace_one(
+                {"_id": before.id, "version": before.version},
+                task_document(stored),
+                session=self.session,
+            )
+            if result.matched_count != 1:
+                raise TaskChanged(f"task {before.id} changed since it was read")
+            self._emit_changes(before.id, changes, first=before.event_seq + 1)
+            return stored
+
+        return self.run_in_transaction(work)
+
+    def _emit_changes(self, subject: str, changes: Sequence[Change], first: int) -> None:
+        for offset, change in enumerate(changes):
+            self.emit(
+                SPECS[change.event], subject=subject, sequence=first + offset, data=change.data
+            )
+
+    def task(self, task_id: str) -> Task:
+        document = self.db[TASKS].find_one({"_id": task_id}, session=self.session)
+        if document is None:
+            raise NotFound(f"no task {task_id!r}")
+        return to_task(document)
+
+    def round_task(self, household_id: str, month: str) -> Task | None:
+        document = self.db[TASKS].find_one({"household_id": household_id, "round_month": month})
+        return to_task(document) if document else None
+
+    def round_households(self, month: str) -> set[str]:
+        """The households that have their visit task for ``month`` already."""
+        found = self.db[TASKS].find({"round_month": month}, {"household_id": 1})
+        return {d["household_id"] for d in found}
+
+    def for_incident(self, incident_id: str) -> list[Task]:
+        found = self.db[TASKS].find({"incident_id": incident_id}, session=self.session)
+        return [to_task(d) for d in found]
+
+    def tasks(
+        self,
+        *,
+        communities: Sequence[str] | None,
+        filters: Mapping[str, Any],
+        limit: int,
+    ) -> list[Task]:
+        query = {k: v for k, v in filters.items() if v is not None}
+        if communities is not None:
+            query["community"] = {"$in": list(communities)}
+        cursor = self.db[TASKS].find(query).sort("created_at", DESCENDING).limit(limit)
+        return [to_task(d) for d in cursor]
+
+    def offered_to(self, volunteer_id: str) -> list[Task]:
+        """Tasks with an offer pending for this volunteer."""
+        return [to_task(d) for d in self.db[TASKS].find({"pending_with": volunteer_id})]
+
+    def due(self, now: datetime, limit: int) -> list[Task]:
+        cursor = (
+            self.db[TASKS]
+            .find({"next_due": {"$lte": now}})
+            .sort("next_due", ASCENDING)
+            .limit(limit)
+        )
+        return [to_task(d) for d in cursor]
+
+    def recent_loads(self, since: datetime, among: Sequence[str]) -> dict[str, int]:
+        """Tasks taken (accepted or assigned) per volunteer of ``among`` since ``since``.
+
+        The fairness figure of the ranking.
+        """
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"assignee": {"$in": list(among)}, "assigned_at": {"$gte": since}}},
+            {"$group": {"_id": "$assignee", "n": {"$sum": 1}}},
+        ]
+        return {d["_id"]: d["n"] for d in self.db[TASKS].aggregate(pipeline)}
+
+    # -- ledger ------------------------------------------------------------------------
+
+    def append(self, entry: Entry) -> None:
+        self.db[LEDGER].insert_one(entry_document(entry), session=self.session)
+
+    def entry(self, entry_id: str) -> Entry:
+        document = self.db[LEDGER].find_one({"_id": entry_id})
+        if document is None:
+            raise NotFound(f"no ledger entry {entry_id!r}")
+        return to_entry(document)
+
+    def corrections_of(self, entry_id: str) -> list[Entry]:
+        return [to_entry(d) for d in self.db[LEDGER].find({"corrects": entry_id})]
+
+    def approve(self, before: Entry, after: Entry, changes: Sequence[Change]) -> Entry:
+        """Stamp an entry approved once (conditional on it being pending) and emit."""
+
+        def work() -> Entry:
+            result = self.db[LEDGER].update_one(
+                {"_id": before.id, "status": PENDING},
+                {
+                    "$set": {
+                        "status": APPROVED,
+                        "approved_by": after.approved_by,
+                        "approved_at": after.approved_at,
+                    }
+                },
+                session=self.session,
+            )
+            if result.matched_count != 1:
+                raise EntryChanged(f"entry {before.id} was approved meanwhile")
+            self._emit_changes(before.id, changes, first=1)
+            return after
+
+        return self.run_in_transaction(work)
+
+    def entries(
+        self,
+        *,
+        communities: Sequence[str] | None,
+        volunteer_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 50_000,
+    ) -> list[Entry]:
+        query: dict[str, Any] = {}
+        if communities is not None:
+            query["community"] = {"$in": list(communities)}
+        if volunteer_id is not None:
+            query["volunteer_id"] = volunteer_id
+        if start is not None or end is not None:
+            query["served_at"] = {
+                **({"$gte": start} if start else {}),
+                **({"$lt": end} if end else {}),
+            }
+        cursor = self.db[LEDGER].find(query).sort([("served_at", ASCENDING), ("_id", ASCENDING)])
+        return [to_entry(d) for d in cursor.limit(limit)]
+
+
+def _to_household(document: Mapping[str, Any]) -> Household:
+    return Household(
+        id=document["_id"],
+        community=document["community"],
+        grid_cell=document["grid_cell"],
+        care_lists=tuple(document["care_lists"]),
+        active=document["active"],
+    )
+
+
+def _without_id(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k != "id"}
+
+
+class VolunteerStore(Store):
+    """The store provider, which also seeds an empty database once its indexes exist.
+
+    nameko starts a container's extensions concurrently; seeding from another
+    provider's ``start`` raced the index creation here (and hung the embedded
+    store), so the seed runs after ``ensure_indexes``, in this provider.
+    """
+
+    def start(self) -> None:
+        super().start()
+        seeders = [ext for ext in self.container.dependencies if hasattr(ext, "seed_into")]
+        for seeder in seeders:
+            seeder.seed_into(self.get_dependency(None))
