@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e bench lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault bench soak lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -40,9 +41,21 @@ test-integration: setup
 test-e2e: setup
 	@scripts/pytest tests/e2e $(PYTEST_ARGS)
 
+test-browser: setup
+	@scripts/pytest tests/browser $(PYTEST_ARGS)
+
+test-fault: setup
+	@scripts/pytest tests/fault $(PYTEST_ARGS)
+
 # Benchmarks measure and assert nothing about speed, so they stay out of
 # `make test`. The disclosure log's writes bench/results/disclosure.json and the
 # table in docs/performance.md; BENCH_ARGS="--sizes 1000,100000" runs fewer sizes.
+# The soak run: a stack of its own, 10,000 reports, random consumer kills and
+# one broker restart, then reconciliation (bench/results/soak.json and the
+# generated table in docs/reliability.md). SOAK_ARGS="--incidents 1000" is shorter.
+soak: setup
+	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 bench: setup
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/disclosure_log.py $(BENCH_ARGS)
 

@@ -89,13 +89,16 @@ def _play_demo(stack: object) -> int:
         print(demo.casework_summary(work), flush=True)
         print(demo.rate_closure(url, secret, work), flush=True)
         print(demo.escalation_summary(demo.watch_escalation(url, secret, outcomes)), flush=True)
+        print(demo.notify_summary(demo.notifications(url, secret, outcomes)), flush=True)
         print(demo.rates_summary(demo.public_rates(url, secret, outcomes)), flush=True)
         print(demo.record_summary(demo.public_record(url, secret, outcomes)), flush=True)
+        found = demo.reconciliation(stack.mongo_uri)  # type: ignore[attr-defined]
+        print(demo.reconciliation_summary(found), flush=True)
     except demo.DemoError as exc:
         print(f"shequ demo: {exc}", file=sys.stderr)
         return 1
     missing = any(h is None for o in outcomes for h in o.hops.values())
-    return 1 if missing else 0
+    return 1 if missing or not found.clean else 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:

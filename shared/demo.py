@@ -171,7 +171,7 @@ def _first_effect(base_url: str, token: str, service: str, iid: str) -> tuple[st
         if not items:
             return None
         first = min(items, key=lambda n: _at(n["created_at"]))
-        note = f"{len(items)} notifications (log channel)"
+        note = f"{len(items)} notifications to {', '.join(sorted({n['audience'] for n in items}))}"
         return first["created_at"], {**first, "note": note}
     if service == "disclosure":
         entries = _call(
@@ -467,4 +467,77 @@ def record_summary(record: dict[str, Any]) -> str:
             ),
             f"  a copy of the whole log, checked offline: {copy_line}",
         ]
+    )
+
+
+def notifications(
+    base_url: str, secret: str, outcomes: list[Outcome], timeout: float = 30.0
+) -> dict[str, list[dict[str, Any]]]:
+    """Each incident's notifications once none is waiting any more (bounded wait)."""
+    staff = _casework_tokens(secret)["staff"]
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {
+            o.incident_id: _call(
+                "GET", f"{base_url}/api/v1/notify/notifications?subject_ref={o.incident_id}", staff
+            )["items"]
+            for o in outcomes
+        }
+        waiting = [n for items in found.values() for n in items if n["status"] == "pending"]
+        if not waiting or time.monotonic() > deadline:
+            return found
+
+
+def notify_summary(found: dict[str, list[dict[str, Any]]]) -> str:
+    """Who was told what, through which channel (services/notify/rules.yaml says whom)."""
+    lines = ["", "What notify told whom (rules: services/notify/rules.yaml; channel: the log"
+             " unless a contact point is set):"]  # fmt: skip
+    states: dict[str, int] = {}
+    for incident_id, items in found.items():
+        lines.append(f"  {incident_id}")
+        for note in items:
+            states[note["status"]] = states.get(note["status"], 0) + 1
+            text = (note.get("text") or "").replace("\n", " ")
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            lines.append(
+                f"      {note['event_type'].rsplit('.', 1)[-1]:<11} → {note['recipient']:<38} "
+                f"{note['status']:<8} {note['channel'] or '':<5} {shown}"
+            )
+    total = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    lines.append(f"  {sum(states.values())} notifications: {total}")
+    return "\n".join(lines)
+
+
+def reconciliation(mongo_uri: str, timeout: float = 30.0) -> Any:
+    """``shequ reconcile`` over the day: every report's effects, exactly once."""
+    import pymongo
+
+    from shequ.discovery import discover_services, load_service
+    from shequ.reconcile import reconcile
+
+    consumers = [load_service(name) for name in sorted(discover_services())]
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            found = reconcile(client, None, consumers)
+            if found.clean or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def reconciliation_summary(found: Any) -> str:
+    effects = sum(found.effects.values())
+    if found.clean:
+        verdict = "nothing lost, nothing doubled"
+    else:
+        verdict = (
+            f"{found.unpublished} unpublished, {len(found.missing)} missing, "
+            f"{len(found.duplicated)} duplicated"
+        )
+    return (
+        f"\nReconciled (shequ reconcile, docs/reliability.md): {found.reports} reports, "
+        f"{effects} effects in the consumers' databases; {verdict}"
     )

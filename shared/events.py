@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import partial, wraps
 from typing import Any
@@ -76,6 +76,26 @@ def retry_exchange_name(service: str, delay_ms: int) -> str:
 def retry_delays(config: dict[str, Any]) -> tuple[int, ...]:
     delays = config.get("EVENT_RETRY_DELAYS_MS") or DEFAULT_RETRY_DELAYS_MS
     return tuple(int(delay) for delay in delays)
+
+
+def handler_queue_arguments(config: Mapping[str, Any], service: str) -> dict[str, Any]:
+    """The arguments every handler queue of ``service`` is declared with.
+
+    ``QUEUE_TYPE: quorum`` (production) makes them replicated quorum queues
+    whose broker-side delivery limit catches what the runtime's own retries
+    cannot: a message that kills its consumer before the ack, every time.
+    After ``QUEUE_DELIVERY_LIMIT`` such deliveries it is dead-lettered to the
+    service's dead-letter queue. Classic queues (the default, for the
+    embedded single node) take no arguments. Producers' topology and the
+    consumers must agree, so both call this.
+    """
+    if str(config.get("QUEUE_TYPE") or "classic") != "quorum":
+        return {}
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": int(config.get("QUEUE_DELIVERY_LIMIT") or 5),
+        "x-dead-letter-exchange": dead_letter_queue_name(service),
+    }
 
 
 def declare_service_queues(channel: Any, service: str, delays: Iterable[int]) -> None:
@@ -163,6 +183,18 @@ class TrackedQueueConsumer(QueueConsumer):
         self.consuming = False
         super().stop()
 
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """kombu logs an undecodable body and acks it: a silent loss. Dead-letter it instead."""
+        tag = message.delivery_info.get("consumer_tag")
+        for provider, consumer in self._consumers.items():
+            if tag in getattr(consumer, "_active_tags", {}).values() and isinstance(
+                provider, ReliableEventHandler
+            ):
+                provider.dead_letter_undecodable(message, exc)
+                return
+        log.error("an undecodable message on an unknown consumer (%s); returning it", tag)
+        self.requeue_message(message)
+
 
 class ReliableEventHandler(EventHandler):
     """An ``event_handler`` whose failures are retried with back-off, then dead-lettered.
@@ -173,6 +205,19 @@ class ReliableEventHandler(EventHandler):
 
     failures = FailurePublisher()
     queue_consumer = TrackedQueueConsumer()
+
+    def setup(self) -> None:
+        super().setup()
+        arguments = handler_queue_arguments(self.container.config, self.container.service_name)
+        if arguments:
+            queue = self.queue
+            self.queue = kombu.Queue(
+                queue.name,
+                exchange=queue.exchange,
+                routing_key=queue.routing_key,
+                durable=True,
+                queue_arguments=arguments,
+            )
 
     def handle_message(self, body: Any, message: Any) -> None:
         fault_point(self.container.service_name, "before_handler")
@@ -207,6 +252,10 @@ class ReliableEventHandler(EventHandler):
         else:
             self._handle_failure(message, exc_info)
         return result, exc_info
+
+    def dead_letter_undecodable(self, message: Any, exc: Exception) -> None:
+        poison = PoisonMessage(f"the body is not JSON: {exc}")
+        self._handle_failure(message, (PoisonMessage, poison, None))
 
     def _observe_lag(self, service: str, body: Any) -> None:
         try:

@@ -8,7 +8,9 @@ to every request, so a service's route bodies stay a few lines long:
 * a body size limit (``MAX_BODY_BYTES``, 64 KiB by default);
 * errors as ``application/problem+json`` (RFC 9457) with per-field messages
   for validation errors, and never a stack trace;
-* a dict or list result becomes a JSON response;
+* a dict or list result becomes a JSON response; a route that serves a
+  page for a person's browser returns ``page_response`` instead, which adds
+  the browser security headers (``PAGE_HEADERS``);
 * request time by route template and status in ``shequ_http_request_seconds``.
 
 A route also says what it takes and returns (``summary``, ``body``, ``query``,
@@ -72,6 +74,38 @@ def json_response(
         status=status,
         headers=headers,
         mimetype="application/json",
+    )
+
+
+#: Headers on every response a browser renders as a page (HTML, a style sheet, a feed).
+#: The policy allows nothing but the page's own origin for styles, images and
+#: form targets, and no script at all, so a page cannot be made to run
+#: injected code even if escaping failed somewhere; ``frame-ancestors`` and
+#: ``X-Frame-Options`` (for older browsers) forbid framing (click-jacking).
+PAGE_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def page_response(
+    body: str | bytes,
+    *,
+    status: int = 200,
+    content_type: str = "text/html; charset=utf-8",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A response for a browser to render, with ``PAGE_HEADERS`` (and ``headers``) set."""
+    return Response(
+        body,
+        status=status,
+        headers={**PAGE_HEADERS, **(headers or {})},
+        content_type=content_type,
     )
 
 

@@ -72,6 +72,37 @@ INCIDENTS_OPEN = Gauge(
     ["category"],
 )
 
+NOTIFICATIONS = Counter(
+    "shequ_notifications_total",
+    "Notification and bureau-webhook delivery attempts by channel and outcome "
+    "(sent, failed, fallback, dead).",
+    ["channel", "outcome"],
+)
+NOTIFICATION_SECONDS = Histogram(
+    "shequ_notification_delivery_seconds",
+    "Time one delivery attempt took in its channel, by channel and outcome.",
+    ["channel", "outcome"],
+    buckets=DURATION_BUCKETS,
+)
+NOTIFICATION_DELAY = Histogram(
+    "shequ_notification_delay_seconds",
+    "Time from an event being recorded by notify to its delivery being sent "
+    "(retries, quiet hours and rate limits included), by the channel that sent it.",
+    ["channel"],
+    buckets=DURATION_BUCKETS,
+)
+MEDIATION_CASE_SECONDS = Histogram(
+    "shequ_mediation_case_seconds",
+    "Time from opening a mediation case to closing it, by outcome; the agreement rate is "
+    "the agreed count over all closed.",
+    ["outcome"],
+    buckets=DURATION_BUCKETS,
+)
+MEDIATION_CASES_OVERDUE = Counter(
+    "shequ_mediation_cases_overdue_total",
+    "Mediation cases whose time limit ran out while mediation was still running.",
+)
+
 
 DISCLOSURE_REDACTIONS = Counter(
     "shequ_disclosure_redactions_total",

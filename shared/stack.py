@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from shequ.auth import new_secret
-from shequ.config import interpolate, load_config
+from shequ.config import load_config
 from shequ.discovery import DEFAULTS, discover_services, load_service
 from shequ.embedded import EmbeddedError, RabbitMQNode, SecantusServer, free_port
 from shequ.events import retry_delays
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 SIGNING_KEY_FILE = "disclosure-signing-key"
+MEDIATION_KEY_FILE = "mediation-key"
+MEDIATION_INDEX_KEY_FILE = "mediation-index-key"
+#: The development data key's id; production names its keys (and rotates them) itself.
+MEDIATION_DEV_KID = "dev1"
 ENDPOINTS_FILE = "endpoints.json"
 
 
@@ -90,9 +94,9 @@ class Stack:
             self._start_servers()
             env = self._service_env()
             classes = self._service_classes()
-            defaults = interpolate(load_config(DEFAULTS), {**os.environ, **env})
+            defaults = load_config(DEFAULTS, {**os.environ, **env})
             delays = retry_delays(defaults)
-            queues = declare_topology(self.amqp_uri, classes.values(), delays)
+            queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
@@ -163,6 +167,19 @@ class Stack:
             SIGNING_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode("ascii")
         )
 
+    def mediation_keys(self) -> dict[str, str]:
+        """The dev keys sealing mediation parties: a data key under ``dev1`` and an index key."""
+
+        def new_key() -> str:
+            return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+        data_key = self._kept_secret(MEDIATION_KEY_FILE, new_key)
+        return {
+            "SHEQU_MEDIATION_KEYS": f"{MEDIATION_DEV_KID}:{data_key}",
+            "SHEQU_MEDIATION_ACTIVE_KEY": MEDIATION_DEV_KID,
+            "SHEQU_MEDIATION_INDEX_KEY": self._kept_secret(MEDIATION_INDEX_KEY_FILE, new_key),
+        }
+
     def _kept_secret(self, name: str, generate: Callable[[], str]) -> str:
         """A secret generated once per data directory, so restarts keep it."""
         path = self.data_dir / name
@@ -179,6 +196,8 @@ class Stack:
             "SHEQU_DISCLOSURE_SIGNING_KEY": os.environ.get("SHEQU_DISCLOSURE_SIGNING_KEY")
             or self.disclosure_signing_key(),
         }
+        if not os.environ.get("SHEQU_MEDIATION_KEYS"):
+            env.update(self.mediation_keys())
         env.update(self.extra_env)
         return env
 

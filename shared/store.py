@@ -50,6 +50,16 @@ def database_name(service: str, prefix: str | None = None) -> str:
     return f"{prefix or ''}{service}"
 
 
+def write_concern(value: Any) -> int | str:
+    """``majority`` (a replica set: a commit survives the loss of the primary) or a count."""
+    text = str(value if value not in (None, "") else 1)
+    if text == "majority":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"MONGO_WRITE_CONCERN is majority or a number of members, not {text!r}")
+
+
 class AlreadyProcessed(Exception):
     """The event was handled before by this handler; its effects already exist."""
 
@@ -215,6 +225,7 @@ class Store(DependencyProvider):
             serverSelectionTimeoutMS=int(config.get("MONGO_TIMEOUT_MS", 5000)),
             tz_aware=True,
             uuidRepresentation="standard",
+            w=write_concern(config.get("MONGO_WRITE_CONCERN")),
         )
         self.database_name = database_name(self.service, config.get("MONGO_DATABASE_PREFIX"))
         self.db = self.client[self.database_name]

@@ -10,14 +10,19 @@ ones the services declare themselves, so either may come first.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kombu
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
-from shequ.events import ReliableEventHandler, declare_service_queues, event_queue_name
+from shequ.events import (
+    ReliableEventHandler,
+    declare_service_queues,
+    event_queue_name,
+    handler_queue_arguments,
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,12 @@ def subscriptions(service_cls: type) -> list[Subscription]:
     return sorted(found, key=lambda s: s.queue)
 
 
-def declare_topology(amqp_uri: str, service_classes: Iterable[type], delays: Iterable[int]) -> int:
+def declare_topology(
+    amqp_uri: str,
+    service_classes: Iterable[type],
+    delays: Iterable[int],
+    config: Mapping[str, Any] | None = None,
+) -> int:
     """Declare everything the given services consume from; return the queue count."""
     delays = tuple(delays)
     count = 0
@@ -65,8 +75,12 @@ def declare_topology(amqp_uri: str, service_classes: Iterable[type], delays: Ite
             declare_service_queues(channel, service_cls.name, delays)
             for sub in subscriptions(service_cls):
                 exchange = kombu.Exchange(sub.exchange, type="topic", durable=True)
-                kombu.Queue(sub.queue, exchange=exchange, routing_key=sub.event_name, durable=True)(
-                    channel
-                ).declare()
+                kombu.Queue(
+                    sub.queue,
+                    exchange=exchange,
+                    routing_key=sub.event_name,
+                    durable=True,
+                    queue_arguments=handler_queue_arguments(config or {}, service_cls.name),
+                )(channel).declare()
                 count += 1
     return count

@@ -119,9 +119,10 @@ def stack_on(
 
     The prefix separates databases, not queues: consumers of an event type share
     one queue per handler on the session's broker. So a second stack here runs
-    services that consume nothing the session's ``platform`` also consumes (the
-    grid alone, a test service); one that needs every service gets servers of
-    its own, as ``tests/e2e/test_demo.py`` does.
+    services that consume nothing the session's ``platform`` also produces while
+    they run (the grid alone, whose one subscription is mediation's
+    ``case.closed``; a test service); one that needs every service gets servers
+    of its own, as ``tests/e2e/test_demo.py`` does.
     """
     return Stack(
         data_dir,
@@ -134,6 +135,16 @@ def stack_on(
             # Short back-offs keep the dead-letter tests quick; the rule is the same.
             "SHEQU_RETRY_DELAYS_MS": "[100, 300]",
             "SHEQU_OUTBOX_POLL_SECONDS": "0.2",
+            # Notify: a quick delivery worker, short retry schedules, and the
+            # tests' own http endpoints on loopback.
+            "SHEQU_NOTIFY_DELIVER_SECONDS": "0.2",
+            "SHEQU_NOTIFY_ALLOW_HTTP_LOOPBACK": "true",
+            "SHEQU_NOTIFY_RETRY_BASE_SECONDS": "0.2",
+            "SHEQU_NOTIFY_RETRY_MAX_DELAY_SECONDS": "1",
+            "SHEQU_NOTIFY_RETRY_HORIZON_SECONDS": "4",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_BASE_SECONDS": "0.2",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_MAX_DELAY_SECONDS": "1",
+            "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_HORIZON_SECONDS": "4",
             **(env or {}),
         },
     )

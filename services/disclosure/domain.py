@@ -94,6 +94,9 @@ class EntryDraft:
     body: Mapping[str, Any]
     references: tuple[str, ...] = ()
     supersedes: int | None = None
+    #: ``events`` for what the platform wrote from events, ``staff`` for what a
+    #: person published: the monthly figures count only the former.
+    origin: str = "events"
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Entry:
     supersedes: int | None
     published_at: datetime
     leaf: bytes = field(repr=False)
+    origin: str = "events"
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -131,6 +135,7 @@ def leaf_content(entry_index: int, draft: EntryDraft, published_at: datetime) ->
         "body": dict(draft.body),
         "references": list(draft.references),
         "supersedes": draft.supersedes,
+        "origin": draft.origin,
         "published_at": published_at.isoformat(timespec="milliseconds"),
     }
 
@@ -151,6 +156,7 @@ def seal(draft: EntryDraft, *, index: int, published_at: datetime) -> Entry:
         supersedes=draft.supersedes,
         published_at=published_at,
         leaf=leaf,
+        origin=draft.origin,
     )
 
 
@@ -158,6 +164,8 @@ def check(draft: EntryDraft, *, size: int) -> None:
     """The rules every entry keeps, whoever wrote it; ``size`` is the log's current size."""
     if draft.kind not in KINDS:
         raise InvalidEntry("kind", f"unknown kind {draft.kind!r}; one of {', '.join(KINDS)}")
+    if draft.origin not in ("events", "staff"):
+        raise InvalidEntry("origin", f"unknown origin {draft.origin!r}")
     if draft.cadence not in CADENCES:
         raise InvalidEntry(
             "cadence", f"unknown cadence {draft.cadence!r}; one of {', '.join(CADENCES)}"
@@ -202,6 +210,7 @@ def fields_match_leaf(entry: Entry) -> bool:
                 entry.body,
                 entry.references,
                 entry.supersedes,
+                entry.origin,
             ),
             entry.published_at,
         )
@@ -344,6 +353,9 @@ def monthly_figures(entries: Iterable[Entry], *, community: str, month: str) -> 
       reference, each count once);
     * mediation and volunteer figures: the sums of that month's published
       ``mediation_statistics`` and ``volunteer_hours`` count entries.
+
+    Only entries the platform wrote from events count (``origin``): what staff
+    publish is shown on the board but cannot move the figures.
     """
     received: Counter[str] = Counter()
     concluded: Counter[str] = Counter()
@@ -357,7 +369,7 @@ def monthly_figures(entries: Iterable[Entry], *, community: str, month: str) -> 
     for entry in sorted(month_entries, key=lambda e: e.index):
         # A corrected entry's figures are replaced by its correction's; the
         # figures entries themselves are outputs, never inputs.
-        if entry.index in corrected or is_figures(entry):
+        if entry.index in corrected or is_figures(entry) or entry.origin != "events":
             continue
         body = entry.body
         if entry.kind == "incident_summary" and entry.cadence == "ad_hoc":

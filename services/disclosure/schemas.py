@@ -44,6 +44,9 @@ class EntrySchema(marshmallow.Schema):
     body = fields.Dict()
     references = fields.List(fields.String())
     supersedes = fields.Integer(allow_none=True)
+    origin = fields.String(
+        metadata={"description": "events (written by the platform) or staff (by a person)"}
+    )
     published_at = fields.AwareDateTime()
     leaf = fields.Function(
         lambda entry: b64(entry.leaf),
@@ -170,3 +173,57 @@ class FiguresResultSchema(marshmallow.Schema):
     month = fields.String()
     figures = fields.Nested(EntrySchema, allow_none=True)
     published = fields.List(fields.Nested(EntrySchema))
+
+
+# The public board (/board/): its GET forms send every field, empty meaning "all".
+
+
+class BoardFiltersSchema(marshmallow.Schema):
+    """The board's filters; an empty form field is no filter."""
+
+    community = fields.String(validate=COMMUNITY)
+    kind = fields.String(validate=validate.OneOf(list(KINDS)))
+    month = fields.String(validate=MONTH)
+
+    @marshmallow.pre_load
+    def blank_is_absent(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value != ""}
+
+
+class BoardQuerySchema(BoardFiltersSchema):
+    """The filters and where the page starts: entries older than ``before`` or newer than
+    ``after`` (indexes, so a page names the same entries however much is published later)."""
+
+    before = fields.Integer(validate=validate.Range(min=1))
+    after = fields.Integer(validate=validate.Range(min=0))
+
+    @marshmallow.validates_schema
+    def one_direction(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "before" in data and "after" in data:
+            raise marshmallow.ValidationError("give before or after, not both", "after")
+
+
+class BoardFiguresQuerySchema(marshmallow.Schema):
+    """The figures page's form: both fields are needed to show a month."""
+
+    community = fields.String(validate=COMMUNITY)
+    month = fields.String(validate=MONTH)
+
+    @marshmallow.pre_load
+    def blank_is_absent(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value != ""}
+
+
+class BoardEntrySchema(EntrySchema):
+    url = fields.String(metadata={"description": "the entry's page on the board"})
+    corrected_by = fields.Integer(
+        allow_none=True, metadata={"description": "the latest entry that corrects this one"}
+    )
+
+
+class BoardPageSchema(marshmallow.Schema):
+    """The board's list as JSON: the same entries, in the same order, as the HTML page."""
+
+    items = fields.List(fields.Nested(BoardEntrySchema))
+    older = fields.String(allow_none=True, metadata={"description": "the next page, older"})
+    newer = fields.String(allow_none=True, metadata={"description": "the previous page, newer"})

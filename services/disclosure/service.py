@@ -28,6 +28,7 @@ from shequ_services.disclosure.checkpoint import (
     unb64,
 )
 from shequ_services.disclosure.keys import LogKey
+from shequ_services.disclosure.pages import BoardPages
 from shequ_services.disclosure.schemas import (
     CheckpointSchema,
     ConsistencyProofSchema,
@@ -49,7 +50,7 @@ from shequ_services.disclosure.store import EntryRepository
 WRITER_ROLES = ("community_staff", "admin")
 
 
-class DisclosureService(PlatformService):
+class DisclosureService(BoardPages, PlatformService):
     name = "disclosure"
 
     entries = Store(EntryRepository)
@@ -308,6 +309,7 @@ class DisclosureService(PlatformService):
             body=body["body"],
             references=tuple(body["references"]),
             supersedes=body["supersedes"],
+            origin="staff",
         )
         try:
             entry = self.entries.append(draft)

@@ -241,6 +241,15 @@ class EntryRepository(Repository):
         document = self.db[CATEGORIES].find_one({"_id": code}, session=self.session)
         return True if document is None else bool(document["sensitive"])
 
+    def category_names(self) -> dict[str, str]:
+        """Chinese names of the ordinary categories seen in reports, for the board's labels.
+
+        Sensitive categories are left out: the log never names them, so the
+        board has no use for their names.
+        """
+        cursor = self.db[CATEGORIES].find({"sensitive": False}, session=self.session)
+        return {document["_id"]: document["name_zh"] for document in cursor}
+
     def communities_of(self, month: str) -> list[str]:
         found = set(self.db[ENTRIES].distinct("community", {"period": month}))
         found.update(self.db[TALLIES].distinct("community", {"month": month}))
@@ -382,6 +391,7 @@ def _entry_document(entry: Entry) -> dict[str, Any]:
         "references": list(entry.references),
         "supersedes": entry.supersedes,
         "published_at": entry.published_at,
+        "origin": entry.origin,
         "leaf": Binary(entry.leaf),
     }
 
@@ -399,6 +409,7 @@ def _to_entry(document: Mapping[str, Any]) -> Entry:
         supersedes=document.get("supersedes"),
         published_at=document["published_at"],
         leaf=bytes(document["leaf"]),
+        origin=document.get("origin", "events"),
     )
 
 

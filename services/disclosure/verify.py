@@ -34,7 +34,7 @@ from shequ_services.disclosure.checkpoint import (
 #: The entry fields that must agree with the hashed bytes.
 SHOWN_FIELDS = (
     "index", "kind", "cadence", "community", "period", "title", "body", "references",
-    "supersedes",
+    "supersedes", "origin",
 )  # fmt: skip
 
 

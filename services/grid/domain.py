@@ -110,6 +110,8 @@ class Incident:
     # event) and the request's own details (client, lookup token, attributes).
     private: dict[str, str] = field(default_factory=dict)
     open311: dict[str, Any] | None = None
+    # The outcome of the people's mediation case the incident opened, when it closed.
+    mediation: dict[str, Any] | None = None
 
     def co_handlers(self) -> tuple[str, ...]:
         """Every department with a sub-task on the case, open or handled."""
@@ -442,3 +444,30 @@ def check_merge(duplicate: Incident, original: Incident) -> None:
         )
     if original.community != duplicate.community:
         raise InvalidMergeTarget(f"{original.id} belongs to another community")
+
+
+#: How a closed mediation case reads as the lead department's feedback (反馈).
+MEDIATION_OUTCOMES_ZH = {
+    "agreed": "调解成功，双方达成人民调解协议",
+    "failed": "调解不成",
+    "referred": "调解不成，已引导当事人诉讼（诉非对接）",
+    "withdrawn": "当事人撤回调解申请",
+}
+
+
+def mediation_feedback(case_id: str, outcome: str) -> str:
+    """The feedback text of a ``report_handled`` step taken for a closed mediation case."""
+    return f"人民调解案件 {case_id} 已结案：{MEDIATION_OUTCOMES_ZH.get(outcome, outcome)}"
+
+
+def mediation_closes_step(incident: Incident) -> bool:
+    """Whether a closed mediation case can take the incident's ``report_handled`` step.
+
+    Only from ``in_progress`` with no open co-handling sub-task: that is the
+    one state where the lead department reports back. In any other state
+    (not yet dispatched or started, deferred, already handled or closed) the
+    outcome is recorded on the incident for the staff to act on, and the
+    lifecycle is left to people: a machine must not skip a step the workflow
+    gives to someone else.
+    """
+    return incident.status == "in_progress" and not incident.open_subtasks()

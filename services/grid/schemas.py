@@ -96,6 +96,10 @@ class IncidentSchema(marshmallow.Schema):
     )
     possible_duplicates = fields.List(fields.String())
     merged_into = fields.String(allow_none=True)
+    mediation = fields.Dict(
+        allow_none=True,
+        metadata={"description": "the closed mediation case: case_id, outcome, at, step_taken"},
+    )
 
 
 #: Roles that see duplicate hints: a resident must not learn the ids of other people's reports.

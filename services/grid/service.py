@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from nameko.rpc import rpc
 from werkzeug.wrappers import Request, Response
 
+from shequ.contracts import CloudEvent
+from shequ.contracts import mediation as mediation_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
 from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
 from shequ.pagination import Cursors, query_scope
@@ -54,10 +59,13 @@ from shequ_services.grid.schemas import (
 )
 from shequ_services.grid.store import (
     IncidentChanged,
+    IncidentNotFound,
     IncidentRepository,
     parse_position,
     position_of,
 )
+
+log = logging.getLogger(__name__)
 
 REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
 REGISTRY_READERS = ("admin", "auditor", "community_staff")
@@ -252,6 +260,65 @@ class GridService(PlatformService):
                 # Stopped late before a scan saw it: the timer will never count this breach.
                 SLA_BREACHES.labels(stage.clock, incident.category).inc()
         return self._dump(request, updated)
+
+    @rpc
+    def reporter_of(self, incident_id: str) -> str | None:
+        """Who reported an incident, as a subject id: for notify, which holds the contact
+        points. The subject never travels in an event; it is asked for when needed."""
+        try:
+            return self.incidents.get(incident_id).reporter
+        except IncidentNotFound:
+            return None
+
+    @event_handler(mediation_events.SERVICE, mediation_events.CASE_CLOSED)
+    @idempotent("incidents")
+    def on_mediation_case_closed(self, event: CloudEvent) -> None:
+        """A closed mediation case is the lead's feedback: ``report_handled`` when it fits.
+
+        See ``domain.mediation_closes_step``; otherwise the outcome is only
+        recorded. An unknown incident (a walk-in case's made-up id, another
+        district's) is logged and dropped: retrying cannot make it exist.
+        """
+        data = event.data
+        if not data.get("incident_id"):
+            return
+        try:
+            incident = self.incidents.get(data["incident_id"])
+        except NotFound:
+            log.warning("mediation case %s names no known incident", data["case_id"])
+            return
+        now = datetime.now(UTC)
+        outcome = {"case_id": data["case_id"], "outcome": data["outcome"], "at": data["at"]}
+        if not domain.mediation_closes_step(incident):
+            self.incidents.record_mediation(incident.id, {**outcome, "step_taken": False})
+            return
+        decided = workflow.apply(
+            incident.status,
+            incident.version,
+            "report_handled",
+            expected_version=incident.version,
+            actor=f"service:{mediation_events.SERVICE}",
+            roles=frozenset({"department"}),
+            fields={"feedback": domain.mediation_feedback(data["case_id"], data["outcome"])},
+            at=now,
+            actor_department=incident.department,
+            case=workflow.case_of(incident),
+        )
+        effects = workflow.consequences(incident, decided, incident.department)
+        clocks, stopped = deadlines.on_state(
+            incident.clocks,
+            self.reference.policy,
+            urgency=incident.urgency,
+            to_state=decided.to_state,
+            at=now,
+            co_handlers=effects.open_subtasks,
+        )
+        changes = {**effects.changes, "mediation": {**outcome, "step_taken": True}}
+        self.incidents.record_transition(incident, decided, clocks, changes)
+        for stage in stopped:
+            INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
+            if stage.breached and not stage.overdue_raised:
+                SLA_BREACHES.labels(stage.clock, incident.category).inc()
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:

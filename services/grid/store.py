@@ -159,6 +159,16 @@ class IncidentRepository(Repository):
 
         return self.run_in_transaction(work)
 
+    def record_mediation(self, incident_id: str, outcome: dict[str, Any]) -> None:
+        """Note a closed mediation case on the incident without a lifecycle step.
+
+        The version does not move: nothing a person could act on changed, so a
+        step decided meanwhile on the same version stays valid.
+        """
+        self.db[INCIDENTS].update_one(
+            {"_id": incident_id}, {"$set": {"mediation": outcome}}, session=self.session
+        )
+
     def due(self, now: datetime, limit: int) -> list[Incident]:
         """Incidents with a clock alert due at ``now``, earliest first."""
         cursor = (

@@ -1,40 +1,522 @@
-"""Notify's repository: the record of every notification handed to a channel."""
+"""Notify's repository: rules, templates, contact points, deliveries and their attempts.
+
+A delivery is one notification of one event to one recipient under one rule
+(or one event to one bureau subscription, or one day's digest). Its ``key``
+is unique, so however often an event arrives it is recorded once. The event
+handler only records deliveries; the delivery worker claims due ones under a
+lease with single-document updates, sends outside any transaction, and then
+records the attempt and the new state.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import uuid
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from pymongo import IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ.contracts import notify as contract
 from shequ.store import Repository, as_record
-from shequ_services.notify.domain import Notification
+from shequ_services.notify.domain import (
+    Contact,
+    ContactChannel,
+    Planned,
+    QuietHours,
+    Rule,
+    Template,
+    audience_role,
+)
 
-NOTIFICATIONS = "notifications"
+RULES = "rules"
+TEMPLATES = "templates"
+CONTACTS = "contacts"
+DELIVERIES = "deliveries"
+ATTEMPTS = "attempts"
+SUBSCRIPTIONS = "subscriptions"
+
+PENDING = "pending"
+HELD = "held"
+SENT = "sent"
+DEAD = "dead"
+DIGESTED = "digested"
+PAUSED = "paused"
+SKIPPED = "skipped"
 
 
-class NotificationRepository(Repository):
-    INDEXES = {NOTIFICATIONS: [IndexModel([("subject_ref", 1), ("created_at", 1)])]}
+class NotifyRepository(Repository):
+    INDEXES = {
+        DELIVERIES: [
+            IndexModel([("key", ASCENDING)], unique=True),
+            IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
+            IndexModel([("subject_ref", ASCENDING), ("created_at", ASCENDING)]),
+            IndexModel([("subscription", ASCENDING), ("created_at", DESCENDING)]),
+            IndexModel([("event_id", ASCENDING)]),
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("recipient", ASCENDING), ("status", ASCENDING)]),
+        ],
+        ATTEMPTS: [
+            IndexModel([("event_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("delivery_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+        ],
+        RULES: [IndexModel([("event_type", ASCENDING)])],
+        SUBSCRIPTIONS: [IndexModel([("event_types", ASCENDING)])],
+    }
 
-    def record_sent(self, notification: Notification) -> None:
-        document = asdict(notification)
-        document["_id"] = document.pop("id")
-        document["status"] = "sent"
-        self.db[NOTIFICATIONS].insert_one(document, session=self.session)
-        self.emit(
-            contract.NOTIFICATION_SENT_V1,
-            subject=notification.id,
-            sequence=1,
-            data={
-                "notification_id": notification.id,
-                "template": notification.template,
-                "audience": notification.audience.split(":")[0],
-                "channel": notification.channel,
-                "subject_ref": notification.subject_ref,
+    # Rules and templates.
+
+    def has_rules(self) -> bool:
+        return self.db[RULES].count_documents({}, limit=1) > 0
+
+    def seed(self, rules: list[Rule], templates: list[Template], now: datetime) -> None:
+        """Store the seed file's rules and templates into a notify database that has none.
+
+        One transaction, so a crash cannot leave half a seed that looks like a
+        complete one; retried on write conflicts (several replicas starting).
+        """
+
+        def work() -> None:
+            if self.db[RULES].count_documents({}, limit=1, session=self.session):
+                return
+            for template in templates:
+                self.save_template(template, now)
+            for rule in rules:
+                self.save_rule(rule, now)
+
+        self.run_in_transaction(work)
+
+    def rules_for(self, event_type: str) -> list[Rule]:
+        found = self.db[RULES].find({"event_type": event_type}, session=self.session)
+        return [_to_rule(document) for document in found]
+
+    def rules(self) -> list[Rule]:
+        return [_to_rule(document) for document in self.db[RULES].find().sort("_id", 1)]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        document = self.db[RULES].find_one({"_id": rule_id})
+        return _to_rule(document) if document else None
+
+    def save_rule(self, rule: Rule, now: datetime) -> None:
+        document = {
+            "event_type": rule.event_type,
+            "audiences": list(rule.audiences),
+            "template": rule.template,
+            "urgency": rule.urgency,
+            "fallback": rule.fallback,
+            "enabled": rule.enabled,
+            "updated_at": now,
+        }
+        self.db[RULES].replace_one({"_id": rule.id}, document, upsert=True, session=self.session)
+
+    def delete_rule(self, rule_id: str) -> bool:
+        return self.db[RULES].delete_one({"_id": rule_id}).deleted_count == 1
+
+    def templates(self) -> list[Template]:
+        return [_to_template(d) for d in self.db[TEMPLATES].find().sort("_id", 1)]
+
+    def template(self, template_id: str) -> Template | None:
+        document = self.db[TEMPLATES].find_one({"_id": template_id}, session=self.session)
+        return _to_template(document) if document else None
+
+    def template_ids(self) -> set[str]:
+        return {d["_id"] for d in self.db[TEMPLATES].find({}, {"_id": 1})}
+
+    def save_template(self, template: Template, now: datetime) -> None:
+        document = {
+            "body": dict(template.body),
+            "subject": dict(template.subject),
+            "updated_at": now,
+        }
+        self.db[TEMPLATES].replace_one(
+            {"_id": template.id}, document, upsert=True, session=self.session
+        )
+
+    def event_types_using(self, template_id: str) -> set[str]:
+        return {d["event_type"] for d in self.db[RULES].find({"template": template_id})}
+
+    # Contact points: personal data, kept here and nowhere else.
+
+    def contact(self, recipient: str) -> Contact | None:
+        document = self.db[CONTACTS].find_one({"_id": recipient})
+        return _to_contact(document) if document else None
+
+    def contact_record(self, recipient: str) -> dict[str, Any] | None:
+        document = self.db[CONTACTS].find_one({"_id": recipient})
+        return _contact_record(document) if document else None
+
+    def save_contact(self, contact: Contact, now: datetime) -> dict[str, Any]:
+        document = {
+            "channels": [{"kind": c.kind, "address": c.address} for c in contact.channels],
+            "language": contact.language,
+            "timezone": contact.timezone,
+            "quiet_hours": (
+                {
+                    "start": contact.quiet_hours.start.strftime("%H:%M"),
+                    "end": contact.quiet_hours.end.strftime("%H:%M"),
+                }
+                if contact.quiet_hours
+                else None
+            ),
+            "digest": contact.digest,
+            "updated_at": now,
+        }
+        self.db[CONTACTS].replace_one({"_id": contact.recipient}, document, upsert=True)
+        return _contact_record({"_id": contact.recipient, **document})
+
+    def delete_contact(self, recipient: str) -> bool:
+        return self.db[CONTACTS].delete_one({"_id": recipient}).deleted_count == 1
+
+    # Deliveries: recorded by the event handler, inside its transaction.
+
+    def record_planned(self, planned: Planned, context: dict[str, Any], now: datetime) -> None:
+        """Record a notification once per key; a second recording changes nothing."""
+        self.db[DELIVERIES].update_one(
+            {"key": planned.key},
+            {
+                "$setOnInsert": {
+                    "_id": str(uuid.uuid4()),
+                    "kind": "notification",
+                    "event_id": planned.event_id,
+                    "event_type": planned.event_type,
+                    "subject_ref": planned.subject_ref,
+                    "recipient": planned.recipient,
+                    "audience": planned.audience,
+                    "rule": planned.rule,
+                    "template": planned.template,
+                    "urgency": planned.urgency,
+                    "fallback": planned.fallback,
+                    "context": context,
+                    **_fresh(now),
+                }
+            },
+            upsert=True,
+            session=self.session,
+        )
+
+    def record_for_subscription(
+        self, subscription_id: str, event_id: str, event_type: str, subject: str,
+        body: dict[str, Any], now: datetime,
+    ) -> None:  # fmt: skip
+        self.db[DELIVERIES].update_one(
+            {"key": f"{event_id}|subscription:{subscription_id}"},
+            {
+                "$setOnInsert": {
+                    "_id": str(uuid.uuid4()),
+                    "kind": "subscription",
+                    "subscription": subscription_id,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "subject_ref": subject,
+                    "recipient": f"subscription:{subscription_id}",
+                    "audience": "subscription",
+                    "urgency": "immediate",
+                    "fallback": False,
+                    "body": body,
+                    **_fresh(now),
+                }
+            },
+            upsert=True,
+            session=self.session,
+        )
+
+    def record_digest(
+        self, recipient: str, day: date, subject: str, text: str, items: list[str], now: datetime
+    ) -> None:
+        """One digest delivery for a recipient's day, and its items marked as digested."""
+        with self.transaction():
+            key = f"digest|{recipient}|{day.isoformat()}"
+            self.db[DELIVERIES].update_one(
+                {"key": key},
+                {
+                    "$setOnInsert": {
+                        "_id": str(uuid.uuid4()),
+                        "kind": "digest",
+                        "event_id": key,
+                        "event_type": "digest",
+                        "subject_ref": f"digest:{day.isoformat()}",
+                        "recipient": recipient,
+                        "audience": audience_role(recipient),
+                        "urgency": "normal",
+                        "fallback": True,
+                        "items": items,
+                        "rendered": {"subject": subject, "text": text},
+                        **_fresh(now),
+                    }
+                },
+                upsert=True,
+                session=self.session,
+            )
+            self.db[DELIVERIES].update_many(
+                {"_id": {"$in": items}, "status": HELD},
+                {"$set": {"status": DIGESTED, "digest": key}},
+                session=self.session,
+            )
+
+    # The delivery worker's side.
+
+    def claim_due(
+        self, now: datetime, lease: timedelta, kinds: tuple[str, ...] | None = None
+    ) -> dict[str, Any] | None:
+        """Take one due delivery under a lease, so replicas never send the same one twice."""
+        return self.db[DELIVERIES].find_one_and_update(
+            {
+                "status": PENDING,
+                "due_at": {"$lte": now},
+                **({"kind": {"$in": list(kinds)}} if kinds else {}),
+                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
+            },
+            {"$set": {"lease_until": now + lease}},
+            sort=[("due_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def defer(self, delivery_id: str, until: datetime, reason: str, **more: Any) -> None:
+        self.db[DELIVERIES].update_one(
+            {"_id": delivery_id},
+            {"$set": {"due_at": until, "lease_until": None, "waiting_for": reason, **more}},
+        )
+
+    def set_resolved(self, delivery_id: str, recipient: str) -> None:
+        """Remember whom a ``reporter-of:`` recipient turned out to be (a subject id)."""
+        self.db[DELIVERIES].update_one({"_id": delivery_id}, {"$set": {"resolved": recipient}})
+
+    def hold_for_digest(self, delivery_id: str, day: date, resolved: str) -> None:
+        self.db[DELIVERIES].update_one(
+            {"_id": delivery_id},
+            {
+                "$set": {
+                    "status": HELD,
+                    "digest_day": day.isoformat(),
+                    "resolved": resolved,
+                    "lease_until": None,
+                }
             },
         )
 
+    def finish(
+        self,
+        delivery: dict[str, Any],
+        *,
+        status: str,
+        attempt: dict[str, Any] | None,
+        changes: dict[str, Any],
+        announce: bool = False,
+    ) -> None:
+        """Record an attempt and the delivery's new state together (and the sent event)."""
+
+        def work() -> None:
+            if attempt is not None:
+                self.db[ATTEMPTS].insert_one(attempt, session=self.session)
+            self.db[DELIVERIES].update_one(
+                {"_id": delivery["_id"]},
+                {"$set": {"status": status, "lease_until": None, **changes}},
+                session=self.session,
+            )
+            if announce:
+                self.emit(
+                    contract.NOTIFICATION_SENT_V1,
+                    subject=delivery["_id"],
+                    sequence=1,
+                    data={
+                        "notification_id": delivery["_id"],
+                        "template": delivery.get("template") or delivery["kind"],
+                        "audience": audience_role(delivery["recipient"]),
+                        "channel": changes.get("channel", ""),
+                        "subject_ref": delivery["subject_ref"],
+                    },
+                )
+
+        self.run_in_transaction(work)
+
+    def sends_to(self, recipient: str, since: datetime) -> list[datetime]:
+        """When the recipient was last sent something non-urgent (for its rate limit)."""
+        found = self.db[ATTEMPTS].find(
+            {"recipient": recipient, "outcome": "sent", "at": {"$gt": since}, "urgent": False},
+            {"at": 1},
+        )
+        return [document["at"] for document in found]
+
+    def release_held(self, delivery_ids: list[str], now: datetime) -> None:
+        self.db[DELIVERIES].update_many(
+            {"_id": {"$in": delivery_ids}, "status": HELD},
+            {"$set": {"status": PENDING, "due_at": now, "lease_until": None, "urgency": "normal"}},
+        )
+
+    def held(self, limit: int = 1000) -> list[dict[str, Any]]:
+        cursor = self.db[DELIVERIES].find({"status": HELD}).sort("created_at", 1)
+        return list(cursor.limit(limit))
+
+    # Reading: the audit.
+
     def about(self, subject_ref: str, limit: int) -> list[dict[str, Any]]:
-        cursor = self.db[NOTIFICATIONS].find({"subject_ref": subject_ref}).sort("created_at", 1)
-        return [as_record(document) for document in cursor.limit(limit)]
+        cursor = self.db[DELIVERIES].find({"subject_ref": subject_ref, "kind": "notification"})
+        return [_delivery_record(d) for d in cursor.sort("created_at", 1).limit(limit)]
+
+    def deliveries(
+        self, filters: dict[str, Any], limit: int, after: Position | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of deliveries, newest first, and whether more follow."""
+        found, more = _page(self.db[DELIVERIES], filters, "created_at", after, limit)
+        return [_delivery_record(d) for d in found], more
+
+    def attempts(
+        self, filters: dict[str, Any], limit: int, after: Position | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of attempts, newest first (a delivery's later attempt first on a tie)."""
+        found, more = _page(self.db[ATTEMPTS], filters, "at", after, limit)
+        return [as_record(d) for d in found], more
+
+    def requeue(self, delivery_id: str, now: datetime) -> bool:
+        """Give a dead delivery a fresh retry horizon (an operator decided to try again)."""
+        result = self.db[DELIVERIES].update_one(
+            {"_id": delivery_id, "status": DEAD},
+            {"$set": {**_fresh(now), "requeued_at": now}},
+        )
+        return result.modified_count == 1
+
+    # Bureau subscriptions.
+
+    def add_subscription(
+        self, url: str, event_types: list[str], secret: str, owner: str, now: datetime
+    ) -> dict[str, Any]:
+        document = {
+            "_id": str(uuid.uuid4()),
+            "url": url,
+            "event_types": event_types,
+            "secret": secret,
+            "status": "active",
+            "owner": owner,
+            "created_at": now,
+            "updated_at": now,
+        }
+        self.db[SUBSCRIPTIONS].insert_one(document)
+        return as_record(document)
+
+    def subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        document = self.db[SUBSCRIPTIONS].find_one({"_id": subscription_id})
+        return as_record(document) if document else None
+
+    def subscriptions(self, owner: str | None, limit: int = 500) -> list[dict[str, Any]]:
+        query = {"owner": owner} if owner else {}
+        cursor = self.db[SUBSCRIPTIONS].find(query).sort("created_at", 1)
+        return [as_record(d) for d in cursor.limit(limit)]
+
+    def subscribed_to(self, event_type: str) -> list[str]:
+        found = self.db[SUBSCRIPTIONS].find(
+            {"event_types": event_type, "status": {"$ne": "deleted"}}, {"_id": 1},
+            session=self.session,
+        )  # fmt: skip
+        return [document["_id"] for document in found]
+
+    def set_subscription_status(self, subscription_id: str, status: str, now: datetime) -> None:
+        with self.transaction():
+            self.db[SUBSCRIPTIONS].update_one(
+                {"_id": subscription_id},
+                {"$set": {"status": status, "updated_at": now}},
+                session=self.session,
+            )
+            if status == "active":
+                self.db[DELIVERIES].update_many(
+                    {"subscription": subscription_id, "status": PAUSED},
+                    {"$set": {"status": PENDING, "due_at": now, "lease_until": None}},
+                    session=self.session,
+                )
+
+    def rotate_secret(self, subscription_id: str, secret: str, now: datetime) -> None:
+        self.db[SUBSCRIPTIONS].update_one(
+            {"_id": subscription_id}, {"$set": {"secret": secret, "updated_at": now}}
+        )
+
+    def delete_subscription(self, subscription_id: str, now: datetime) -> None:
+        self.set_subscription_status(subscription_id, "deleted", now)
+        self.db[DELIVERIES].update_many(
+            {"subscription": subscription_id, "status": {"$in": [PENDING, PAUSED]}},
+            {"$set": {"status": DEAD, "last_error": "the subscription was deleted"}},
+        )
+
+
+Position = tuple[datetime, str]
+
+
+def _page(
+    collection: Any, filters: dict[str, Any], field: str, after: Position | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Keyset pagination over ``(field, _id)``, newest first (``shequ.pagination``)."""
+    query = dict(filters)
+    if after is not None:
+        moment, last_id = after
+        query = {
+            "$and": [
+                filters,
+                {"$or": [{field: {"$lt": moment}}, {field: moment, "_id": {"$lt": last_id}}]},
+            ]
+        }
+    cursor = collection.find(query).sort([(field, DESCENDING), ("_id", DESCENDING)])
+    found = list(cursor.limit(limit + 1))
+    return found[:limit], len(found) > limit
+
+
+def _fresh(now: datetime) -> dict[str, Any]:
+    return {
+        "status": PENDING,
+        "due_at": now,
+        "lease_until": None,
+        "created_at": now,
+        "attempts": 0,
+        "channel_index": 0,
+        "first_attempt_at": None,
+        "last_error": None,
+        "sent_at": None,
+        "channel": None,
+    }
+
+
+def _to_rule(document: dict[str, Any]) -> Rule:
+    return Rule(
+        id=document["_id"],
+        event_type=document["event_type"],
+        audiences=tuple(document["audiences"]),
+        template=document["template"],
+        urgency=document.get("urgency", "normal"),
+        fallback=bool(document.get("fallback", True)),
+        enabled=bool(document.get("enabled", True)),
+    )
+
+
+def _to_template(document: dict[str, Any]) -> Template:
+    return Template(
+        id=document["_id"], body=document.get("body") or {}, subject=document.get("subject") or {}
+    )
+
+
+def _to_contact(document: dict[str, Any]) -> Contact:
+    quiet = document.get("quiet_hours")
+    return Contact(
+        recipient=document["_id"],
+        channels=tuple(ContactChannel(c["kind"], c["address"]) for c in document["channels"]),
+        language=document.get("language") or "zh-CN",
+        timezone=document.get("timezone") or "Asia/Shanghai",
+        quiet_hours=(
+            QuietHours(time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]))
+            if quiet
+            else None
+        ),
+        digest=bool(document.get("digest")),
+    )
+
+
+def _contact_record(document: dict[str, Any]) -> dict[str, Any]:
+    record = as_record(document)
+    record["recipient"] = record.pop("id")
+    return record
+
+
+def _delivery_record(document: dict[str, Any]) -> dict[str, Any]:
+    record = as_record(document)
+    rendered = record.get("rendered") or {}
+    record["text"] = rendered.get("text")
+    record.pop("context", None)
+    record.pop("body", None)
+    record.pop("resolved", None)
+    return record

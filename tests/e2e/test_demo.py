@@ -60,6 +60,20 @@ def test_the_demo_day_shows_effects_casework_an_escalation_and_the_rates(
     record = demo.public_record(url, secret, outcomes)
     assert record["proof"]["verified"] and record["copy"].ok
     assert "verified against the signed root" in demo.record_summary(record)
+    found = demo.reconciliation(demo_stack.mongo_uri)
+    assert found.clean and found.reports == len(demo.SCRIPT)
+    assert "nothing lost, nothing doubled" in demo.reconciliation_summary(found)
+
+    demo.watch_escalation(url, secret, outcomes)
+    told = demo.notifications(url, secret, outcomes)
+    overdue = {o.incident_id for o in outcomes if o.category == demo.LEFT_UNACKNOWLEDGED}
+    alerts = [n for n in told[overdue.pop()] if n["urgency"] == "immediate"]
+    assert {n["event_type"] for n in alerts} == {
+        "shequ.grid.incident.overdue",
+        "shequ.grid.incident.escalated",
+    }
+    assert all(n["status"] == "sent" for items in told.values() for n in items)
+    assert "notifications: " in demo.notify_summary(told)
 
     watched = demo.watch_escalation(url, secret, outcomes)
     assert [level["to"] for level in watched["clock"]["escalations"]] == [

@@ -364,6 +364,7 @@ def _entry_from_leaf(item: dict[str, Any]) -> domain.Entry:
         supersedes=content["supersedes"],
         published_at=datetime.fromisoformat(content["published_at"]),
         leaf=base64.b64decode(item["leaf"]),
+        origin=content["origin"],
     )
 
 

@@ -94,10 +94,21 @@ def test_deaths_at_every_point_of_delivery_lose_and_double_nothing(
         assert stack.processes[service].restarts >= 1, f"{service} was not restarted"
 
 
-def test_a_sigterm_while_reports_flow_loses_nothing(
+def test_a_sigterm_while_reports_flow_loses_nothing_on_production_settings(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory()
+    """Quorum queues with a delivery limit and majority writes, as in production."""
+    stack = stack_factory(SHEQU_QUEUE_TYPE="quorum", SHEQU_MONGO_WRITE_CONCERN="majority")
+    assert stack.rabbit is not None
+    queue = requests.get(
+        f"{stack.rabbit.management_url}/api/queues/%2F/"
+        "evt-grid-incident.reported--notify.on_incident_reported",
+        auth=("guest", "guest"),
+        timeout=10,
+    ).json()
+    assert queue["type"] == "quorum"
+    assert queue["arguments"]["x-delivery-limit"] == 5
+    assert queue["arguments"]["x-dead-letter-exchange"] == "notify.dead-letters"
     for number in range(6):
         report(stack, number)
     # Stop the busiest consumer mid-stream, as a rolling update does.

@@ -10,8 +10,9 @@ import pika
 import pytest
 import requests
 
+from shequ.cli import main as shequ
 from shequ.contracts import new_event
-from shequ.deadletters import list_dead_letters, replay_dead_letters
+from shequ.deadletters import list_dead_letters
 from shequ.stack import Stack
 from tests.conftest import Servers, stack_on, wait_for
 from tests.support.flaky import THING_HAPPENED_V1
@@ -66,7 +67,7 @@ def handled(stack: Stack, servers: Servers) -> set[str]:
 
 
 def test_a_failing_event_is_retried_then_dead_lettered_while_the_next_is_handled(
-    flaky: Stack, servers: Servers
+    flaky: Stack, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db(flaky, servers)["switch"].replace_one({"_id": "switch"}, {"fail_poison": True}, upsert=True)
     poison_id = thing(servers, "poison-1", poison=True)
@@ -98,7 +99,8 @@ def test_a_failing_event_is_retried_then_dead_lettered_while_the_next_is_handled
 
     # The operator fixes the cause and replays: the event is handled once.
     db(flaky, servers)["switch"].replace_one({"_id": "switch"}, {"fail_poison": False})
-    assert replay_dead_letters(servers.amqp_uri, "flaky", poison_id) == 1
+    monkeypatch.setenv("SHEQU_AMQP_URI", servers.amqp_uri)
+    assert shequ(["dlq", "replay", "flaky", "--id", poison_id]) == 0
     wait_for(lambda: "poison-1" in handled(flaky, servers), what="the replayed event")
     assert list_dead_letters(servers.amqp_uri, "flaky") == []
 

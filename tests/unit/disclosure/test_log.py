@@ -37,7 +37,7 @@ def test_an_entrys_bytes_are_canonical_json_with_its_index_and_time() -> None:
         entry.leaf
         == (
             '{"body":{"text":"周三上午停水"},"cadence":"ad_hoc","community":"hx-guihua",'
-            '"index":7,"kind":"notice","period":"2026-11","published_at":'
+            '"index":7,"kind":"notice","origin":"events","period":"2026-11","published_at":'
             '"2026-11-23T09:30:00.123+00:00","references":[],"supersedes":null,'
             '"title":"停水通知","v":1}'
         ).encode()
@@ -158,6 +158,20 @@ def test_published_figures_are_never_counted_as_inputs() -> None:
     )
 
 
+def test_what_staff_publish_is_shown_but_never_counted_in_the_figures() -> None:
+    entries = incident_log()
+    staff_rating = domain.seal(
+        notice(kind="staff_evaluation", body={"score": 1}, origin="staff"),
+        index=len(entries),
+        published_at=NOW,
+    )
+    counted = domain.monthly_figures(entries, community=COMMUNITY, month="2026-11")
+    assert (
+        domain.monthly_figures([*entries, staff_rating], community=COMMUNITY, month="2026-11")
+        == counted
+    )
+
+
 def test_an_empty_month_has_rates_without_a_value() -> None:
     figures = domain.monthly_figures([], community=COMMUNITY, month="2026-10")
     assert figures["response_rate"] == {"numerator": 0, "denominator": 0, "permille": None}
@@ -223,7 +237,7 @@ def copy_of(entries: list[domain.Entry], log: checkpoint.LogSigner) -> dict[str,
         "entries": [
             {"index": e.index, "kind": e.kind, "cadence": e.cadence, "community": e.community,
              "period": e.period, "title": e.title, "body": dict(e.body),
-             "references": list(e.references), "supersedes": e.supersedes,
+             "references": list(e.references), "supersedes": e.supersedes, "origin": e.origin,
              "published_at": e.published_at.isoformat(), "leaf": checkpoint.b64(e.leaf)}
             for e in entries
         ],

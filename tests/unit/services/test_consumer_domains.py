@@ -2,7 +2,6 @@ from datetime import UTC, datetime
 
 from shequ_services.disclosure import domain as disclosure
 from shequ_services.mediation import domain as mediation
-from shequ_services.notify import domain as notify
 from shequ_services.volunteer import domain as volunteer
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -39,12 +38,3 @@ def test_a_volunteer_category_creates_a_task_of_its_kind() -> None:
         incident_id="INC-2", category="safety_hazard", volunteer_task=False,
         community="c1", grid_cell="g1", now=NOW,
     ) is None  # fmt: skip
-
-
-def test_a_report_notifies_the_reporter_and_the_cells_grid_worker() -> None:
-    notes = notify.for_incident_reported(
-        incident_id="INC-1", grid_cell="g1", urgency="urgent", event_id="e1", now=NOW
-    )
-    assert [n.audience for n in notes] == ["reporter", "grid_worker:g1"]
-    assert notes[1].text.startswith("【紧急】")
-    assert all("INC-1" in n.text for n in notes)

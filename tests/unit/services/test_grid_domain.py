@@ -183,3 +183,21 @@ def test_an_incident_cannot_be_merged_into_itself() -> None:
     incident = report()
     with pytest.raises(domain.InvalidMergeTarget, match="into itself"):
         domain.check_merge(incident, incident)
+
+
+def test_a_closed_mediation_case_takes_the_handled_step_only_from_in_progress() -> None:
+    from dataclasses import replace
+
+    from shequ_services.grid.domain import mediation_closes_step, mediation_feedback
+
+    incident = report(category="neighbour_dispute")
+    assert mediation_closes_step(replace(incident, status="in_progress"))
+    for status in ("reported", "accepted", "dispatched", "deferred", "handled", "closed_resolved"):
+        assert not mediation_closes_step(replace(incident, status=status))
+    blocked = replace(
+        incident,
+        status="in_progress",
+        subtasks=[{"department": "police", "status": "open"}],
+    )
+    assert not mediation_closes_step(blocked)
+    assert "调解成功" in mediation_feedback("MED-1", "agreed")

@@ -7,7 +7,16 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from shequ.errors import InvalidInput
-from shequ.http import MalformedBody, QueryList, Route, load_body, load_query, problem
+from shequ.http import (
+    PAGE_HEADERS,
+    MalformedBody,
+    QueryList,
+    Route,
+    load_body,
+    load_query,
+    page_response,
+    problem,
+)
 
 
 class Body(marshmallow.Schema):
@@ -98,3 +107,21 @@ def test_a_route_url_may_name_the_service() -> None:
     assert Route("GET", "/api/v1/{service}/openapi.json").rule_for("grid") == (
         "/api/v1/grid/openapi.json"
     )
+
+
+def test_a_page_carries_the_browser_security_headers() -> None:
+    response = page_response("<p>页</p>", status=404)
+    assert response.status_code == 404
+    assert response.content_type == "text/html; charset=utf-8"
+    for name, value in PAGE_HEADERS.items():
+        assert response.headers[name] == value
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src" not in policy and "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_a_page_may_add_headers_and_take_another_content_type() -> None:
+    response = page_response(b"body{}", content_type="text/css", headers={"Cache-Control": "x"})
+    assert response.mimetype == "text/css"
+    assert response.headers["Cache-Control"] == "x"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

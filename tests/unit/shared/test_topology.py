@@ -21,5 +21,18 @@ def test_every_consumer_of_incident_reported_has_a_nameko_compatible_queue() -> 
     assert all(NAMEKO_QUEUE.match(queue) for queue in queues), sorted(queues)
 
 
-def test_the_grid_consumes_nothing_yet() -> None:
-    assert subscriptions(GridService) == []
+def test_the_grid_consumes_only_closed_mediation_cases() -> None:
+    assert [sub.queue for sub in subscriptions(GridService)] == [
+        "evt-mediation-case.closed--grid.on_mediation_case_closed"
+    ]
+
+
+def test_notify_has_one_queue_per_event_type_it_consumes_named_after_its_handler() -> None:
+    found = {
+        (sub.source_service, sub.event_name): sub.queue for sub in subscriptions(NotifyService)
+    }
+    assert found[("grid", "incident.overdue")] == (
+        "evt-grid-incident.overdue--notify.on_incident_overdue"
+    )
+    assert found[("mediation", "case.opened")] == "evt-mediation-case.opened--notify.on_case_opened"
+    assert len(set(found.values())) == len(found)
