@@ -257,7 +257,9 @@ def measure_proofs(
     }  # fmt: skip
 
 
-def run_size(client: Any, size: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_size(
+    client: Any, size: int, args: argparse.Namespace, about: dict[str, Any]
+) -> dict[str, Any]:
     db = client[f"bench_disclosure_{size}"]
     client.drop_database(db.name)
     progress(f"log of {size:,} entries: pre-filling")
@@ -280,11 +282,15 @@ def run_size(client: Any, size: int, args: argparse.Namespace) -> dict[str, Any]
     client.drop_database(db.name)
     return {
         "size": size,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # Other work on the machine shows in the times; the 1-minute load says how much.
+        "load_average": round(os.getloadavg()[0], 2),
+        **about,
+        "appends_measured": args.appends,
+        "proofs_measured": args.proofs,
         "prefill": filled,
         "appends": appends,
         "proofs": proofs,
-        # Other work on the machine shows in the times; the 1-minute load says how much.
-        "load_average": round(os.getloadavg()[0], 2),
     }
 
 
@@ -325,23 +331,31 @@ def us(value: float) -> str:
 def table(results: dict[str, Any]) -> str:
     runs = results["runs"]
     lines = [
-        f"Measured {results['finished_at']} on {results['machine']['cpus']} CPUs "
-        f"({results['machine']['system']}, Python {results['machine']['python']}, "
-        f"SecantusDB {results['machine']['secantusdb']}), revision {results['revision']}, "
-        f"command `{results['command']}`. "
-        f"{results['appends']} appends and {results['proofs']} proofs of each kind per size; "
-        "times in microseconds (µs).",
+        "Times in microseconds (µs). Each size is its own run (sizes can be measured "
+        "separately); its date, the 1-minute load average when it ended, the revision and "
+        "the command are in the first table, the machine below it.",
         "",
-        "| entries | pre-fill (bulk) | appends/s | append median | append p95 | load after |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| entries | pre-fill (bulk) | appends/s | append median | append p95 "
+        "| measured (UTC) | load | revision | command |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
     for run in runs:
         append = run["appends"]
         lines.append(
             f"| {run['size']:,} | {run['prefill']['prefill_seconds']:,} s "
             f"| {append['per_second']:,} | {us(append['latency']['median_us'])} "
-            f"| {us(append['latency']['p95_us'])} | {run.get('load_average', '?')} |"
+            f"| {us(append['latency']['p95_us'])} | {run['measured_at']} "
+            f"| {run['load_average'] if run['load_average'] is not None else 'not recorded'} "
+            f"| {run['revision']} | `{run['command']}` |"
         )
+    machines = sorted(
+        {
+            f"{run['machine']['cpus']} CPUs, {run['machine']['system']}, Python "
+            f"{run['machine']['python']}, SecantusDB {run['machine']['secantusdb']}"
+            for run in runs
+        }
+    )
+    lines += ["", f"Machine: {'; '.join(machines)}."]
     lines += [
         "",
         "| entries | log2 n | proof | nodes read (mean / max) | path length (max) "
@@ -371,6 +385,21 @@ def write_doc(results: dict[str, Any]) -> None:
     DOC.write_text(f"{head}{BEGIN}\n{table(results)}\n{END}{tail}", encoding="utf-8")
 
 
+def merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's sizes replace earlier results for the same sizes; other sizes stay.
+
+    So the million-entry log, the slow one, need not be measured again to refresh
+    the small ones; every row keeps its own date, revision and command.
+    """
+    by_size: dict[int, dict[str, Any]] = {}
+    if RESULTS.exists():
+        for run in json.loads(RESULTS.read_text(encoding="utf-8")).get("runs", []):
+            by_size[run["size"]] = run
+    for run in runs:
+        by_size[run["size"]] = run
+    return [by_size[size] for size in sorted(by_size)]
+
+
 def sizes(value: str) -> list[int]:
     return [int(part.replace("_", "")) for part in value.split(",") if part]
 
@@ -388,7 +417,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)  # fmt: skip
 
-    started = datetime.now(UTC)
+    about = {
+        "revision": revision(),
+        "command": " ".join(["bench/disclosure_log.py", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+    }
     with tempfile.TemporaryDirectory(prefix="shequ-bench-") as scratch:
         server = SecantusServer(Path(scratch) / "secantus")
         progress("starting a SecantusDB server")
@@ -397,21 +430,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             client: pymongo.MongoClient[Any] = pymongo.MongoClient(
                 server.mongo_uri, tz_aware=True, uuidRepresentation="standard"
             )
-            runs = [run_size(client, size, args) for size in args.sizes]
+            runs = [run_size(client, size, args, about) for size in args.sizes]
             client.close()
         finally:
             server.stop()
-    results = {
-        "benchmark": "disclosure log",
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["bench/disclosure_log.py", *(argv or sys.argv[1:])]),
-        "revision": revision(),
-        "machine": machine(),
-        "appends": args.appends,
-        "proofs": args.proofs,
-        "runs": runs,
-    }
+    results = {"benchmark": "disclosure log", "runs": merged(runs)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     progress(f"wrote {RESULTS.relative_to(ROOT)}")
