@@ -31,6 +31,8 @@ AUDIENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "staff": ("community",),
     "mediation_parties": ("case_id",),
     "volunteers": ("grid_cell",),
+    "volunteer": ("volunteer_id",),
+    "mediator": ("mediator_id",),
 }
 AUDIENCES = tuple(AUDIENCE_FIELDS)
 
@@ -168,6 +170,11 @@ def recipients_for(audience: str, data: Mapping[str, Any]) -> list[str]:
         return [f"mediation_parties:{data['case_id']}"] if data.get("case_id") else []
     if audience == "volunteers":
         return [f"volunteers:{data['grid_cell']}"] if data.get("grid_cell") else []
+    if audience == "volunteer":
+        # The volunteer's own account: the offer is theirs to answer (token sub).
+        return [data["volunteer_id"]] if data.get("volunteer_id") else []
+    if audience == "mediator":
+        return [data["mediator_id"]] if data.get("mediator_id") else []
     return []
 
 

@@ -254,6 +254,22 @@ class NotifyService(PlatformService):
     on_task_created = _handles(
         volunteer_events.SERVICE, volunteer_events.TASK_CREATED, "on_task_created"
     )
+    on_task_offered = _handles(
+        volunteer_events.SERVICE, volunteer_events.TASK_OFFERED, "on_task_offered"
+    )
+    on_task_escalated = _handles(
+        volunteer_events.SERVICE, volunteer_events.TASK_ESCALATED, "on_task_escalated"
+    )
+    on_case_assigned = _handles(
+        mediation_events.SERVICE, mediation_events.CASE_ASSIGNED, "on_case_assigned"
+    )
+    on_case_session_scheduled = _handles(
+        mediation_events.SERVICE, mediation_events.CASE_SESSION_SCHEDULED,
+        "on_case_session_scheduled",
+    )  # fmt: skip
+    on_case_overdue = _handles(
+        mediation_events.SERVICE, mediation_events.CASE_OVERDUE, "on_case_overdue"
+    )
 
     def _record(self, event: CloudEvent) -> None:
         record_event(self.notifications, event, datetime.now(UTC))

@@ -92,6 +92,7 @@ def reconciled(
     except BaseException:
         if last:
             print("last reconciliation:", last[0].as_dict())
+            _explain(client, last[0])
         raise
     finally:
         client.close()
@@ -115,3 +116,33 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield make
     for stack in started:
         stack.stop()
+
+
+def _explain(client: pymongo.MongoClient[Any], found: Report) -> None:
+    """What each consumer holds about the reports reconciliation found wanting."""
+    for problem in found.missing + found.duplicated:
+        service = problem.split(".", 1)[0]
+        incident = next((w for w in problem.split() if w.startswith("INC-")), None)
+        if incident is None:
+            continue
+        db = client[service]
+        marks = list(db["processed_events"].find({"subject": incident}, {"_id": 1}))
+        print(f"{problem}\n  marks: {marks}")
+        for name in db.list_collection_names():
+            if name in ("outbox", "processed_events"):
+                continue
+            hits = list(
+                db[name]
+                .find(
+                    {
+                        "$or": [
+                            {"subject_ref": incident},
+                            {"incident_id": incident},
+                            {"references": incident},
+                        ]
+                    }
+                )
+                .limit(5)
+            )
+            if hits:
+                print(f"  {name}: {hits}")

@@ -243,3 +243,18 @@ def test_settings_read_the_configs_strings_and_default_the_rest() -> None:
     assert settings.retry.horizon_seconds == 6 * 3600
     assert settings.default_channels == ("log", "webhook")
     assert settings.rate_limit == 20
+
+
+def test_a_volunteer_offer_goes_to_that_volunteer_at_once_and_a_session_to_the_parties() -> None:
+    rules, _ = load_seed(SEED_FILE)
+    offer = domain.plan(
+        rules, event_id="e2", event_type="shequ.volunteer.task.offered", subject="VT-1",
+        data={"task_id": "VT-1", "volunteer_id": "vol-7", "grid_cell": "qy-01", "kind": "visit",
+              "community": "hx-qingyuan", "deadline": "2026-11-23T12:00:00+00:00"},
+    )  # fmt: skip
+    assert [(p.recipient, p.urgency) for p in offer] == [("vol-7", "immediate")]
+    session = domain.plan(
+        rules, event_id="e3", event_type="shequ.mediation.case.session_scheduled",
+        subject="MED-1", data={"case_id": "MED-1", "community": "hx-qingyuan"},
+    )  # fmt: skip
+    assert [p.recipient for p in session] == ["mediation_parties:MED-1"]
