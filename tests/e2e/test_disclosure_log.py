@@ -13,18 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shequ.cli import main as shequ
 from shequ.contracts import mediation, volunteer
-from shequ.contracts.envelope import new_event
 from shequ_services.disclosure import domain
 from tests.conftest import WITNESS, Platform, wait_for
 from tests.e2e.test_incident_fanout import report
 from tests.support import rfc9162
+from tests.support.events import publish_event
 
 pytestmark = pytest.mark.e2e
 
@@ -274,24 +273,6 @@ def test_a_proof_beyond_the_log_is_404_and_reversed_sizes_are_422(platform: Plat
     assert reversed_sizes.status_code == 422
 
 
-def publish_event(platform: Platform, spec: Any, data: dict[str, Any], subject: str) -> None:
-    event = new_event(spec, district="dev", subject=subject, sequence=1, data=data)
-    connection = pika.BlockingConnection(pika.URLParameters(platform.servers.amqp_uri))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            spec.exchange,
-            spec.name,
-            json.dumps(event.to_json_dict()).encode(),
-            pika.BasicProperties(
-                content_type="application/cloudevents+json", delivery_mode=2, message_id=event.id
-            ),
-        )
-    finally:
-        connection.close()
-
-
 def test_monthly_figures_count_mediation_and_volunteer_events_and_reproduce_from_the_log(
     platform: Platform,
 ) -> None:
@@ -300,7 +281,7 @@ def test_monthly_figures_count_mediation_and_volunteer_events_and_reproduce_from
     month = domain.month_of(now)
     for number, outcome in enumerate(("agreed", "agreed", "failed", "withdrawn")):
         publish_event(
-            platform,
+            platform.servers.amqp_uri,
             mediation.CASE_CLOSED_V1,
             {
                 "case_id": f"MED-{number}",
@@ -312,7 +293,7 @@ def test_monthly_figures_count_mediation_and_volunteer_events_and_reproduce_from
             subject=f"MED-{number}",
         )
     publish_event(
-        platform,
+        platform.servers.amqp_uri,
         volunteer.HOURS_APPROVED_V1,
         {"ledger_id": "L-1", "community": community, "minutes": 90, "at": now},
         subject="L-1",

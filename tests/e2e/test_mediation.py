@@ -7,15 +7,14 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pika
 import pytest
 import requests
 
 from shequ.auth import mint_token
 from shequ.contracts import grid as grid_events
-from shequ.contracts.envelope import new_event
 from shequ.contracts.registry import EventSpec
 from tests.conftest import Platform, wait_for
+from tests.support.events import publish_event
 
 pytestmark = pytest.mark.e2e
 
@@ -135,21 +134,7 @@ def agreed_case(
 
 def publish(platform: Platform, spec: EventSpec, data: dict[str, Any], subject: str) -> None:
     """Publish an event straight to the broker, as a producer's relay would."""
-    event = new_event(spec, district="dev", subject=subject, sequence=1, data=data)
-    connection = pika.BlockingConnection(pika.URLParameters(platform.servers.amqp_uri))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            spec.exchange,
-            spec.name,
-            json.dumps(event.to_json_dict()).encode(),
-            pika.BasicProperties(
-                content_type="application/cloudevents+json", delivery_mode=2, message_id=event.id
-            ),
-        )
-    finally:
-        connection.close()
+    publish_event(platform.servers.amqp_uri, spec, data, subject)
 
 
 # -- opening ---------------------------------------------------------------------------

@@ -7,17 +7,15 @@ out of what a test counts.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-import pika
 import requests
 
 from shequ.contracts import grid
-from shequ.contracts.envelope import new_event
 from tests.conftest import Platform, wait_for
+from tests.support.events import publish_event
 
 API = "/api/v1/disclosure"
 
@@ -64,31 +62,16 @@ def rate_by_event(platform: Platform, community: str, score: int, month: str = "
     rating carries its incident as reference. Returns the made-up incident id.
     """
     incident_id = f"INC-{uuid.uuid4().hex[:10]}"
-    event = new_event(
+    publish_event(
+        platform.servers.amqp_uri,
         grid.INCIDENT_RATED_V1,
-        district="dev",
-        subject=incident_id,
-        sequence=1,
-        data={
+        {
             "incident_id": incident_id, "category": "facility_damaged", "community": community,
             "grid_cell": "qy-01", "score": score, "outcome": "closed_resolved",
             "at": datetime.fromisoformat(f"{month}-15T10:00:00+08:00"),
         },
+        subject=incident_id,
     )  # fmt: skip
-    connection = pika.BlockingConnection(pika.URLParameters(platform.servers.amqp_uri))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            grid.INCIDENT_RATED_V1.exchange,
-            grid.INCIDENT_RATED_V1.name,
-            json.dumps(event.to_json_dict()).encode(),
-            pika.BasicProperties(
-                content_type="application/cloudevents+json", delivery_mode=2, message_id=event.id
-            ),
-        )
-    finally:
-        connection.close()
     return incident_id
 
 
