@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -54,6 +55,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--settle", type=float, default=1800.0, help="max seconds to reconcile")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the front door's access lines
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="shequ-soak-") as data_dir:
         stack = Stack(
@@ -84,6 +87,7 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
     kills: list[str] = []
     broker_restarts = [0]
     done = threading.Event()
+    reported = threading.Event()
     started = time.monotonic()
 
     def report(number: int) -> None:
@@ -130,7 +134,7 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
                 assert stack.rabbit is not None
                 stack.rabbit.restart()
                 broker_restarts[0] += 1
-            if time.monotonic() >= next_kill:
+            if time.monotonic() >= next_kill and not reported.is_set():
                 victim = rng.choice(CONSUMERS)
                 process = stack.processes[victim].process
                 if process is not None and process.poll() is None:
@@ -146,6 +150,7 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
         worker.start()
     for worker in workers:
         worker.join()
+    reported.set()  # the faults stop with the traffic; reconciliation waits for the backlog
     reported_in = time.monotonic() - started
     print(f"{made[0]} reports in {reported_in:.0f} s; reconciling ...", flush=True)
     consumers = [load_service(name) for name in sorted(discover_services())]
