@@ -10,6 +10,7 @@ node.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,8 @@ VOLUNTEER = "volunteer"
 
 
 class EntryRepository(Repository):
+    # Every append moves the one head document: appends take turns (``writes``).
+    SERIAL_WRITES = threading.Lock()
     INDEXES = {
         ENTRIES: [
             IndexModel([("community", ASCENDING), ("_id", ASCENDING)]),
@@ -50,7 +53,8 @@ class EntryRepository(Repository):
 
     def append(self, draft: EntryDraft) -> Entry:
         """Append in the current transaction (or in one of its own)."""
-        return self.run_in_transaction(lambda: self._append(draft))
+        with self.writes():
+            return self.run_in_transaction(lambda: self._append(draft))
 
     def _append(self, draft: EntryDraft) -> Entry:
         head = self.db[LOG_HEAD].find_one_and_update(
@@ -208,7 +212,8 @@ class EntryRepository(Repository):
             )  # fmt: skip
             return published
 
-        return self.run_in_transaction(work)
+        with self.writes():
+            return self.run_in_transaction(work)
 
     def _publish_if_changed(
         self,
