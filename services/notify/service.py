@@ -7,6 +7,7 @@ its processed mark); the ``deliver`` timer sends them (``delivery.py``).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -131,6 +132,9 @@ class Reporters(DependencyProvider):
         return reporter_of
 
 
+SEED_WAIT_SECONDS = 30.0
+
+
 class Delivery(DependencyProvider):
     """The channel plugins and the worker's settings, loaded once per container."""
 
@@ -143,6 +147,7 @@ class Delivery(DependencyProvider):
             "true",
         )
         self.seed_file = Path(config.get("NOTIFY_RULES_FILE") or SEED_FILE)
+        self.seeded = threading.Event()
 
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""
@@ -154,6 +159,7 @@ class Delivery(DependencyProvider):
         if not repo.has_rules():
             rules, seeded = load_seed(self.seed_file)
             repo.seed(rules, seeded, datetime.now(UTC))
+        self.seeded.set()
 
     def get_dependency(self, worker_ctx: Any) -> Delivery:
         return self
@@ -272,6 +278,12 @@ class NotifyService(PlatformService):
     )
 
     def _record(self, event: CloudEvent) -> None:
+        # nameko starts every extension at once, so an event can arrive before
+        # the seed's rules are stored: planning then would find no rule and
+        # mark the event handled with nobody told. Wait for them; failing
+        # here retries the event later instead.
+        if not self.delivery.seeded.wait(SEED_WAIT_SECONDS):
+            raise RuntimeError("notify's rules are not loaded yet")
         record_event(self.notifications, event, datetime.now(UTC))
 
     @timer("NOTIFY_DELIVER_SECONDS", 2)
