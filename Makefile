@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault test-deploy bench bench-volunteer soak lint format clean
+.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault test-deploy bench bench-volunteer soak fault-figures lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -58,6 +58,18 @@ test-fault: setup
 # generated table in docs/reliability.md). SOAK_ARGS="--incidents 1000" is shorter.
 soak: setup
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# The fault suite three times in a row, each run's figures recorded, then the
+# generated table in docs/reliability.md (bench/fault_figures.py). Every run
+# goes ahead even when one fails, so the table shows all of them.
+FAULT_RUNS ?= 3
+fault-figures: setup
+	@rm -f bench/results/fault-runs.jsonl
+	@for run in $$(seq $(FAULT_RUNS)); do \
+		echo "fault suite, run $$run of $(FAULT_RUNS)"; \
+		SHEQU_FAULT_FIGURES=bench/results/fault-runs.jsonl scripts/pytest tests/fault -q $(PYTEST_ARGS); \
+	done
+	$(BIN)/python bench/fault_figures.py
 
 bench: setup
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/disclosure_log.py $(BENCH_ARGS)

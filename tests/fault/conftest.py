@@ -8,7 +8,11 @@ every report's effects exactly once in every consumer.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,13 @@ from shequ.stack import Stack
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.fault
+
+#: ``make fault-figures`` names a JSON-lines file here; each run of the suite
+#: appends one line with what every case drove, broke and reconciled, from
+#: which ``bench/fault_figures.py`` writes the table in docs/reliability.md.
+FIGURES_ENV = "SHEQU_FAULT_FIGURES"
+_figures: dict[str, dict[str, Any]] = {}
+_suite_started = time.monotonic()
 
 #: (category, cell): a dispute (mediation), an alley (volunteer), a sensitive
 #: one with a volunteer visit, and one that only notify and disclosure see.
@@ -86,16 +97,52 @@ def reconciled(
         return found if found.clean and found.reports >= expected_reports else None
 
     try:
-        return wait_for(
+        found = wait_for(
             clean, timeout=timeout, interval=0.5, what="reconciliation to come out clean"
         )
+        _record(stack, found)
+        return found
     except BaseException:
         if last:
             print("last reconciliation:", last[0].as_dict())
             _explain(client, last[0])
+            _record(stack, last[0])
         raise
     finally:
         client.close()
+
+
+def _record(stack: Stack, found: Report) -> None:
+    """Keep what this case's reconciliation found, for the suite's figures."""
+    case = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rsplit("::", 1)[-1]
+    _figures[case] = {
+        "reports": found.reports,
+        "effects_checked": sum(found.effects.values()),
+        "restarts": sum(process.restarts for process in stack.processes.values()),
+        "missing": len(found.missing) + found.unpublished,
+        "duplicated": len(found.duplicated),
+    }
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and (case := report.nodeid.rsplit("::", 1)[-1]) in _figures:
+        _figures[case].update(outcome=report.outcome, seconds=round(report.duration))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Append this run's figures when ``make fault-figures`` asked for them."""
+    target = os.environ.get(FIGURES_ENV)
+    if not target or not _figures:
+        return
+    line = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} CPUs",
+        "passed": exitstatus == 0,
+        "seconds": round(time.monotonic() - _suite_started),
+        "cases": _figures,
+    }
+    with Path(target).open("a", encoding="utf-8") as runs:
+        runs.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 @pytest.fixture(scope="module")
