@@ -69,12 +69,12 @@ bench-volunteer: setup
 	$(BIN)/python bench/volunteer_matching.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests bench
-	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/ruff check shared services tests bench examples
+	$(BIN)/ruff format --check shared services tests bench examples
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix shared services tests bench
-	$(BIN)/ruff format shared services tests bench
+	$(BIN)/ruff check --fix shared services tests bench examples
+	$(BIN)/ruff format shared services tests bench examples
 
 clean:
 	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache .hypothesis
