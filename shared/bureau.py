@@ -23,6 +23,7 @@ pattern, so the bureau can consume at once and needs no topology of its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import secrets
@@ -220,7 +221,9 @@ def add_bureau(
             )
             bindings.append({"exchange": pattern.exchange, "routing_key": pattern.routing_key})
     except BureauError:
-        remove_bureau(management, vhost, name)
+        # Leave nothing half-provisioned; the first error is the one to report.
+        with contextlib.suppress(BureauError):
+            remove_bureau(management, vhost, name)
         raise
     return {
         "bureau": name,
