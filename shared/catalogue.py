@@ -59,11 +59,32 @@ def payload_schemas() -> tuple[dict[str, str], dict[str, Any]]:
             spec.components.schema(name, schema=event.schema)
         names[event_key(event)] = name
     schemas = spec.to_dict()["components"]["schemas"]
+    for cls in _schema_classes():
+        doc = " ".join((cls.__doc__ or "").split())
+        if doc and _schema_name(cls) in schemas:
+            schemas[_schema_name(cls)].setdefault("description", doc)
     for schema in schemas.values():
         # The contracts load with unknown fields excluded and producers may add
         # fields within a version: a published schema must not forbid them.
         schema.pop("additionalProperties", None)
     return names, {name: schemas[name] for name in sorted(schemas)}
+
+
+def _schema_classes() -> list[type[marshmallow.Schema]]:
+    """Every payload schema class and the classes nested in them."""
+    found: list[type[marshmallow.Schema]] = []
+    pending = [event.schema for event in REGISTRY.all()]
+    while pending:
+        cls = pending.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        for field in cls().fields.values():
+            inner = field.inner if isinstance(field, fields.List) else field
+            if isinstance(inner, fields.Nested):
+                nested = inner.nested
+                pending.append(nested if isinstance(nested, type) else type(nested))  # type: ignore[arg-type]
+    return found
 
 
 def event_key(event: EventSpec) -> str:
@@ -340,6 +361,7 @@ def catalogue_markdown() -> str:
                 "",
                 f"`dataschema`: `{event.dataschema}`",
                 "",
+                *([schema["description"], ""] if "description" in schema else []),
                 "| field | type | required | notes |",
                 "| --- | --- | --- | --- |",
             ]
