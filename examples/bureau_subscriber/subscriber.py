@@ -15,7 +15,8 @@ Copy this file and change ``process()``. What the rest already does for you:
 * acks only after that commit, so a crash before it means a redelivery,
   never a loss;
 * reconnects with exponential back-off (and jitter) when the broker goes
-  away, and stops cleanly on SIGINT/SIGTERM.
+  away or ``process()`` fails (the unacked message then comes back), and
+  stops cleanly on SIGINT/SIGTERM.
 
 Run ``python subscriber.py --help``. It prints one JSON line per message.
 """
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 """
+
+
+class ProcessingFailed(RuntimeError):
+    """``process()`` failed: nothing was committed, so the message is retried later."""
 
 
 class BadEvent(ValueError):
@@ -152,7 +157,12 @@ class Subscriber:
         self.channel: Any = None
 
     def on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        result = handle(self.db, body)
+        try:
+            result = handle(self.db, body)
+        except Exception as exc:
+            # Rolled back and not acked: leaving the connection returns the
+            # message to the queue, and it is tried again after the back-off.
+            raise ProcessingFailed(f"{type(exc).__name__}: {exc}") from exc
         result["redelivered"] = bool(method.redelivered)
         if result["outcome"] == "rejected":
             # Dead-letters it if you gave your queue an x-dead-letter-exchange.
@@ -177,12 +187,15 @@ class Subscriber:
             except pika.exceptions.ProbableAuthenticationError:
                 log.error("the broker refused these credentials; ask the district for new ones")
                 raise
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except (pika.exceptions.AMQPError, OSError, ProcessingFailed) as exc:
                 if self.stopped.is_set():
                     break
                 wait = min(backoff, max_backoff) * random.uniform(0.5, 1.0)
                 log.warning(
-                    "connection lost (%s); reconnecting in %.1f s", type(exc).__name__, wait
+                    "consuming stopped (%s: %s); reconnecting in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    wait,
                 )
                 print(
                     json.dumps({"outcome": "reconnecting", "in_seconds": round(wait, 2)}),
