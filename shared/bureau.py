@@ -187,9 +187,18 @@ def management_from(management_url: str, amqp_uri: str) -> tuple[Management, str
 
 
 def add_bureau(
-    management: Management, vhost: str, amqp_uri: str, name: str, patterns: list[str]
+    management: Management,
+    vhost: str,
+    amqp_uri: str,
+    name: str,
+    patterns: list[str],
+    public_address: str | None = None,
 ) -> dict[str, Any]:
-    """Create the bureau's user, permissions, queue and bindings; return what it needs."""
+    """Create the bureau's user, permissions, queue and bindings; return what it needs.
+
+    ``public_address`` (``amqps://host:port``) is where bureaus reach the
+    broker, when that is not the admin URI's host (a TLS listener, say).
+    """
     name = check_name(name)
     if not patterns:
         raise BureauError("give at least one --events pattern")
@@ -228,7 +237,7 @@ def add_bureau(
     return {
         "bureau": name,
         "user": user,
-        "amqp_uri": _uri_with(amqp_uri, user, password),
+        "amqp_uri": _uri_with(amqp_uri, user, password, public_address),
         "vhost": vhost,
         "queue": queue,
         "bindings": bindings,
@@ -262,10 +271,12 @@ def remove_bureau(management: Management, vhost: str, name: str) -> dict[str, An
     return {"bureau": name, "user_removed": found, "queues_removed": sorted(deleted)}
 
 
-def _uri_with(amqp_uri: str, user: str, password: str) -> str:
+def _uri_with(amqp_uri: str, user: str, password: str, public_address: str | None = None) -> str:
+    """The admin URI's vhost with the bureau's credentials, at the public address if given."""
     parts = urllib.parse.urlsplit(amqp_uri)
-    host = parts.hostname or "127.0.0.1"
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    where = urllib.parse.urlsplit(public_address) if public_address else parts
+    host = where.hostname or "127.0.0.1"
+    if where.port:
+        host = f"{host}:{where.port}"
     netloc = f"{_q(user)}:{_q(password)}@{host}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", "", ""))
+    return urllib.parse.urlunsplit((where.scheme, netloc, parts.path or "/", "", ""))

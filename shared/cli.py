@@ -384,7 +384,9 @@ def cmd_bureau(args: argparse.Namespace) -> int:
     management, vhost = management_from(management_url, amqp_uri)
     try:
         if args.bureau_action == "add":
-            result = add_bureau(management, vhost, amqp_uri, args.name, args.events)
+            result = add_bureau(
+                management, vhost, amqp_uri, args.name, args.events, args.public_address
+            )
         else:
             result = remove_bureau(management, vhost, args.name)
     except BureauError as exc:
@@ -482,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PATTERN",
         help="event types it may receive: <service>.<entity>.<verb>, * for a word",
+    )
+    bureau_add.add_argument(
+        "--public-address",
+        metavar="URI",
+        help="where bureaus reach the broker, e.g. amqps://mq.district.example:5671 "
+        "(default: the admin URI's host)",
     )
     bureau_remove = bureau_sub.add_parser("remove", help="delete its user and its queues")
     _add_data_dir(bureau_remove)

@@ -67,3 +67,17 @@ def test_the_admin_credentials_come_from_the_management_url_or_the_amqp_uri() ->
     assert vhost == "prod" and "pw" not in management.url
     _, vhost = management_from("http://a:b@127.0.0.1:15672", "amqp://ops:pw@127.0.0.1:5672/")
     assert vhost == "/"
+
+
+def test_the_printed_uri_keeps_the_vhost_and_takes_the_public_address() -> None:
+    from shequ.bureau import _uri_with
+
+    admin = "amqp://ops:pw@10.0.0.5:5672/shequ"
+    assert (
+        _uri_with(admin, "bureau-civil", "s/cret")
+        == "amqp://bureau-civil:s%2Fcret@10.0.0.5:5672/shequ"
+    )
+    assert (
+        _uri_with(admin, "bureau-civil", "x", "amqps://mq.district.example:5671")
+        == "amqps://bureau-civil:x@mq.district.example:5671/shequ"
+    )
