@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import marshmallow
+import yaml
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields, validate
@@ -318,8 +319,6 @@ def _message(event: EventSpec, schema_name: str) -> dict[str, Any]:
 
 def asyncapi_yaml() -> str:
     """The document as YAML, stable for a diff (keys in insertion order)."""
-    import yaml
-
     return yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=100)
 
 

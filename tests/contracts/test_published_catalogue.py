@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Initiative's spec-json-schemas repository (schemas/3.0.0-without-$id.json,
 #: Apache-2.0), https://github.com/asyncapi/spec-json-schemas
 ASYNCAPI_SCHEMA = Path(__file__).with_name("asyncapi-3.0.0.schema.json")
-REGENERATE = (
-    "run `shequ asyncapi -o docs/asyncapi.yaml && shequ catalogue -o docs/event-catalogue.md`"
-)
+REGENERATE = "the contracts changed: run `make catalogue` and commit docs/"
 
 
 @pytest.fixture(scope="module")
