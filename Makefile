@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up test test-unit test-integration test-e2e test-browser test-fault test-deploy bench bench-volunteer soak fault-figures lint format clean
+.PHONY: setup system-packages demo up catalogue test test-unit test-integration test-e2e test-browser test-fault test-deploy bench bench-volunteer soak fault-figures lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -80,13 +80,18 @@ bench: setup
 bench-volunteer: setup
 	$(BIN)/python bench/volunteer_matching.py
 
+# Regenerates the published event catalogue after a contract changed (tests/contracts checks it).
+catalogue: $(STAMP)
+	$(BIN)/shequ asyncapi -o docs/asyncapi.yaml
+	$(BIN)/shequ catalogue -o docs/event-catalogue.md
+
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests bench
-	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/ruff check shared services tests bench examples
+	$(BIN)/ruff format --check shared services tests bench examples
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix shared services tests bench
-	$(BIN)/ruff format shared services tests bench
+	$(BIN)/ruff check --fix shared services tests bench examples
+	$(BIN)/ruff format shared services tests bench examples
 
 clean:
 	rm -rf $(VENV) .shequ .pytest_cache .ruff_cache .hypothesis

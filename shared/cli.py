@@ -325,6 +325,79 @@ def cmd_disclosure(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """Print (or write) the AsyncAPI 3.0 document of every registered event."""
+    from shequ.catalogue import asyncapi_yaml, catalogue_markdown
+
+    text = asyncapi_yaml() if args.command == "asyncapi" else catalogue_markdown()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_contracts(args: argparse.Namespace) -> int:
+    """Compare the contracts with the released snapshot; on release, replace the snapshot."""
+    from shequ.catalogue import snapshot
+    from shequ.compat import RELEASED, breaking_changes, load_released
+
+    path = args.released or RELEASED
+    current = snapshot()
+    released = load_released(path) if path.exists() else {"events": {}}
+    problems = breaking_changes(released, current)
+    for problem in problems:
+        print(f"breaking: {problem}", file=sys.stderr)
+    if args.contracts_action == "check":
+        if problems:
+            print("publish a breaking change as a new version beside the old one",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"{len(current['events'])} event versions, none broken since the release")
+        return 0
+    if problems and not args.retire:
+        print("not released: pass --retire only when these versions' deprecation ended",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"released {len(current['events'])} event versions to {path}")
+    return 0
+
+
+def cmd_bureau(args: argparse.Namespace) -> int:
+    """Provision or remove another bureau's read-only AMQP access."""
+    from shequ.bureau import BureauError, add_bureau, management_from, remove_bureau
+
+    amqp_uri = _server_uri(args, "amqp")
+    management_url = os.environ.get("SHEQU_RABBITMQ_MANAGEMENT_URL")
+    if not management_url:
+        path = args.data_dir / "endpoints.json"
+        if path.exists():
+            management_url = json.loads(path.read_text(encoding="utf-8")).get("rabbitmq_management")
+    if amqp_uri is None:
+        return 2
+    if not management_url:
+        print("shequ bureau: no management API known; set SHEQU_RABBITMQ_MANAGEMENT_URL",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    management, vhost = management_from(management_url, amqp_uri)
+    try:
+        if args.bureau_action == "add":
+            result = add_bureau(
+                management, vhost, amqp_uri, args.name, args.events, args.public_address
+            )
+        else:
+            result = remove_bureau(management, vhost, args.name)
+    except BureauError as exc:
+        print(f"shequ bureau {args.bureau_action}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    if args.bureau_action == "add":
+        print("the password in amqp_uri is shown only this once", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shequ", description="Shequ community platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +449,51 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="the client's name, e.g. wechat-miniapp")
     openapi = sub.add_parser("openapi", help="print a service's OpenAPI 3 document (JSON)")
     openapi.add_argument("service", help="a service name, e.g. grid")
+
+    for name, what in (
+        ("asyncapi", "print the AsyncAPI 3.0 document of every event (YAML)"),
+        ("catalogue", "print the readable event catalogue (Markdown)"),
+    ):
+        generated = sub.add_parser(name, help=what)
+        generated.add_argument("-o", "--output", type=Path, help="write to this file instead")
+
+    contracts = sub.add_parser("contracts", help="check event schemas against the last release")
+    contracts_sub = contracts.add_subparsers(dest="contracts_action", required=True)
+    contracts_check = contracts_sub.add_parser(
+        "check", help="exit 1 on a breaking change to a released event version"
+    )
+    contracts_release = contracts_sub.add_parser(
+        "release", help="record the current schemas as released (on a release)"
+    )
+    contracts_release.add_argument(
+        "--retire",
+        action="store_true",
+        help="accept removed versions whose deprecation period has ended",
+    )
+    for each in (contracts_check, contracts_release):
+        each.add_argument("--released", type=Path, help="the snapshot (default: the package's)")
+
+    bureau = sub.add_parser("bureau", help="give another bureau read-only AMQP access")
+    bureau_sub = bureau.add_subparsers(dest="bureau_action", required=True)
+    bureau_add = bureau_sub.add_parser("add", help="provision a user, a queue and its bindings")
+    _add_data_dir(bureau_add)
+    bureau_add.add_argument("name", help="the bureau's name, e.g. civil-affairs")
+    bureau_add.add_argument(
+        "--events",
+        nargs="+",
+        required=True,
+        metavar="PATTERN",
+        help="event types it may receive: <service>.<entity>.<verb>, * for a word",
+    )
+    bureau_add.add_argument(
+        "--public-address",
+        metavar="URI",
+        help="where bureaus reach the broker, e.g. amqps://mq.district.example:5671 "
+        "(default: the admin URI's host)",
+    )
+    bureau_remove = bureau_sub.add_parser("remove", help="delete its user and its queues")
+    _add_data_dir(bureau_remove)
+    bureau_remove.add_argument("name")
 
     reconciling = sub.add_parser(
         "reconcile", help="check every report reached every consumer exactly once"
@@ -433,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_openapi(args)
     if args.command == "disclosure":
         return cmd_disclosure(args)
+    if args.command in ("asyncapi", "catalogue"):
+        return cmd_asyncapi(args)
+    if args.command == "contracts":
+        return cmd_contracts(args)
+    if args.command == "bureau":
+        return cmd_bureau(args)
     return 2
 
 

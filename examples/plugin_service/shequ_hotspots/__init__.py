@@ -1,0 +1,1 @@
+"""An example plugin service: counts reported incidents per community, grid cell and category."""
