@@ -35,6 +35,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             "--no-deps",
+            # Built with the dev environment's setuptools: no package index needed.
+            "--no-build-isolation",
+            "--no-index",
             "--target",
             str(target),
             str(PLUGIN),
