@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -458,46 +459,24 @@ def _now_ms() -> datetime:
 def _entry_document(entry: Entry) -> dict[str, Any]:
     return {
         "_id": entry.index,
-        "kind": entry.kind,
-        "cadence": entry.cadence,
-        "community": entry.community,
-        "period": entry.period,
-        "title": entry.title,
-        "body": dict(entry.body),
-        "references": list(entry.references),
-        "supersedes": entry.supersedes,
+        **_draft_document(entry),
         "published_at": entry.published_at,
-        "origin": entry.origin,
         "leaf": Binary(entry.leaf),
     }
 
 
-def _draft_document(draft: EntryDraft) -> dict[str, Any]:
-    return {
-        "kind": draft.kind,
-        "cadence": draft.cadence,
-        "community": draft.community,
-        "period": draft.period,
-        "title": draft.title,
-        "body": dict(draft.body),
-        "references": list(draft.references),
-        "supersedes": draft.supersedes,
-        "origin": draft.origin,
-    }
+#: What a draft says, and what an entry says besides its index, time and leaf.
+DRAFT_FIELDS = tuple(draft_field.name for draft_field in fields(EntryDraft))
+
+
+def _draft_document(draft: EntryDraft | Entry) -> dict[str, Any]:
+    document = {name: getattr(draft, name) for name in DRAFT_FIELDS}
+    return {**document, "body": dict(draft.body), "references": list(draft.references)}
 
 
 def _to_draft(document: Mapping[str, Any]) -> EntryDraft:
-    return EntryDraft(
-        kind=document["kind"],
-        cadence=document["cadence"],
-        community=document["community"],
-        period=document["period"],
-        title=document["title"],
-        body=document["body"],
-        references=tuple(document["references"]),
-        supersedes=document["supersedes"],
-        origin=document["origin"],
-    )
+    draft = {name: document[name] for name in DRAFT_FIELDS}
+    return EntryDraft(**{**draft, "references": tuple(document["references"])})
 
 
 def _to_entry(document: Mapping[str, Any]) -> Entry:
