@@ -355,8 +355,7 @@ def idempotent(repository: str) -> Callable[[Callable[..., Any]], Callable[..., 
                 return result
 
             try:
-                with repo.writes():
-                    return repo.run_in_transaction(work)
+                return repo.run_in_transaction(work)
             except AlreadyProcessed:
                 log.info("%s skipped redelivered event %s", method.__name__, event.id)
                 return None

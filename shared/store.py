@@ -95,9 +95,12 @@ class Repository:
     """
 
     INDEXES: ClassVar[dict[str, list[IndexModel]]] = {}
-    #: A repository whose every write touches one document (a log's head) sets
-    #: this to a lock: its transactions then run one at a time per process
-    #: instead of conflicting and retrying each other (see ``writes``).
+    #: A repository with writes that all touch one document (a log's head) sets
+    #: this to a lock, and the methods making those writes hold it around
+    #: their transactions (``writes``): they then run one at a time per process
+    #: instead of conflicting and retrying each other. Event handlers do not
+    #: take it; a handler should queue work for such a writer rather than wait
+    #: its turn (the disclosure log's sequencer).
     SERIAL_WRITES: ClassVar[threading.Lock | None] = None
 
     def __init__(

@@ -44,7 +44,7 @@ from shequ_services.disclosure.schemas import (
     ProofQuerySchema,
     PublicKeySchema,
 )
-from shequ_services.disclosure.store import EntryRepository
+from shequ_services.disclosure.store import INTEGRATE_BATCH, EntryRepository
 
 #: Who may publish through the API: staff for their own communities, admins anywhere.
 WRITER_ROLES = ("community_staff", "admin")
@@ -164,9 +164,9 @@ class DisclosureService(BoardPages, PlatformService):
         )
 
     def _append_event_fed(self, draft: domain.EntryDraft) -> None:
-        """Redact and count: an event-fed entry is published, minus any personal data."""
+        """Redact and count, then queue: the sequencer appends it (``integrate_pending``)."""
         redacted, found = domain.guarded(draft)
-        self.entries.append(redacted)
+        self.entries.enqueue(redacted)
         for kind, count in found.items():
             DISCLOSURE_REDACTIONS.labels(kind).inc(count)
 
@@ -411,6 +411,15 @@ class DisclosureService(BoardPages, PlatformService):
         return self._dump_figures(query["community"], query["month"], [])
 
     # Schedules.
+
+    @timer("DISCLOSURE_SEQUENCE_SECONDS", 0.5)
+    def integrate_pending(self) -> None:
+        """Append the queued event-fed drafts, a batch per transaction, until none are left.
+
+        Every replica may run this; their batches take turns on the log's head.
+        """
+        while len(self.entries.integrate()) == INTEGRATE_BATCH:
+            pass
 
     @timer("DISCLOSURE_CHECKPOINT_SECONDS", 60)
     def sign_checkpoint(self) -> None:

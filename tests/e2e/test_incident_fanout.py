@@ -97,12 +97,15 @@ def test_a_sensitive_report_is_disclosed_without_its_category_or_id(platform: Pl
     ).json()
     # Other tests' entries land concurrently, and this one's carries nothing that
     # links it to the incident; the handler's processed mark does (it commits with
-    # the entry), so once it is there every entry since `seen_before` is looked at.
+    # the queued draft), so once it is there and the queue is empty, every entry
+    # since `seen_before` is looked at.
     processed = platform.db("disclosure")["processed_events"]
     wait_for(
         lambda: processed.find_one({"subject": created["id"]}),
         what="disclosure to handle the sensitive report",
     )
+    pending = platform.db("disclosure")["pending"]
+    wait_for(lambda: pending.count_documents({}) == 0, what="the queued drafts appended")
     new_entries = list(entries.find({"_id": {"$gt": seen_before}}))
     published = json.dumps(new_entries, default=str, ensure_ascii=False)
     assert created["id"] not in published

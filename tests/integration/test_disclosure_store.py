@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from shequ_services.disclosure import domain, guard
-from shequ_services.disclosure.store import ENTRIES, NODES, EntryRepository
+from shequ_services.disclosure.store import ENTRIES, NODES, PENDING, EntryRepository
 from tests.conftest import Servers
 from tests.support import rfc9162
 from tests.support.personal_data import FREE_TEXT, personal_data, traces
@@ -100,6 +100,54 @@ def test_every_proof_from_stored_nodes_holds_under_the_rfc_verifier(database: An
         for first in range(1, size + 1):
             proof = log.consistency_proof(first, size)
             assert rfc9162.verify_consistency(first, size, proof, rfc9162.MTH(leaves[:first]), root)
+
+
+def test_queued_drafts_are_appended_in_batches_in_order_and_once(database: Any) -> None:
+    log = repository(database)
+    log.append(notice(0))  # a staff-style append before the queue: the batch follows it
+    for number in range(1, 24):
+        log.run_in_transaction(lambda n=number: log.enqueue(notice(n)))
+    assert log.size() == 1 and log.pending() == 23
+    first = log.integrate(limit=10)
+    assert [entry.index for entry in first] == list(range(1, 11))
+    while log.integrate(limit=10):
+        pass
+    assert log.pending() == 0
+    leaves = stored_leaves(database)
+    titles = [json.loads(leaf)["title"] for leaf in leaves]
+    assert titles == [f"通知 {n}" for n in range(24)]
+    size, root = log.head()
+    assert size == 24 and root == rfc9162.MTH(leaves)
+    for index in (0, 7, 23):
+        assert log.inclusion_proof(index, 24) == rfc9162.PATH(index, leaves)
+
+
+def test_a_queued_draft_the_log_refuses_is_kept_aside_and_holds_nothing_up(
+    database: Any,
+) -> None:
+    log = repository(database)
+    log.run_in_transaction(lambda: log.enqueue(notice(0)))
+    log.run_in_transaction(lambda: log.enqueue(notice(1, supersedes=99)))  # no entry 99
+    log.run_in_transaction(lambda: log.enqueue(notice(2)))
+    appended = log.integrate()
+    assert [entry.title for entry in appended] == ["通知 0", "通知 2"]
+    refused = list(database[PENDING].find())
+    assert len(refused) == 1 and "supersedes" in refused[0]["refused"]
+    assert log.integrate() == []  # the refused draft is not tried again and again
+
+
+def test_a_queued_draft_rolled_back_with_its_transaction_is_never_appended(
+    database: Any,
+) -> None:
+    log = repository(database)
+
+    def enqueue_then_fail() -> None:
+        log.enqueue(notice(0))
+        raise RuntimeError("the handler failed after queueing")
+
+    with pytest.raises(RuntimeError):
+        log.run_in_transaction(enqueue_then_fail)
+    assert log.pending() == 0 and log.integrate() == [] and log.size() == 0
 
 
 def test_a_proof_reads_a_logarithmic_number_of_stored_nodes(database: Any) -> None:
