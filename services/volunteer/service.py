@@ -17,6 +17,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
+from shequ.metrics import VOLUNTEER_DISPATCH_SECONDS
 from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.timers import timer
@@ -302,7 +303,11 @@ class VolunteerService(PlatformService):
                     after, changes = decide(task, datetime.now(UTC))
                     return self.tasks.save(task, after, changes)
 
-                return self.tasks.run_in_transaction(work)
+                saved = self.tasks.run_in_transaction(work)
+                if task.assigned_at is None and saved.assigned_at is not None:
+                    waited = (saved.assigned_at - saved.created_at).total_seconds()
+                    VOLUNTEER_DISPATCH_SECONDS.labels(saved.kind).observe(max(waited, 0.0))
+                return saved
             except TaskChanged:
                 continue
             except domain.NotYourTask as exc:
