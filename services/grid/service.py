@@ -357,12 +357,13 @@ class GridService(PlatformService):
             ),
             now,
         )
-        # Every (clock, category) counter exists from the first scrape, at 0: rate() and
-        # increase() cannot see the first breach of a series that appears with it.
+        # Every (clock, category) series exists from the first scrape, at 0: rate() and
+        # increase() cannot see the first observation of a series that appears with it.
         for rule in self.reference.policy.clocks:
             for category in self.reference.categories:
                 SLA_BREACHES.labels(rule.name, category)
                 SLA_MET.labels(rule.name, category)
+                INCIDENT_STAGE_SECONDS.labels(rule.name, category)
         _set_all(INCIDENTS_OPEN, {(k,): v for k, v in work.by_category.items()})
         _set_all(INCIDENTS_IN_STATE, work.by_community_state)
         _set_all(INCIDENTS_OVERDUE, work.overdue)
