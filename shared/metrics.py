@@ -263,7 +263,7 @@ DISCLOSURE_REDACTIONS = _counter(
 VOLUNTEER_DISPATCH_SECONDS = _histogram(
     "shequ_volunteer_dispatch_seconds",
     "Time from a volunteer task's creation to a volunteer taking it (an offer accepted "
-    "or staff assigning), by kind of task.",
+    "or staff assigning), by kind of task (kinds staff made up count as other).",
     ["kind"],
     ("volunteer",),
 )

@@ -1,5 +1,7 @@
 """The metric contract itself: one declaration per metric, low-cardinality labels."""
 
+from pathlib import Path
+
 import prometheus_client
 
 from shequ import metrics
@@ -45,3 +47,20 @@ def test_a_metric_is_declared_once() -> None:
         assert "declared twice" in str(exc)
     else:
         raise AssertionError("a second declaration was accepted")
+
+
+def test_the_observability_doc_lists_every_metric_with_its_type_and_labels() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "observability.md").read_text("utf-8")
+    rows = {
+        cells[0].strip("` "): cells
+        for line in doc.splitlines()
+        if line.startswith("| `shequ_")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    for name, spec in metrics.CONTRACT.items():
+        assert name in rows, f"docs/observability.md does not list {name}"
+        kind, labels = rows[name][1], rows[name][2]
+        assert kind.startswith(spec.kind), name
+        assert [label.strip("` ") for label in labels.split(",") if label.strip() != "—"] == list(
+            spec.labels
+        ), name
