@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up catalogue test test-unit test-integration test-e2e test-browser test-fault test-deploy bench bench-volunteer soak fault-figures lint format clean
+.PHONY: setup system-packages demo up catalogue test test-unit test-integration test-e2e test-browser test-fault test-deploy test-monitoring bench bench-volunteer soak fault-figures lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -49,6 +49,9 @@ test-browser: setup
 
 test-fault: setup
 	@scripts/pytest tests/fault $(PYTEST_ARGS)
+
+test-monitoring: setup
+	@scripts/pytest tests/monitoring $(PYTEST_ARGS)
 
 # Benchmarks measure and assert nothing about speed, so they stay out of
 # `make test`. The disclosure log's writes bench/results/disclosure.json and the

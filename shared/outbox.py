@@ -14,6 +14,7 @@ happen is an event that is committed and never published.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ from pymongo.errors import PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.faults import fault_point
-from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_PENDING
+from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
 from shequ.store import OUTBOX
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class OutboxRelay:
                 failures = min(failures + 1, 5)
                 log.warning("outbox relay for %s failed, will retry: %s", self.service, exc)
                 self._close_connection()
+                # A broker outage is when the backlog grows: keep the gauges telling it.
+                with contextlib.suppress(PyMongoError):
+                    self._report_pending()
             except Exception:
                 failures = min(failures + 1, 5)
                 log.exception("outbox relay for %s failed unexpectedly", self.service)
@@ -145,6 +149,11 @@ class OutboxRelay:
 
     def _report_pending(self) -> None:
         OUTBOX_PENDING.labels(self.service).set(self.pending_count())
+        oldest = self.db[OUTBOX].find_one(
+            {"status": "pending"}, {"created_at": 1}, sort=[("created_at", 1)]
+        )
+        age = (datetime.now(UTC) - oldest["created_at"]).total_seconds() if oldest else 0.0
+        OUTBOX_OLDEST_PENDING_SECONDS.labels(self.service).set(max(age, 0.0))
 
     def _publish(self, entry: dict[str, Any]) -> None:
         connection = self._ensure_connection()

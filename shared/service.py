@@ -9,6 +9,7 @@ own routes (``shequ.openapi``) and so routed by the front door like its API.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import kombu
@@ -23,6 +24,8 @@ from shequ.metrics import exposition
 from shequ.openapi import build_spec
 from shequ.reconcile import Effect
 from shequ.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Readiness(DependencyProvider):
@@ -97,8 +100,19 @@ class PlatformService:
         media_type="text/plain",
     )
     def metrics(self, request: Request) -> Response:
+        try:
+            self.refresh_metrics()
+        except Exception:  # noqa: BLE001 - the rest of the metrics are still worth a scrape
+            log.exception("refreshing the store-computed metrics failed; serving the last values")
         body, content_type = exposition()
         return Response(body, status=200, headers={"Content-Type": content_type})
+
+    def refresh_metrics(self) -> None:
+        """Set the gauges a service computes from its store, just before a scrape.
+
+        A service whose gauges must be right after a restart (open work, say)
+        counts them from its store here instead of keeping them in memory.
+        """
 
     @route(
         "GET",

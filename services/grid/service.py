@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +18,21 @@ from shequ.contracts import mediation as mediation_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
-from shequ.metrics import INCIDENT_STAGE_SECONDS, INCIDENTS_OPEN, SLA_BREACHES
+from shequ.metrics import (
+    INCIDENT_STAGE_SECONDS,
+    INCIDENTS_IN_STATE,
+    INCIDENTS_OPEN,
+    INCIDENTS_OVERDUE,
+    RATE_DENOMINATOR,
+    RATE_NUMERATOR,
+    SLA_BREACHES,
+    SLA_MET,
+)
 from shequ.pagination import Cursors, query_scope
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
-from shequ_services.grid import deadlines, domain, open311, rates, rating, workflow
+from shequ_services.grid import deadlines, domain, gauges, open311, rates, rating, workflow
 from shequ_services.grid import registry as registry_rules
 from shequ_services.grid.open311 import Open311Error
 from shequ_services.grid.reference import Reference, RegistryAdmin
@@ -254,11 +263,7 @@ class GridService(PlatformService):
             raise Forbidden(str(exc)) from exc
         except (workflow.MissingField, workflow.InvalidField) as exc:
             raise InvalidInput("the step failed validation", {exc.field: [str(exc)]}) from exc
-        for stage in stopped:
-            INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
-            if stage.breached and not stage.overdue_raised:
-                # Stopped late before a scan saw it: the timer will never count this breach.
-                SLA_BREACHES.labels(stage.clock, incident.category).inc()
+        _observe_stopped(stopped, incident.category)
         return self._dump(request, updated)
 
     @rpc
@@ -315,10 +320,7 @@ class GridService(PlatformService):
         )
         changes = {**effects.changes, "mediation": {**outcome, "step_taken": True}}
         self.incidents.record_transition(incident, decided, clocks, changes)
-        for stage in stopped:
-            INCIDENT_STAGE_SECONDS.labels(stage.clock, incident.category).observe(stage.seconds)
-            if stage.breached and not stage.overdue_raised:
-                SLA_BREACHES.labels(stage.clock, incident.category).inc()
+        _observe_stopped(stopped, incident.category)
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
@@ -338,9 +340,35 @@ class GridService(PlatformService):
                 if alert.kind == "overdue":
                     clock = incident.clocks[alert.clock].name
                     SLA_BREACHES.labels(clock, incident.category).inc()
-        INCIDENTS_OPEN.clear()
-        for category, count in self.incidents.open_by_category().items():
-            INCIDENTS_OPEN.labels(category).set(count)
+
+    def refresh_metrics(self) -> None:
+        """Open work and the rates' counts, from the store, for the scrape under way.
+
+        ``gauges`` says why these are counted from the store; a label set that
+        has no incidents any more is dropped rather than left at its last value.
+        """
+        now = datetime.now(UTC)
+        work = gauges.open_work(self.incidents.open_facts(), now)
+        tz = self.reference.policy.calendar.tz
+        start, end = rates.period(None, None, today=now.astimezone(tz).date(), tz=tz).bounds()
+        counts = gauges.rate_counts(
+            self.incidents.rate_facts(
+                start=start, end=end, communities=None, category=None, department=None
+            ),
+            now,
+        )
+        # Every (clock, category) series exists from the first scrape, at 0: rate() and
+        # increase() cannot see the first observation of a series that appears with it.
+        for rule in self.reference.policy.clocks:
+            for category in self.reference.categories:
+                SLA_BREACHES.labels(rule.name, category)
+                SLA_MET.labels(rule.name, category)
+                INCIDENT_STAGE_SECONDS.labels(rule.name, category)
+        _set_all(INCIDENTS_OPEN, {(k,): v for k, v in work.by_category.items()})
+        _set_all(INCIDENTS_IN_STATE, work.by_community_state)
+        _set_all(INCIDENTS_OVERDUE, work.overdue)
+        _set_all(RATE_NUMERATOR, {key: ratio.numerator for key, ratio in counts.items()})
+        _set_all(RATE_DENOMINATOR, {key: ratio.denominator for key, ratio in counts.items()})
 
     def _check_merge(self, request: Request, duplicate: domain.Incident, original: str) -> None:
         """The original must be an incident the caller can see, and one that can take it."""
@@ -758,3 +786,21 @@ def _registry_errors() -> Iterator[None]:
         raise Conflict(str(exc)) from exc
     except registry_rules.NotInRegistry as exc:
         raise NotFound(str(exc)) from exc
+
+
+def _observe_stopped(stopped: Iterable[deadlines.Stopped], category: str) -> None:
+    """A stopped clock's duration, and whether it met its limit (the burn rate's base)."""
+    for stage in stopped:
+        INCIDENT_STAGE_SECONDS.labels(stage.clock, category).observe(stage.seconds)
+        if not stage.breached:
+            SLA_MET.labels(stage.clock, category).inc()
+        elif not stage.overdue_raised:
+            # Stopped late before a scan saw it: the timer will never count this breach.
+            SLA_BREACHES.labels(stage.clock, category).inc()
+
+
+def _set_all(gauge: Any, values: Mapping[tuple[str, ...], int]) -> None:
+    """Replace every series of ``gauge`` with ``values`` (label values → value)."""
+    gauge.clear()
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)

@@ -226,14 +226,6 @@ class IncidentRepository(Repository):
 
         self.run_in_transaction(work)
 
-    def open_by_category(self) -> dict[str, int]:
-        """How many incidents are open (not closed, not rejected) per category."""
-        counts: dict[str, int] = {}
-        open_query = {"status": {"$nin": list(NOT_OPEN_STATES)}}
-        for document in self.db[INCIDENTS].find(open_query, {"category": 1}):
-            counts[document["category"]] = counts.get(document["category"], 0) + 1
-        return counts
-
     def record_rating(self, incident: Incident, rating: Rating, actor: str) -> Incident:
         """Store the reporter's rating, its history entry and ``incident.rated``.
 
@@ -293,6 +285,13 @@ class IncidentRepository(Repository):
             query["category"] = category
         if department is not None:
             query["department"] = department
+        return self._facts(query)
+
+    def open_facts(self) -> list[Facts]:
+        """The rate facts of every open incident: what the open-work gauges count."""
+        return self._facts({"status": {"$nin": list(NOT_OPEN_STATES)}})
+
+    def _facts(self, query: dict[str, Any]) -> list[Facts]:
         projection = {
             "_id": 0,
             "community": 1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -14,7 +14,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
-from shequ.metrics import MEDIATION_CASE_SECONDS, MEDIATION_CASES_OVERDUE
+from shequ.metrics import MEDIATION_CASE_SECONDS, MEDIATION_CASES_CLOSED, MEDIATION_CASES_OVERDUE
 from shequ.reconcile import Effect
 from shequ.service import PlatformService
 from shequ.timers import timer
@@ -43,6 +43,8 @@ READER_ROLES = domain.READER_ROLES
 OPENER_ROLES = ("mediator", "community_staff", "admin")
 WORKFLOW_DOC = {"type": "array", "items": {"type": "object"}}
 HTML_DOC = {"type": "string", "description": "zh-CN HTML with print CSS"}
+#: The window of the closed-cases gauge (shequ_mediation_cases_closed).
+CLOSED_GAUGE_PERIOD = timedelta(days=30)
 
 
 class MediationService(PlatformService):
@@ -261,6 +263,18 @@ class MediationService(PlatformService):
                 "agreement_rate": domain.agreement_rate(counts),
             }
         )
+
+    def refresh_metrics(self) -> None:
+        """Cases closed in the last 30 days by community and outcome, counted in the store.
+
+        The same counts ``GET /api/v1/mediation/rates`` gives for that period, so
+        the agreement rate in Prometheus is the API's, and right after a restart.
+        """
+        now = datetime.now(UTC)
+        counts = self.cases.outcomes_by_community(now - CLOSED_GAUGE_PERIOD, now)
+        MEDIATION_CASES_CLOSED.clear()
+        for (community, outcome), count in counts.items():
+            MEDIATION_CASES_CLOSED.labels(community, outcome).set(count)
 
     # -- roster ----------------------------------------------------------------------------
 

@@ -171,6 +171,15 @@ class CaseRepository(Repository):
             counts[document["outcome"]] = counts.get(document["outcome"], 0) + 1
         return counts
 
+    def outcomes_by_community(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+        """(community, outcome) → cases closed in ``[start, end)``: the agreement-rate gauge."""
+        match = {"status": "closed", "closed_at": {"$gte": start, "$lt": end}}
+        counts: dict[tuple[str, str], int] = {}
+        for document in self.db[CASES].find(match, {"community": 1, "outcome": 1}):
+            key = (document["community"], document["outcome"])
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     # -- time limits -------------------------------------------------------------------
 
     def due(self, now: datetime, limit: int) -> list[Case]:

@@ -40,7 +40,9 @@ CRD_KINDS = {
     "Policy",
     "RabbitmqCluster",  # RabbitMQ Cluster Operator
     "ScaledObject",  # KEDA
-    "ServiceMonitor",  # Prometheus Operator
+    "PodMonitor",  # Prometheus Operator
+    "PrometheusRule",
+    "ServiceMonitor",
     "TriggerAuthentication",
     "User",
     "Vhost",
