@@ -9,7 +9,8 @@ schemas the code enforces. It needs the class only, not a running service:
 
 Errors are documented once: every problem status is a shared response in
 ``components`` with the ``Problem`` schema (RFC 9457), and each operation
-refers to the statuses it can return.
+refers to the statuses it can return (429 on public routes that write: the
+per-client rate limit).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from shequ.http import PROBLEM_JSON, Route
+from shequ.http import PROBLEM_JSON, WRITE_METHODS, Route
 
 OPENAPI_VERSION = "3.0.3"
 OPERATIONS_TAG = "operations"
@@ -180,6 +181,8 @@ def _problems(route: Route) -> list[int]:
         statuses.update({400, 413, 422})
     if route.query is not None:
         statuses.add(422)
+    if route.public and set(route.method.split(",")) & WRITE_METHODS:
+        statuses.add(429)
     return sorted(statuses)
 
 
