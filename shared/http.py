@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -41,8 +42,9 @@ from typing import Any
 
 import marshmallow
 from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Rule
+from werkzeug.routing import IntegerConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from shequ.auth import AuthSettings, TokenVerifier
@@ -62,6 +64,9 @@ MAX_JSON_DEPTH = 16
 #: Query strings are short; a longer key or value is refused whatever the route.
 MAX_QUERY_CHARS = 2048
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The largest integer any input may hold (path, query or body): MongoDB
+#: stores at most 64-bit integers, and a larger one would fail deep in a query.
+MAX_PATH_INT = 2**63 - 1
 
 
 class MalformedBody(ShequError):
@@ -278,20 +283,40 @@ def unsafe_json(value: Any, path: str = "", depth: int = 0) -> dict[str, list[st
             problems.update(unsafe_json(item, f"{path}[{index}]", depth + 1))
     elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
         problems[name] = [f"longer than {MAX_STRING_CHARS} characters"]
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PATH_INT:
+        problems[name] = ["a number outside the 64-bit range"]
     return problems
+
+
+_BRACKETS = re.compile(r"[\[\]]")
 
 
 def check_query(request: Request) -> None:
     """Refuse query keys that begin with ``$`` or contain ``.``, and over-long parameters."""
     problems: dict[str, list[str]] = {}
     for key, value in request.args.items(multi=True):
-        reason = unsafe_key(key)
+        # ``a[$ne]=1`` is how qs-style parsers spell a nested key: each part counts.
+        reason = next(filter(None, map(unsafe_key, _BRACKETS.split(key))), None)
         if reason:
             problems.setdefault(key, []).append(reason)
         if len(key) > MAX_QUERY_CHARS or len(value) > MAX_QUERY_CHARS:
             problems.setdefault(key[:64], []).append(f"longer than {MAX_QUERY_CHARS} characters")
     if problems:
         raise InvalidInput("the query parameters have keys or values no route accepts", problems)
+
+
+def check_json_body(request: Request) -> None:
+    """``unsafe_json`` on a JSON body before the route runs, so every route refuses alike.
+
+    A body that does not parse is left to ``load_body``, which says why (400).
+    """
+    try:
+        raw = json.loads(request.get_data(cache=True, as_text=False) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return
+    problems = unsafe_json(raw)
+    if problems:
+        raise InvalidInput("the request body has keys or values no route accepts", problems)
 
 
 class QueryList(marshmallow.fields.List):
@@ -335,6 +360,9 @@ def load_query(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
         ) from exc
     if repeated:
         raise InvalidInput("the query parameters failed validation", repeated)
+    out_of_range = unsafe_json(loaded)
+    if out_of_range:
+        raise InvalidInput("the query parameters failed validation", out_of_range)
     return loaded
 
 
@@ -343,6 +371,52 @@ def _as_dict(messages: Any) -> dict[str, Any]:
 
 
 SchemaRef = type[marshmallow.Schema] | marshmallow.Schema
+
+
+class _ProblemWsgiApp(WsgiApp):
+    """nameko's WSGI app, with its routing errors (no such path, method) as problem+json.
+
+    nameko answers a URL that matches no route, or a path parameter its
+    converter refuses, with werkzeug's HTML error page before any route runs;
+    this gives the same problem+json and security headers a route gives.
+    """
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            adapter.match()
+        except HTTPException as exc:
+            response = problem(exc.code or 500, exc.name, exc.description or "")
+            if exc.code == 405:
+                allowed = getattr(exc, "valid_methods", None) or []
+                response.headers["Allow"] = ", ".join(allowed)
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response(environ, start_response)
+        return super().__call__(environ, start_response)
+
+
+class BoundedIntegerConverter(IntegerConverter):
+    """``<int:...>`` that stops at ``MAX_PATH_INT``: a larger number is 404, not a crash below."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", MAX_PATH_INT)
+        super().__init__(map, *args, **kwargs)
+
+
+class PlatformWebServer(WebServer):
+    """The per-process HTTP server every ``Route`` registers with (``_ProblemWsgiApp``)."""
+
+    def get_wsgi_app(self) -> WsgiApp:
+        return _ProblemWsgiApp(self)
+
+    def make_url_map(self) -> Map:
+        url_map = Map(converters={"int": BoundedIntegerConverter})
+        for provider in self._providers:
+            rule = provider.get_url_rule()
+            rule.endpoint = provider
+            url_map.add(rule)
+        return url_map
 
 
 class Route(HttpRequestHandler):
@@ -366,6 +440,8 @@ class Route(HttpRequestHandler):
     ``public`` here records what the route's author meant, and a unit test
     requires the two to agree.
     """
+
+    server = PlatformWebServer()
 
     def __init__(
         self,
@@ -432,6 +508,9 @@ class Route(HttpRequestHandler):
         return response
 
     def _admit(self, request: Request) -> None:
+        # nameko's server hands over a shallow request and its handler unshallows
+        # it; the body checks here come first, so they do the same.
+        request.shallow = False
         length = request.content_length
         if length is not None and length > self.max_body:
             raise BodyTooLarge(f"the body has {length} bytes; the limit is {self.max_body}")
@@ -454,6 +533,8 @@ class Route(HttpRequestHandler):
         elif not self.public:
             raise Unauthorized("this route needs a bearer token (Authorization: Bearer ...)")
         check_query(request)
+        if request.method in WRITE_METHODS and request.mimetype == "application/json":
+            check_json_body(request)
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, dict | list):

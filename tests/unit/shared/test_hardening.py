@@ -16,6 +16,7 @@ from shequ.http import (
     check_query,
     client_key,
     load_body,
+    load_query,
     unsafe_json,
 )
 
@@ -74,7 +75,7 @@ def test_nesting_deeper_than_the_limit_is_refused() -> None:
     assert any("nested deeper" in m[0] for m in unsafe_json(document).values())
 
 
-@pytest.mark.parametrize("query", ["$where=1", "status.name=x", "a=1&filter.$ne=2"])
+@pytest.mark.parametrize("query", ["$where=1", "status.name=x", "a=1&filter.$ne=2", "s[$ne]=x"])
 def test_operator_and_dotted_query_keys_are_refused(query: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         check_query(get(query))
@@ -136,3 +137,18 @@ def test_the_client_is_the_address_our_nearest_proxy_recorded() -> None:
     assert client_key(spoofed, trusted_hops=1) == "203.0.113.7"
     assert client_key(spoofed, trusted_hops=0) == "10.0.0.9"
     assert client_key(get("", REMOTE_ADDR="10.0.0.9"), trusted_hops=1) == "10.0.0.9"
+
+
+def test_an_integer_beyond_64_bits_is_refused_in_a_body() -> None:
+    assert unsafe_json({"after": 2**70}) == {"after": ["a number outside the 64-bit range"]}
+    assert unsafe_json({"after": 2**62, "flag": True}) == {}
+
+
+class Paging(marshmallow.Schema):
+    after = fields.Integer()
+
+
+def test_an_integer_beyond_64_bits_is_refused_in_a_query() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_query(get("after=146683246102347723638308864"), Paging())
+    assert caught.value.errors == {"after": ["a number outside the 64-bit range"]}
