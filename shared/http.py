@@ -196,6 +196,14 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 
+#: The policy of an HTML document a route returns without ``page_response``
+#: (a volunteer's certificate, a mediation agreement): self-contained pages
+#: with their styles inline, so inline styles are allowed and nothing else.
+DOCUMENT_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
 #: Headers on every response a browser renders as a page (HTML, a style sheet, a feed).
 #: The policy allows nothing but the page's own origin for styles, images and
 #: form targets, and no script at all, so a page cannot be made to run
@@ -500,6 +508,8 @@ class Route(HttpRequestHandler):
             response = super().handle_request(request)
         except Exception as exc:  # errors before the worker ran
             response = self.response_from_exception(exc)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", DOCUMENT_POLICY)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         HTTP_REQUEST_SECONDS.labels(
