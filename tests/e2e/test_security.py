@@ -64,14 +64,32 @@ def everything(platform: Platform) -> requests.Session:
 
 
 def counts(platform: Platform) -> dict[str, int]:
-    """Documents per service database, outboxes included: any stored change shows here."""
+    """Documents per collection of every service, outboxes included: a stored change shows."""
     totals = {}
     for service in SERVICES:
         db = platform.db(service)
-        totals[service] = sum(
-            db[name].count_documents({}) for name in db.list_collection_names() if name != "locks"
-        )
+        for name in db.list_collection_names():
+            if name != "locks":
+                totals[f"{service}.{name}"] = db[name].count_documents({})
     return totals
+
+
+def settled_counts(platform: Platform) -> dict[str, int]:
+    """``counts`` once earlier tests' events have finished landing (two equal reads in a row).
+
+    Handlers and notify's delivery worker keep writing for a few seconds after
+    the tests that caused them; a snapshot taken meanwhile would blame this
+    test for their writes.
+    """
+    previous: list[dict[str, int]] = [counts(platform)]
+
+    def unchanged() -> dict[str, int] | None:
+        current = counts(platform)
+        same = current == previous[0]
+        previous[0] = current
+        return current if same else None
+
+    return wait_for(unchanged, timeout=90, interval=1.0, what="the platform's writes to settle")
 
 
 def problem_of(response: requests.Response, status: int) -> dict[str, Any]:
@@ -176,7 +194,7 @@ def test_an_operator_key_in_any_json_body_is_422_naming_it_and_changes_nothing(
     platform: Platform,
 ) -> None:
     session = everything(platform)
-    before = counts(platform)
+    before = settled_counts(platform)
     wrong = []
     bodies = _bodied(platform)
     for _service, method, path, operation in bodies:
@@ -211,7 +229,7 @@ def test_an_operator_or_dotted_query_key_is_422_on_every_route(platform: Platfor
 
 def test_an_oversized_body_is_413_on_every_route_that_takes_one(platform: Platform) -> None:
     session = everything(platform)
-    before = counts(platform)
+    before = settled_counts(platform)
     wrong = []
     for _service, method, path, operation in _bodied(platform):
         response = session.request(
