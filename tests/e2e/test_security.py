@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import requests
 
-from shequ.auth import ROLES
+from shequ.auth import ROLES, mint_token
 from shequ.discovery import discover_services
 from shequ.public import is_public
 from tests.conftest import Platform, Servers, stack_on, wait_for
+from tests.support.idp import AUDIENCE, ISSUER, Provider, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -332,3 +333,59 @@ def test_the_limit_applies_to_public_writes_only(limited_grid: Any) -> None:
     wait_for(lambda: open311_post(limited_grid.url).status_code == 429, timeout=10)
     response = requests.get(f"{limited_grid.url}/open311/v2/services.json", timeout=10)
     assert response.status_code == 200
+
+
+# -- production verification: a grid configured with the identity provider's JWKS ---
+
+
+@pytest.fixture(scope="module")
+def provider_grid(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, Provider]]:
+    idp = Provider()
+    idp.add_key("k1")
+    with serving(idp) as jwks_url:
+        stack = stack_on(
+            servers,
+            tmp_path_factory.mktemp("provider"),
+            services=["grid"],
+            env={
+                "SHEQU_JWT_JWKS_URL": jwks_url,
+                "SHEQU_JWT_ISSUER": ISSUER,
+                "SHEQU_JWT_AUDIENCE": AUDIENCE,
+            },
+        )
+        stack.start()
+        try:
+            yield stack, idp
+        finally:
+            stack.stop()
+
+
+def test_a_service_configured_with_a_jwks_url_accepts_the_providers_tokens(
+    provider_grid: tuple[Any, Provider],
+) -> None:
+    stack, idp = provider_grid
+    token = idp.sign("k1", roles=["grid_worker"], communities=["hx-qingyuan"])
+    response = requests.get(
+        f"{stack.url}/api/v1/grid/incidents",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_service_configured_with_a_jwks_url_refuses_development_tokens(
+    provider_grid: tuple[Any, Provider],
+) -> None:
+    stack, _ = provider_grid
+    token = mint_token(
+        stack.jwt_secret(), roles=["admin"], sub="dev", issuer=ISSUER, audience=AUDIENCE
+    )
+    response = requests.get(
+        f"{stack.url}/api/v1/grid/incidents",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert "'HS256' is not accepted" in response.json()["detail"]
