@@ -8,6 +8,11 @@ over the platform's limit itself, with the same problem+json 413 a service
 gives. Left to the service, the refusal races the proxy still streaming the
 body: the service answers and closes, the proxy's upload breaks, and the
 client sees a 502 instead of the 413.
+
+It also appends the caller's address to ``X-Forwarded-For``, as the Ingress
+does, so a service's per-client rate limit sees the caller and not the front
+door (``TRUSTED_PROXY_HOPS``), and answers its own problems with the same
+security headers a service adds.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from werkzeug.middleware.http_proxy import ProxyMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from shequ.http import DEFAULT_MAX_BODY_BYTES
+from shequ.http import DEFAULT_MAX_BODY_BYTES, SECURITY_HEADERS
 
 # Prefix -> service, as in deploy/k8s (the Ingress) and ARCHITECTURE.md.
 ROUTES: dict[str, str] = {
@@ -45,7 +50,12 @@ def routes_for(services: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 def _problem(status: int, title: str, detail: str) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    return Response(
+        json.dumps(body),
+        status=status,
+        headers=dict(SECURITY_HEADERS),
+        mimetype="application/problem+json",
+    )
 
 
 @Request.application
@@ -54,13 +64,19 @@ def _not_found(request: Request) -> Response:
 
 
 class BodyLimit:
-    """WSGI middleware: a declared body over ``max_body`` bytes is 413, never proxied."""
+    """WSGI middleware: a declared body over ``max_body`` bytes is 413, never proxied.
+
+    It records the caller in ``X-Forwarded-For`` on the way through.
+    """
 
     def __init__(self, app: Any, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        peer = environ.get("REMOTE_ADDR") or "unknown"
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        environ["HTTP_X_FORWARDED_FOR"] = f"{forwarded}, {peer}" if forwarded else peer
         length = Request(environ).content_length
         if length is not None and length > self.max_body:
             response = _problem(

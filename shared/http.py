@@ -3,9 +3,16 @@
 ``route`` is nameko's ``http`` entrypoint with the platform's rules applied
 to every request, so a service's route bodies stay a few lines long:
 
-* authentication: a valid bearer token unless the route is ``public=True``;
-  the caller's ``Identity`` is ``request.identity``;
-* a body size limit (``MAX_BODY_BYTES``, 64 KiB by default);
+* authentication: a valid bearer token (``shequ.auth.TokenVerifier``) unless
+  the route is on the public allow-list (``shequ.public``); the caller's
+  ``Identity`` is ``request.identity``;
+* a body size limit (``MAX_BODY_BYTES``, 64 KiB by default), and in every
+  JSON body and query string no key that begins with ``$`` or contains
+  ``.`` (a MongoDB operator or path smuggled into a filter or update), no
+  string over ``MAX_STRING_CHARS``, no nesting deeper than ``MAX_JSON_DEPTH``;
+* a rate limit per client on public routes that write (``RateLimiter``):
+  429 with ``Retry-After`` once a client's bucket is empty;
+* security headers on every response (``SECURITY_HEADERS``);
 * errors as ``application/problem+json`` (RFC 9457) with per-field messages
   for validation errors, and never a stack trace;
 * a dict or list result becomes a JSON response; a route that serves a
@@ -24,24 +31,42 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 import marshmallow
 from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Rule
+from werkzeug.routing import IntegerConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from shequ.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, verify_token
+from shequ.auth import AuthSettings, TokenVerifier
 from shequ.errors import InvalidInput, ShequError, Unauthorized
 from shequ.metrics import HTTP_REQUEST_SECONDS
+from shequ.public import route_is_public
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: No string in a JSON body may be longer, whatever its schema says; a schema's
+#: own ``Length`` is usually far tighter. Long enough for an agreement's text.
+MAX_STRING_CHARS = 20_000
+#: Deeper nesting than any of our schemas takes is refused before it is walked.
+MAX_JSON_DEPTH = 16
+#: Query strings are short; a longer key or value is refused whatever the route.
+MAX_QUERY_CHARS = 2048
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The largest integer any input may hold (path, query or body): MongoDB
+#: stores at most 64-bit integers, and a larger one would fail deep in a query.
+MAX_PATH_INT = 2**63 - 1
 
 
 class MalformedBody(ShequError):
@@ -52,6 +77,90 @@ class MalformedBody(ShequError):
 class BodyTooLarge(ShequError):
     status = 413
     title = "Request body too large"
+
+
+class TooManyRequests(ShequError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Token buckets per client key: ``burst`` requests at once, refilled at ``per_minute``.
+
+    Held in the process: each replica of a service limits on its own, so a
+    client may get up to the replica count times the limit in all. Buckets
+    of clients not seen for a while are forgotten (at most ``max_clients``
+    kept, least recently used first), so a flood of addresses cannot grow it
+    without bound; a forgotten client starts again with a full bucket.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: int,
+        *,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = max(1, burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def take(self, key: str) -> float:
+        """Spend one token of ``key``'s bucket: 0 if there was one, else seconds until one."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        return wait
+
+
+def client_key(request: Request, trusted_hops: int) -> str:
+    """The caller's address: the entry of ``X-Forwarded-For`` our own proxies added, else the peer.
+
+    ``trusted_hops`` is how many proxies of ours stand in front of the
+    service (the front door or the Ingress: 1). Entries further left were
+    written by the client and prove nothing, so they are not used.
+    """
+    forwarded = [
+        part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part
+    ]
+    if trusted_hops > 0 and forwarded:
+        return forwarded[-min(trusted_hops, len(forwarded))]
+    return request.remote_addr or "unknown"
+
+
+@cache
+def _shared_limiter(per_minute: float, burst: int) -> RateLimiter:
+    """One limiter per process and setting, so every public route draws on the same buckets."""
+    return RateLimiter(per_minute, burst)
+
+
+@cache
+def _shared_verifier(settings: AuthSettings) -> TokenVerifier:
+    """One verifier per process and setting, so the identity provider's keys are cached once."""
+    return TokenVerifier(settings)
 
 
 def problem(
@@ -76,6 +185,24 @@ def json_response(
         mimetype="application/json",
     )
 
+
+#: Headers on every response: no content sniffing, no framing, no referrer,
+#: and for anything that is not a page (JSON, problems, metrics) a policy
+#: that lets a browser run or load nothing from it at all.
+SECURITY_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+#: The policy of an HTML document a route returns without ``page_response``
+#: (a volunteer's certificate, a mediation agreement): self-contained pages
+#: with their styles inline, so inline styles are allowed and nothing else.
+DOCUMENT_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 #: Headers on every response a browser renders as a page (HTML, a style sheet, a feed).
 #: The policy allows nothing but the page's own origin for styles, images and
@@ -121,10 +248,83 @@ def load_body(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidInput("the body must be a JSON object", {"_schema": ["must be an object"]})
+    problems = unsafe_json(raw)
+    if problems:
+        raise InvalidInput("the request body has keys or values no route accepts", problems)
     try:
         return schema.load(raw, unknown=marshmallow.RAISE)
     except marshmallow.ValidationError as exc:
         raise InvalidInput("the request body failed validation", _as_dict(exc.messages)) from exc
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why ``key`` may not appear in any body or query, or None if it may."""
+    if key.startswith("$"):
+        return "a key may not begin with '$'"
+    if "." in key:
+        return "a key may not contain '.'"
+    return None
+
+
+def unsafe_json(value: Any, path: str = "", depth: int = 0) -> dict[str, list[str]]:
+    """Every place in a parsed JSON document that breaks the platform's rules, by path.
+
+    Keys beginning with ``$`` or containing ``.`` would be MongoDB operators
+    or dotted paths if any code ever passed the document on to a query or
+    update; they are refused here, for every route, whatever its schema.
+    Strings over ``MAX_STRING_CHARS`` and nesting over ``MAX_JSON_DEPTH`` are
+    refused too.
+    """
+    name = path or "_schema"
+    if depth > MAX_JSON_DEPTH:
+        return {name: [f"nested deeper than {MAX_JSON_DEPTH} levels"]}
+    problems: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            reason = unsafe_key(str(key))
+            if reason:
+                problems.setdefault(child, []).append(reason)
+            problems.update(unsafe_json(item, child, depth + 1))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.update(unsafe_json(item, f"{path}[{index}]", depth + 1))
+    elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+        problems[name] = [f"longer than {MAX_STRING_CHARS} characters"]
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PATH_INT:
+        problems[name] = ["a number outside the 64-bit range"]
+    return problems
+
+
+_BRACKETS = re.compile(r"[\[\]]")
+
+
+def check_query(request: Request) -> None:
+    """Refuse query keys that begin with ``$`` or contain ``.``, and over-long parameters."""
+    problems: dict[str, list[str]] = {}
+    for key, value in request.args.items(multi=True):
+        # ``a[$ne]=1`` is how qs-style parsers spell a nested key: each part counts.
+        reason = next(filter(None, map(unsafe_key, _BRACKETS.split(key))), None)
+        if reason:
+            problems.setdefault(key, []).append(reason)
+        if len(key) > MAX_QUERY_CHARS or len(value) > MAX_QUERY_CHARS:
+            problems.setdefault(key[:64], []).append(f"longer than {MAX_QUERY_CHARS} characters")
+    if problems:
+        raise InvalidInput("the query parameters have keys or values no route accepts", problems)
+
+
+def check_json_body(request: Request) -> None:
+    """``unsafe_json`` on a JSON body before the route runs, so every route refuses alike.
+
+    A body that does not parse is left to ``load_body``, which says why (400).
+    """
+    try:
+        raw = json.loads(request.get_data(cache=True, as_text=False) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return
+    problems = unsafe_json(raw)
+    if problems:
+        raise InvalidInput("the request body has keys or values no route accepts", problems)
 
 
 class QueryList(marshmallow.fields.List):
@@ -168,6 +368,9 @@ def load_query(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
         ) from exc
     if repeated:
         raise InvalidInput("the query parameters failed validation", repeated)
+    out_of_range = unsafe_json(loaded)
+    if out_of_range:
+        raise InvalidInput("the query parameters failed validation", out_of_range)
     return loaded
 
 
@@ -176,6 +379,52 @@ def _as_dict(messages: Any) -> dict[str, Any]:
 
 
 SchemaRef = type[marshmallow.Schema] | marshmallow.Schema
+
+
+class _ProblemWsgiApp(WsgiApp):
+    """nameko's WSGI app, with its routing errors (no such path, method) as problem+json.
+
+    nameko answers a URL that matches no route, or a path parameter its
+    converter refuses, with werkzeug's HTML error page before any route runs;
+    this gives the same problem+json and security headers a route gives.
+    """
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            adapter.match()
+        except HTTPException as exc:
+            response = problem(exc.code or 500, exc.name, exc.description or "")
+            if exc.code == 405:
+                allowed = getattr(exc, "valid_methods", None) or []
+                response.headers["Allow"] = ", ".join(allowed)
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response(environ, start_response)
+        return super().__call__(environ, start_response)
+
+
+class BoundedIntegerConverter(IntegerConverter):
+    """``<int:...>`` that stops at ``MAX_PATH_INT``: a larger number is 404, not a crash below."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", MAX_PATH_INT)
+        super().__init__(map, *args, **kwargs)
+
+
+class PlatformWebServer(WebServer):
+    """The per-process HTTP server every ``Route`` registers with (``_ProblemWsgiApp``)."""
+
+    def get_wsgi_app(self) -> WsgiApp:
+        return _ProblemWsgiApp(self)
+
+    def make_url_map(self) -> Map:
+        url_map = Map(converters={"int": BoundedIntegerConverter})
+        for provider in self._providers:
+            rule = provider.get_url_rule()
+            rule.endpoint = provider
+            url_map.add(rule)
+        return url_map
 
 
 class Route(HttpRequestHandler):
@@ -194,7 +443,13 @@ class Route(HttpRequestHandler):
 
     ``{service}`` in ``url`` stands for the service's name, so a base class
     can declare a route under each service's own prefix.
+
+    Whether a route needs a token is decided by ``shequ.public`` alone;
+    ``public`` here records what the route's author meant, and a unit test
+    requires the two to agree.
     """
+
+    server = PlatformWebServer()
 
     def __init__(
         self,
@@ -214,7 +469,8 @@ class Route(HttpRequestHandler):
         tags: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
-        self.public = public
+        self.declared_public = public
+        self.public = route_is_public(method, url)
         self.summary = summary
         self.body = body
         self.query = query
@@ -237,9 +493,12 @@ class Route(HttpRequestHandler):
     def setup(self) -> None:
         config = self.container.config
         self.max_body = int(config.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-        self.jwt_secret = config.get("JWT_SECRET") or ""
-        self.jwt_issuer = config.get("JWT_ISSUER", DEFAULT_ISSUER)
-        self.jwt_audience = config.get("JWT_AUDIENCE", DEFAULT_AUDIENCE)
+        self.verifier = _shared_verifier(AuthSettings.from_config(config))
+        self.limited = self.public and bool(set(self.method.split(",")) & WRITE_METHODS)
+        self.limiter = _shared_limiter(
+            float(config.get("RATE_LIMIT_PER_MINUTE", 30)), int(config.get("RATE_LIMIT_BURST", 10))
+        )
+        self.trusted_hops = int(config.get("TRUSTED_PROXY_HOPS", 1))
         super().setup()
 
     def handle_request(self, request: Request) -> Response:
@@ -249,12 +508,19 @@ class Route(HttpRequestHandler):
             response = super().handle_request(request)
         except Exception as exc:  # errors before the worker ran
             response = self.response_from_exception(exc)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", DOCUMENT_POLICY)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         HTTP_REQUEST_SECONDS.labels(
             self.container.service_name, request.method, self.url, str(response.status_code)
         ).observe(time.monotonic() - started)
         return response
 
     def _admit(self, request: Request) -> None:
+        # nameko's server hands over a shallow request and its handler unshallows
+        # it; the body checks here come first, so they do the same.
+        request.shallow = False
         length = request.content_length
         if length is not None and length > self.max_body:
             raise BodyTooLarge(f"the body has {length} bytes; the limit is {self.max_body}")
@@ -263,19 +529,22 @@ class Route(HttpRequestHandler):
             if len(body) > self.max_body:
                 raise BodyTooLarge(f"the body exceeds the limit of {self.max_body} bytes")
             request._cached_data = body  # type: ignore[attr-defined]
+        if self.limited and request.method in WRITE_METHODS:
+            wait = self.limiter.take(client_key(request, self.trusted_hops))
+            if wait > 0:
+                raise TooManyRequests(
+                    "too many requests from this client; try again later",
+                    retry_after=max(1, math.ceil(wait)),
+                )
         request.identity = None  # type: ignore[attr-defined]
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            if not self.jwt_secret:
-                raise Unauthorized("this service has no JWT_SECRET configured")
-            request.identity = verify_token(  # type: ignore[attr-defined]
-                header[7:].strip(),
-                secret=self.jwt_secret,
-                issuer=self.jwt_issuer,
-                audience=self.jwt_audience,
-            )
+            request.identity = self.verifier.verify(header[7:].strip())  # type: ignore[attr-defined]
         elif not self.public:
             raise Unauthorized("this route needs a bearer token (Authorization: Bearer ...)")
+        check_query(request)
+        if request.method in WRITE_METHODS and request.mimetype == "application/json":
+            check_json_body(request)
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, dict | list):
@@ -291,6 +560,8 @@ class Route(HttpRequestHandler):
             response = problem(exc.status, exc.title, exc.detail, **exc.extra)
             if isinstance(exc, Unauthorized):
                 response.headers["WWW-Authenticate"] = "Bearer"
+            if isinstance(exc, TooManyRequests):
+                response.headers["Retry-After"] = str(exc.retry_after)
             return response
         if isinstance(exc, HTTPException) and exc.code:
             return problem(exc.code, exc.name, exc.description or "")

@@ -9,7 +9,8 @@ schemas the code enforces. It needs the class only, not a running service:
 
 Errors are documented once: every problem status is a shared response in
 ``components`` with the ``Problem`` schema (RFC 9457), and each operation
-refers to the statuses it can return.
+refers to the statuses it can return (429 on public routes that write: the
+per-client rate limit).
 """
 
 from __future__ import annotations
@@ -28,15 +29,19 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from shequ.http import PROBLEM_JSON, Route
+from shequ.http import MAX_PATH_INT, PROBLEM_JSON, WRITE_METHODS, Route
 
 OPENAPI_VERSION = "3.0.3"
 OPERATIONS_TAG = "operations"
 #: Routes every service has through ``PlatformService``; they are tagged apart.
 PLATFORM_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi"})
 
-_PATH_PARAMETER = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_PATH_PARAMETER = re.compile(
+    r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>\w+)>"
+)
 _CONVERTER_TYPES = {"int": "integer", "float": "number"}
+_FORMAT_SUFFIX = re.compile(r"\.<any\((?P<args>[^)]*)\):\w+>$")
+_SUFFIX_TYPES = {"json": "application/json", "xml": "text/xml"}
 
 
 class ProblemSchema(marshmallow.Schema):
@@ -69,15 +74,22 @@ def routes_of(service_cls: type) -> list[tuple[str, Route]]:
 def openapi_path(url: str) -> tuple[str, list[dict[str, Any]]]:
     """A werkzeug rule (``/x/<int:id>``) as an OpenAPI path (``/x/{id}``) and its parameters."""
     parameters = [
-        {
-            "in": "path",
-            "name": match["name"],
-            "required": True,
-            "schema": {"type": _CONVERTER_TYPES.get(match["converter"] or "", "string")},
-        }
+        {"in": "path", "name": match["name"], "required": True, "schema": _path_schema(match)}
         for match in _PATH_PARAMETER.finditer(url)
     ]
     return _PATH_PARAMETER.sub(lambda match: "{" + match["name"] + "}", url), parameters
+
+
+def _path_schema(match: re.Match[str]) -> dict[str, Any]:
+    """A path parameter's schema; ``any(a, b)`` becomes an enum, so clients can fill it in."""
+    converter = match["converter"] or ""
+    if converter == "any" and match["args"]:
+        values = [part.strip().strip("'\"") for part in match["args"].split(",")]
+        return {"type": "string", "enum": [value for value in values if value]}
+    schema: dict[str, Any] = {"type": _CONVERTER_TYPES.get(converter, "string")}
+    if converter == "int":
+        schema.update(minimum=0, maximum=MAX_PATH_INT)
+    return schema
 
 
 @cache
@@ -166,7 +178,18 @@ def _success(route: Route) -> dict[str, Any]:
         return described
     schema = dict(route.response) if isinstance(route.response, Mapping) else route.response
     described["content"] = {route.media_type: {"schema": schema}}
+    for media_type in _suffix_media_types(route.url):
+        described["content"].setdefault(media_type, {"schema": {"type": "string"}})
     return described
+
+
+def _suffix_media_types(url: str) -> list[str]:
+    """Media types a format suffix (``/x.<any(json,xml):fmt>``) lets a client choose."""
+    match = _FORMAT_SUFFIX.search(url)
+    if match is None:
+        return []
+    extensions = [part.strip().strip("'\"") for part in match["args"].split(",")]
+    return [_SUFFIX_TYPES[ext] for ext in extensions if ext in _SUFFIX_TYPES]
 
 
 def _problems(route: Route) -> list[int]:
@@ -180,6 +203,8 @@ def _problems(route: Route) -> list[int]:
         statuses.update({400, 413, 422})
     if route.query is not None:
         statuses.add(422)
+    if route.public and set(route.method.split(",")) & WRITE_METHODS:
+        statuses.add(429)
     return sorted(statuses)
 
 

@@ -145,6 +145,10 @@ def stack_on(
             "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_BASE_SECONDS": "0.2",
             "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_MAX_DELAY_SECONDS": "1",
             "SHEQU_NOTIFY_SUBSCRIPTION_RETRY_HORIZON_SECONDS": "4",
+            # Every test posts from loopback: the per-client limit on public
+            # writes is lifted, except in the tests of the limit itself.
+            "SHEQU_RATE_LIMIT_PER_MINUTE": "60000",
+            "SHEQU_RATE_LIMIT_BURST": "10000",
             **(env or {}),
         },
     )

@@ -232,6 +232,7 @@ class DisclosureService(BoardPages, PlatformService):
         summary="Consistency proof between two tree sizes (RFC 9162)",
         query=ConsistencyQuerySchema,
         response=ConsistencyProofSchema,
+        errors=(404,),
     )
     def get_consistency_proof(self, request: Request) -> dict[str, Any]:
         """Without ``second``, up to the latest signed checkpoint."""
@@ -253,6 +254,7 @@ class DisclosureService(BoardPages, PlatformService):
         public=True,
         summary="The latest signed checkpoint, with witnesses' cosignatures",
         response=CheckpointSchema,
+        errors=(404,),
     )
     def get_checkpoint(self, request: Request) -> dict[str, Any]:
         latest = self.entries.latest_checkpoint()

@@ -14,7 +14,9 @@ ID = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", error="ids are 1-64 letters, digits, _ . -"
 )
 CODE = validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$", error="codes are lower-case letters, digits, _")
-MONTH = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="a month is YYYY-MM")
+# Years 1000-2999: the calendar arithmetic of a month (its end is the next
+# month's start) stays inside what Python's dates can hold.
+MONTH = validate.Regexp(r"^[12]\d{3}-(0[1-9]|1[0-2])$", error="a month is YYYY-MM")
 PHONE = re.compile(r"^\+?[0-9 -]{5,20}$")
 
 

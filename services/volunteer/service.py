@@ -396,7 +396,7 @@ class VolunteerService(PlatformService):
         "/api/v1/volunteer/rounds/<string:month>",
         summary="Generate a month's missing visit tasks now (admin; the timer does it anyway)",
         response=RoundResultSchema,
-        errors=(403,),
+        errors=(403, 422),
     )
     def run_round(self, request: Request, month: str) -> dict[str, Any]:
         """For catching up by hand, and for tests; creating twice creates nothing more."""

@@ -27,7 +27,7 @@ def stored(platform: Platform) -> tuple[int, int]:
     [
         ({**VALID, "category": "no_such_thing"}, "category", "unknown category 'no_such_thing'"),
         ({**VALID, "grid_cell": "zz-99"}, "grid_cell", "unknown grid cell 'zz-99'"),
-        ({**VALID, "grid_cell": {"$ne": ""}}, "grid_cell", "Not a valid string."),
+        ({**VALID, "grid_cell": {"$ne": ""}}, "grid_cell.$ne", "may not begin with '$'"),
         ({**VALID, "location": {"lat": 91, "lon": 0}}, "location", None),
         ({**VALID, "description": "长" * 2001}, "description", None),
         ({**VALID, "reporter_phone": "13800000000"}, "reporter_phone", "Unknown field."),

@@ -174,7 +174,7 @@ def test_community_staff_read_only_their_communitys_places(platform: Platform) -
             "polygon",
         ),  # fmt: skip
         ("cells", {"name": "坏", "community": "hx-qingyuan", "colour": "red"}, "colour"),
-        ("cells", {"name": "坏", "community": {"$ne": ""}}, "community"),
+        ("cells", {"name": "坏", "community": {"$ne": ""}}, "community.$ne"),
         ("buildings", {"name": "坏楼", "cell": "zz-99"}, "cell"),
         ("grid-workers", {"name": "某", "cells": []}, "cells"),
         ("departments", {"name_zh": "坏", "name_en": "Bad", "categories": ["nope"]}, "categories"),

@@ -37,3 +37,24 @@ def test_each_service_gets_its_api_prefix_and_the_grid_the_open311_prefix() -> N
     assert targets["/api/v1/notify/"] == {"target": "http://127.0.0.1:2/api/v1/notify/"}
     assert targets["/open311/"] == {"target": "http://127.0.0.1:1/open311/"}
     assert "/board/" not in targets
+
+
+@Request.application
+def _echo_forwarded(request: Request) -> Response:
+    return Response(request.headers.get("X-Forwarded-For", ""), status=200)
+
+
+def test_the_callers_address_is_appended_to_x_forwarded_for() -> None:
+    client = Client(BodyLimit(_echo_forwarded, max_body=10))
+    plain = client.get("/", environ_overrides={"REMOTE_ADDR": "192.0.2.5"})
+    assert plain.text == "192.0.2.5"
+    claimed = client.get(
+        "/", headers={"X-Forwarded-For": "6.6.6.6"}, environ_overrides={"REMOTE_ADDR": "192.0.2.5"}
+    )
+    assert claimed.text == "6.6.6.6, 192.0.2.5"
+
+
+def test_the_front_doors_own_problems_carry_the_security_headers() -> None:
+    response = Client(BodyLimit(_echo_length, max_body=1)).post("/x", data=b"xx")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]

@@ -110,11 +110,21 @@ def test_problem_responses_are_defined_once_as_problem_json() -> None:
     }
 
 
-def test_a_public_route_needs_no_token_and_expands_its_query_schema() -> None:
+def test_a_route_marked_public_but_not_on_the_allow_list_still_needs_a_token() -> None:
     things = build_spec(ToyService)["paths"]["/api/v1/toy/things"]["get"]
-    assert things["security"] == []
+    assert "security" not in things
+    assert "401" in things["responses"]
+
+
+def test_a_query_schema_is_expanded_into_parameters() -> None:
+    things = build_spec(ToyService)["paths"]["/api/v1/toy/things"]["get"]
     assert [(p["in"], p["name"]) for p in things["parameters"]] == [("query", "colour")]
-    assert "401" not in things["responses"]
+
+
+def test_an_allow_listed_route_needs_no_token() -> None:
+    metrics = build_spec(ToyService)["paths"]["/metrics"]["get"]
+    assert metrics["security"] == []
+    assert "401" not in metrics["responses"]
 
 
 def test_a_route_without_metadata_is_listed_with_its_path_parameters() -> None:
