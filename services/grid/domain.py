@@ -99,6 +99,8 @@ class Incident:
     department: str | None = None
     clocks: dict[str, Clock] = field(default_factory=dict)
     next_due: datetime | None = None
+    #: The earliest running clock's deadline (``deadlines.next_deadline``), for the SLA board.
+    next_deadline: datetime | None = None
     event_seq: int = 1
     # Co-handling (吹哨报到) and extensions (延期); see ``workflow.consequences``.
     subtasks: list[dict[str, Any]] = field(default_factory=list)
@@ -189,6 +191,7 @@ def report_incident(
         {}, policy, urgency=incident.urgency, to_state="reported", at=now
     )
     incident.next_due = deadlines.next_due(incident.clocks)
+    incident.next_deadline = deadlines.next_deadline(incident.clocks)
     return incident
 
 

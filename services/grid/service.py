@@ -57,6 +57,7 @@ from shequ_services.grid.schemas import (
     TransitionRequestSchema,
     incident_schema,
 )
+from shequ_services.grid.sla_pages import SlaPages
 from shequ_services.grid.store import (
     IncidentChanged,
     IncidentNotFound,
@@ -109,7 +110,7 @@ def open311_answer(method: Callable[..., Response]) -> Callable[..., Response]:
     return answer
 
 
-class GridService(PlatformService):
+class GridService(SlaPages, PlatformService):
     name = "grid"
 
     incidents = Store(IncidentRepository)
