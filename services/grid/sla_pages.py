@@ -54,7 +54,10 @@ SLA_HEADERS = {**PAGE_HEADERS, "Cache-Control": "no-store"}
 #: ``Sec-Fetch-Site`` values of a request this site's own page (or the address bar) made.
 OWN_SITE = frozenset({"same-origin", "none"})
 _STATIC = resources.files("shequ_services.grid") / "static"
-STATIC_FILES = {"sla.css": ((_STATIC / "sla.css").read_bytes(), "text/css; charset=utf-8")}
+STATIC_FILES = {
+    "sla.css": ((_STATIC / "sla.css").read_bytes(), "text/css; charset=utf-8"),
+    "icon.svg": ((_STATIC / "icon.svg").read_bytes(), "image/svg+xml"),
+}
 EXPIRED = "登录已失效（令牌已过期或无效），请重新登录。"
 
 
@@ -187,8 +190,8 @@ class SlaPages:
         "GET",
         "/sla/static/<name>",
         public=True,
-        summary="The SLA board's style sheet (sla.css)",
-        response={"type": "string", "description": "a CSS file"},
+        summary="The SLA board's style sheet (sla.css) and icon (icon.svg)",
+        response={"type": "string", "description": "a CSS or SVG file"},
         media_type="text/css",
         responses={404: "no such file"},
         tags=TAGS,
