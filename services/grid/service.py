@@ -323,7 +323,11 @@ class GridService(SlaPages, PlatformService):
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
-        """Raise the clock alerts that fell due; safe with several replicas and restarts."""
+        """Raise the clock alerts that fell due; safe with several replicas and restarts.
+
+        Also gives incidents stored before ``next_deadline`` existed their value,
+        a batch a scan, so the SLA board orders them by deadline too.
+        """
         now = datetime.now(UTC)
         for incident in self.incidents.due(now, limit=200):
             alerts = deadlines.due_alerts(incident.clocks, now)
@@ -339,6 +343,7 @@ class GridService(SlaPages, PlatformService):
                 if alert.kind == "overdue":
                     clock = incident.clocks[alert.clock].name
                     SLA_BREACHES.labels(clock, incident.category).inc()
+        self.incidents.fill_next_deadlines(limit=200)
         INCIDENTS_OPEN.clear()
         for category, count in self.incidents.open_by_category().items():
             INCIDENTS_OPEN.labels(category).set(count)

@@ -436,6 +436,24 @@ class IncidentRepository(Repository):
             )
         return [_sla_record(document) for document in found], total
 
+    def fill_next_deadlines(self, limit: int) -> int:
+        """Give up to ``limit`` open incidents stored without ``next_deadline`` their value.
+
+        Incidents stored before the field existed would otherwise sort after
+        every other on the SLA board until their next step. Conditional on the
+        version read, like a step, so a step taken meanwhile (which writes the
+        field itself) wins; returns how many were filled.
+        """
+        missing = {"next_deadline": {"$exists": False}, "status": {"$nin": list(NOT_OPEN_STATES)}}
+        filled = 0
+        for document in self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).limit(limit):
+            result = self.db[INCIDENTS].update_one(
+                {"_id": document["_id"], "version": document["version"]},
+                {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}},
+            )
+            filled += result.modified_count
+        return filled
+
     def sla_counts(
         self,
         grants: list[Grant],
