@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ MAX_PAGE = 200
 CHART_DAYS = 30
 DUE_SOON = timedelta(hours=24)
 DEFAULT_REFRESH_SECONDS = 60
+DEFAULT_CHART_SECONDS = 300
 #: Who reads the board: the roles grid's listing gives a community, a department or all.
 READER_ROLES = frozenset({"admin", "auditor", "community_staff", "grid_worker", "department"})
 #: ``domain.REACHES`` a board reader may see through; "own" (what the caller reported) is
@@ -391,6 +392,35 @@ def series(
         satisfaction_rate=tuple(c[2].value for c in counts),
         rate_counts=tuple(counts),
     )
+
+
+class Recent:
+    """Values computed at most once per ``seconds`` per key, in this process.
+
+    The charts of the last 30 days change slowly but cost the most to build
+    (they read every incident alive in the window), while the page reloads
+    every minute for every reader on duty; readers with the same scope and
+    filters share one computation per interval. ``seconds <= 0`` keeps
+    nothing. At most ``size`` keys are kept, the oldest dropped first.
+    """
+
+    def __init__(self, seconds: float, size: int = 256) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._kept: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, now: float, compute: Callable[[], Any]) -> Any:
+        if self.seconds <= 0:
+            return compute()
+        found = self._kept.get(key)
+        if found is not None and now - found[0] < self.seconds:
+            return found[1]
+        value = compute()
+        self._kept.pop(key, None)
+        self._kept[key] = (now, value)
+        while len(self._kept) > self.size:
+            del self._kept[next(iter(self._kept))]
+        return value
 
 
 # ---------------------------------------------------------------- SVG charts

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -68,6 +69,9 @@ class SlaSettings(DependencyProvider):
         config = self.container.config
         self.settings = {
             "refresh": int(config.get("GRID_SLA_REFRESH_SECONDS", sla.DEFAULT_REFRESH_SECONDS)),
+            "charts": sla.Recent(
+                float(config.get("GRID_SLA_CHART_SECONDS", sla.DEFAULT_CHART_SECONDS))
+            ),
             "secret": config.get("JWT_SECRET") or "",
             "issuer": config.get("JWT_ISSUER", DEFAULT_ISSUER),
             "audience": config.get("JWT_AUDIENCE", DEFAULT_AUDIENCE),
@@ -244,16 +248,16 @@ class SlaPages:
             grants, ordinary, chosen, skip=(page - 1) * sla.PAGE_SIZE, limit=sla.PAGE_SIZE
         )
         cells = self.incidents.sla_counts(grants, ordinary, {}, now)
-        days, start, end = sla.window(now.astimezone(tz).date(), sla.CHART_DAYS, tz)
-        history = self.incidents.sla_history(grants, ordinary, chosen, start=start, end=end)
         labels = self._labels()
-        series = sla.series(
-            history,
-            days=days,
-            now=now,
-            tz=tz,
-            clocks=[rule.name for rule in reference.policy.clocks],
-        )
+        days, start, end = sla.window(now.astimezone(tz).date(), sla.CHART_DAYS, tz)
+
+        def charts() -> tuple[sla.Chart, ...]:
+            history = self.incidents.sla_history(grants, ordinary, chosen, start=start, end=end)
+            clocks = [rule.name for rule in reference.policy.clocks]
+            return sla.charts(sla.series(history, days=days, now=now, tz=tz, clocks=clocks))
+
+        scope = (tuple(grants), tuple(sorted(chosen.items())), days[-1])
+        drawn = self.sla_settings["charts"].get(scope, time.monotonic(), charts)
         everything = identity.has_role("admin", "auditor")
         communities = {c.community for c in cells} | set(identity.communities)
         departments = {c.department for c in cells if c.department}
@@ -282,7 +286,7 @@ class SlaPages:
             by_department=sla.tallies(cells, "department", labels),
             rows=[sla.row(record, now=now, labels=labels, tz=tz) for record in records],
             pager=sla.pager(filters, page=page, total=total),
-            charts=sla.charts(series),
+            charts=drawn,
             days=sla.CHART_DAYS,
         )
 

@@ -408,3 +408,25 @@ def test_templates_escape_what_they_show() -> None:
         refresh=0,
     )
     assert "<img src=x>" not in html and "&lt;img src=x&gt;" in html
+
+
+def test_recent_values_are_reused_within_their_interval_per_key() -> None:
+    computed: list[str] = []
+
+    def compute(value: str) -> object:
+        return lambda: computed.append(value) or value
+
+    recent = sla.Recent(seconds=300, size=2)
+    assert recent.get("a", 0.0, compute("a1")) == "a1"
+    assert recent.get("a", 299.0, compute("a2")) == "a1"
+    assert recent.get("a", 300.0, compute("a3")) == "a3"
+    assert recent.get("b", 301.0, compute("b1")) == "b1"
+    assert recent.get("c", 302.0, compute("c1")) == "c1"
+    assert recent.get("a", 303.0, compute("a4")) == "a4", "the oldest key was dropped"
+    assert computed == ["a1", "a3", "b1", "c1", "a4"]
+
+
+def test_recent_with_no_interval_computes_every_time() -> None:
+    calls = iter(range(10))
+    recent = sla.Recent(seconds=0)
+    assert [recent.get("k", 0.0, lambda: next(calls)) for _ in range(3)] == [0, 1, 2]
