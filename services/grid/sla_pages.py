@@ -244,10 +244,16 @@ class SlaPages:
         chosen = {key: value for key, value in vars(filters).items() if value}
         ordinary = frozenset(c.code for c in reference.categories.values() if not c.sensitive)
         page = query["page"]
-        records, total = self.incidents.sla_page(
-            grants, ordinary, chosen, skip=(page - 1) * sla.PAGE_SIZE, limit=sla.PAGE_SIZE
-        )
         cells = self.incidents.sla_counts(grants, ordinary, {}, now)
+        total = sla.total_of(cells, chosen)
+        records = self.incidents.sla_page(
+            grants,
+            ordinary,
+            chosen,
+            skip=(page - 1) * sla.PAGE_SIZE,
+            limit=sla.PAGE_SIZE,
+            total=total,
+        )
         labels = self._labels()
         days, start, end = sla.window(now.astimezone(tz).date(), sla.CHART_DAYS, tz)
 

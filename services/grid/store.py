@@ -403,30 +403,31 @@ class IncidentRepository(Repository):
         *,
         skip: int,
         limit: int,
-    ) -> tuple[list[sla.SlaRecord], int]:
-        """One page of the open incidents the grants show, by next deadline, and their count.
+        total: int,
+    ) -> list[sla.SlaRecord]:
+        """One page of the open incidents the grants show, by next deadline.
 
         Ordered as ``sla.urgency_key``: the incidents with a running clock by
         deadline (the index ``SLA_INDEXES``), then those with none. MongoDB
         sorts a missing value first, so the two parts are two queries.
+        ``total`` is how many open incidents the same grants and filters show
+        (``sla.total_of`` the counts, which the page reads anyway), so no
+        query here counts the whole list; only a page that reaches past the
+        first part counts the second, which is normally empty.
         """
         base = sla_query(grants, ordinary_categories, filters)
         if base is None:
-            return [], 0
-        timed = {"$and": [base, {"next_deadline": {"$ne": None}}]}
-        untimed = {"$and": [base, {"next_deadline": None}]}
-        timed_count = self.db[INCIDENTS].count_documents(timed)
-        total = timed_count + self.db[INCIDENTS].count_documents(untimed)
-        found: list[dict[str, Any]] = []
-        if skip < timed_count:
-            found += list(
-                self.db[INCIDENTS]
-                .find(timed, SLA_PROJECTION)
-                .sort([("next_deadline", ASCENDING), ("_id", ASCENDING)])
-                .skip(skip)
-                .limit(limit)
-            )
+            return []
+        found = list(
+            self.db[INCIDENTS]
+            .find({"$and": [base, {"next_deadline": {"$ne": None}}]}, SLA_PROJECTION)
+            .sort([("next_deadline", ASCENDING), ("_id", ASCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
         if len(found) < limit:
+            untimed = {"$and": [base, {"next_deadline": None}]}
+            timed_count = total - self.db[INCIDENTS].count_documents(untimed)
             found += list(
                 self.db[INCIDENTS]
                 .find(untimed, SLA_PROJECTION)
@@ -434,7 +435,7 @@ class IncidentRepository(Repository):
                 .skip(max(skip - timed_count, 0))
                 .limit(limit - len(found))
             )
-        return [_sla_record(document) for document in found], total
+        return [_sla_record(document) for document in found]
 
     def fill_next_deadlines(self, limit: int) -> int:
         """Give up to ``limit`` open incidents stored without ``next_deadline`` their value.

@@ -71,6 +71,15 @@ def put(
     store.db[INCIDENTS].insert_one(document)
 
 
+def listed(
+    store: IncidentRepository, grants: Any, filters: dict[str, str], *, skip: int, limit: int
+) -> tuple[list[sla.SlaRecord], int]:
+    """A page as the board reads it: the total from the counts, then the page."""
+    total = sla.total_of(store.sla_counts(grants, ORDINARY, {}, NOW), filters)
+    found = store.sla_page(grants, ORDINARY, filters, skip=skip, limit=limit, total=total)
+    return found, total
+
+
 def test_pages_walk_the_timed_part_by_deadline_then_the_untimed_part(
     store: IncidentRepository,
 ) -> None:
@@ -80,7 +89,7 @@ def test_pages_walk_the_timed_part_by_deadline_then_the_untimed_part(
     put(store, "u-b", status="accepted")
     put(store, "u-a", status="accepted")
     put(store, "closed", clock("feedback", NOW - timedelta(days=1)), status="closed_resolved")
-    pages = [store.sla_page(ADMIN, ORDINARY, {}, skip=skip, limit=2) for skip in (0, 2, 4, 6)]
+    pages = [listed(store, ADMIN, {}, skip=skip, limit=2) for skip in (0, 2, 4, 6)]
     assert [[r.id for r in found] for found, _ in pages] == [
         ["t-late", "t-soon"],
         ["t-later", "u-a"],
@@ -88,7 +97,7 @@ def test_pages_walk_the_timed_part_by_deadline_then_the_untimed_part(
         [],
     ]
     assert {total for _, total in pages} == {5}, "closed incidents are not counted"
-    whole, _ = store.sla_page(ADMIN, ORDINARY, {}, skip=0, limit=10)
+    whole, _ = listed(store, ADMIN, {}, skip=0, limit=10)
     assert [r.id for r in whole] == [r.id for r in sla.order(whole)], "the pure order agrees"
 
 
@@ -107,13 +116,13 @@ def test_scope_and_filters_narrow_the_list_and_the_counts(store: IncidentReposit
     staff = sla.board_grants(
         ReaderClaims("s", frozenset({"community_staff"}), communities=("hx-liushu",))
     )
-    found, total = store.sla_page(staff, ORDINARY, {}, skip=0, limit=10)
+    found, total = listed(store, staff, {}, skip=0, limit=10)
     assert ([r.id for r in found], total) == (["l-1"], 1)
-    assert store.sla_page(staff, ORDINARY, {"community": "hx-qingyuan"}, skip=0, limit=10) == (
+    assert listed(store, staff, {"community": "hx-qingyuan"}, skip=0, limit=10) == (
         [],
         0,
     )
-    by_department, _ = store.sla_page(ADMIN, ORDINARY, {"department": "municipal"}, skip=0, limit=9)
+    by_department, _ = listed(store, ADMIN, {"department": "municipal"}, skip=0, limit=9)
     assert [r.id for r in by_department] == ["q-2", "q-3"]
 
     cells = {(c.community, c.department): c for c in store.sla_counts(ADMIN, ORDINARY, {}, NOW)}
@@ -158,11 +167,11 @@ def test_incidents_stored_before_next_deadline_are_filled_in_once(
     store.db[INCIDENTS].update_many(
         {"_id": {"$in": ["legacy", "legacy-closed"]}}, {"$unset": {"next_deadline": ""}}
     )
-    before, _ = store.sla_page(ADMIN, ORDINARY, {}, skip=0, limit=10)
+    before, _ = listed(store, ADMIN, {}, skip=0, limit=10)
     assert [r.id for r in before] == ["current", "legacy"], "unknown deadline: listed last"
     assert store.fill_next_deadlines(limit=10) == 1
     assert store.fill_next_deadlines(limit=10) == 0
-    after, _ = store.sla_page(ADMIN, ORDINARY, {}, skip=0, limit=10)
+    after, _ = listed(store, ADMIN, {}, skip=0, limit=10)
     assert [r.id for r in after] == ["legacy", "current"], "now by its deadline"
     stored = store.db[INCIDENTS].find_one({"_id": "legacy-closed"})
     assert "next_deadline" not in stored, "closed incidents are left alone"

@@ -430,3 +430,16 @@ def test_recent_with_no_interval_computes_every_time() -> None:
     calls = iter(range(10))
     recent = sla.Recent(seconds=0)
     assert [recent.get("k", 0.0, lambda: next(calls)) for _ in range(3)] == [0, 1, 2]
+
+
+def test_the_lists_length_comes_from_the_counts_under_the_same_filters() -> None:
+    cells = [
+        sla.Cell("hx-qingyuan", "municipal", open=5, overdue=1, due_soon=2),
+        sla.Cell("hx-qingyuan", None, open=3, overdue=0, due_soon=1),
+        sla.Cell("hx-liushu", "municipal", open=2, overdue=2, due_soon=0),
+    ]
+    assert sla.total_of(cells, {}) == 10
+    assert sla.total_of(cells, {"community": "hx-qingyuan"}) == 8
+    assert sla.total_of(cells, {"department": "municipal"}) == 7
+    assert sla.total_of(cells, {"community": "hx-liushu", "department": "municipal"}) == 2
+    assert sla.total_of(cells, {"community": "hx-guihua"}) == 0
