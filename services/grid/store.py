@@ -27,6 +27,7 @@ from shequ_services.grid.domain import (
     Incident,
     Rating,
     Reader,
+    open_deadline,
     read_grants,
 )
 from shequ_services.grid.rates import RESPONSE_CLOCK, Facts
@@ -148,7 +149,7 @@ class IncidentRepository(Repository):
                 "status": step.to_state,
                 "clocks": _clock_documents(clocks),
                 "next_due": deadlines.next_due(clocks),
-                "next_deadline": deadlines.next_deadline(clocks),
+                "next_deadline": open_deadline(step.to_state, clocks),
             }
             document = self.db[INCIDENTS].find_one_and_update(
                 {"_id": incident.id, "version": incident.version},
@@ -223,7 +224,7 @@ class IncidentRepository(Repository):
                     "$set": {
                         "clocks": _clock_documents(clocks),
                         "next_due": deadlines.next_due(clocks),
-                        "next_deadline": deadlines.next_deadline(clocks),
+                        "next_deadline": open_deadline(incident.status, clocks),
                     },
                     "$inc": {"event_seq": len(alerts)},
                 },
@@ -416,11 +417,16 @@ class IncidentRepository(Repository):
         first part counts the second, which is normally empty.
         """
         base = sla_query(grants, ordinary_categories, filters)
-        if base is None:
+        visible = read_clause(grants, ordinary_categories)
+        if base is None or visible is None:
             return []
+        # next_deadline is set on open incidents only (domain.open_deadline), so the
+        # first part needs no condition on the state: a range of the index.
+        timed = [c for c in (visible, filter_clause(filters)) if c]
+        timed.append({"next_deadline": {"$ne": None}})
         found = list(
             self.db[INCIDENTS]
-            .find({"$and": [base, {"next_deadline": {"$ne": None}}]}, SLA_PROJECTION)
+            .find({"$and": timed}, SLA_PROJECTION)
             .sort([("next_deadline", ASCENDING), ("_id", ASCENDING)])
             .skip(skip)
             .limit(limit)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from shequ.store import ensure_indexes
-from shequ_services.grid import deadlines, sla
+from shequ_services.grid import sla
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import Incident, ReaderClaims
+from shequ_services.grid.domain import Incident, ReaderClaims, open_deadline
 from shequ_services.grid.store import INCIDENTS, IncidentRepository
 from tests.conftest import Servers
 
@@ -49,6 +49,7 @@ def put(
 ) -> None:
     """Store an incident document as the repository writes one (``add_reported``'s shape)."""
     named = {c.name: c for c in clocks}
+    status = kw.pop("status", "reported")
     incident = Incident(
         id=incident_id,
         category=kw.pop("category", "facility_damaged"),
@@ -59,10 +60,10 @@ def put(
         reporter="res-1",
         channel="resident_app",
         urgency="simple",
-        status=kw.pop("status", "reported"),
+        status=status,
         reported_at=kw.pop("reported_at", NOW - timedelta(days=1)),
         clocks=named,
-        next_deadline=deadlines.next_deadline(named),
+        next_deadline=open_deadline(status, named),
         **kw,
     )
     document = asdict(incident)

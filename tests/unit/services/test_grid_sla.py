@@ -10,7 +10,7 @@ import pytest
 
 from shequ_services.grid import rates, sla
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import ReaderClaims
+from shequ_services.grid.domain import ReaderClaims, open_deadline
 from shequ_services.grid.rates import Facts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -102,6 +102,14 @@ def test_equal_deadlines_order_by_id_so_pages_are_stable() -> None:
     deadline = NOW + timedelta(hours=1)
     ordered = sla.order([record(i, running("resolve", deadline)) for i in ("c", "a", "b")])
     assert [r.id for r in ordered] == ["a", "b", "c"]
+
+
+def test_only_open_incidents_keep_a_deadline_to_sort_by() -> None:
+    clocks = {"feedback": running("feedback", NOW + timedelta(hours=2))}
+    assert open_deadline("handled", clocks) == NOW + timedelta(hours=2)
+    for status in ("closed_resolved", "closed_unresolved", "rejected", "merged"):
+        assert open_deadline(status, clocks) is None, "a policy may leave a clock running"
+    assert open_deadline("accepted", {}) is None
 
 
 # -- time in words --------------------------------------------------------------------
