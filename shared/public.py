@@ -43,7 +43,11 @@ PUBLIC_ROUTES: tuple[PublicRoute, ...] = (
         "witnesses' cosignatures, each checked against a configured witness key",
     ),
     # The grid's public service-level page and category list.
-    PublicRoute("GET", "/sla/*", "public service-level figures"),
+    # The ops SLA board is not public: it answers its own sign-in form and
+    # checks the token (cookie or header) on every page itself (services/grid/sla_pages.py).
+    PublicRoute("GET", "/sla/*", "the ops SLA board; signs in and checks tokens itself"),
+    PublicRoute("POST", "/sla/session", "the SLA board's sign-in: checks the pasted token"),
+    PublicRoute("POST", "/sla/session/end", "the SLA board's sign-out"),
     PublicRoute("GET", "/api/v1/grid/categories", "what can be reported"),
     # Open311 GeoReport v2: anonymous reads; a POST carries the client's api_key.
     PublicRoute("GET", "/open311/v2/*", "Open311 reads (public views, no personal data)"),

@@ -415,3 +415,14 @@ def next_due(clocks: Mapping[str, Clock]) -> datetime | None:
     """The earliest moment an alert of any running clock falls due."""
     moments = [when for clock in clocks.values() for _, when in clock.due()]
     return min(moments) if moments else None
+
+
+def next_deadline(clocks: Mapping[str, Clock]) -> datetime | None:
+    """The earliest deadline of a running clock: what the ops SLA board orders by.
+
+    Unlike ``next_due`` (the next alert, which may be a warning or an
+    escalation) this is the deadline itself, and it stays put once passed, so
+    an overdue incident keeps sorting before those still within their limit.
+    """
+    deadlines = [clock.deadline for clock in clocks.values() if clock.running]
+    return min(deadlines) if deadlines else None

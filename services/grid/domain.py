@@ -99,6 +99,8 @@ class Incident:
     department: str | None = None
     clocks: dict[str, Clock] = field(default_factory=dict)
     next_due: datetime | None = None
+    #: The SLA board's sort key while the incident is open (``open_deadline``).
+    next_deadline: datetime | None = None
     event_seq: int = 1
     # Co-handling (吹哨报到) and extensions (延期); see ``workflow.consequences``.
     subtasks: list[dict[str, Any]] = field(default_factory=list)
@@ -189,6 +191,7 @@ def report_incident(
         {}, policy, urgency=incident.urgency, to_state="reported", at=now
     )
     incident.next_due = deadlines.next_due(incident.clocks)
+    incident.next_deadline = open_deadline(incident.status, incident.clocks)
     return incident
 
 
@@ -372,6 +375,19 @@ def closed_at(incident: Incident) -> datetime | None:
 # them; nothing is merged automatically (two lamps may really be broken).
 
 NOT_OPEN_STATES = (*CLOSED_STATES, "rejected", "merged")
+
+
+def open_deadline(status: str, clocks: Mapping[str, deadlines.Clock]) -> datetime | None:
+    """What the store keeps as ``next_deadline``: the earliest running clock's deadline
+    while the incident is open, ``None`` once it is closed, rejected or merged.
+
+    ``None`` for every incident no longer open, whatever a policy left running,
+    lets the SLA board's main query be one range of the ``next_deadline``
+    index with no condition on the state.
+    """
+    if status in NOT_OPEN_STATES:
+        return None
+    return deadlines.next_deadline(clocks)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from shequ_services.grid.domain import CHANNELS, NATIVE_CHANNELS, URGENCY_TIERS
 from shequ_services.grid.rates import GROUPINGS
 from shequ_services.grid.rating import MAX_COMMENT
 from shequ_services.grid.registry import ID_PATTERN
+from shequ_services.grid.sla import MAX_PAGE
 from shequ_services.grid.workflow import RULES, STATES
 
 MAX_DESCRIPTION = 2000
@@ -629,3 +630,34 @@ REGISTRY_PAGE_DOC = {
         "next": {"type": "string", "nullable": True},
     },
 }
+
+
+# -- the ops SLA board (/sla/): HTML forms, loaded like the API's bodies and queries --------
+
+
+class SlaQuerySchema(marshmallow.Schema):
+    """The board's filters (a community, a department) and the page of the ordered list."""
+
+    community = fields.String(validate=validate.Regexp(ID_PATTERN))
+    department = fields.String(validate=validate.Regexp(ID_PATTERN))
+    page = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE), load_default=1)
+
+    @marshmallow.pre_load
+    def blank_is_absent(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """An empty select ("全部社区") sends ``community=``: that means no filter."""
+        return {key: value for key, value in data.items() if value != ""}
+
+
+class SlaSignInSchema(marshmallow.Schema):
+    """The sign-in form: a bearer token pasted by the member of staff, and the form's token."""
+
+    token = fields.String(required=True, validate=validate.Length(min=1, max=8192))
+    csrf = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class SlaSignOutSchema(marshmallow.Schema):
+    csrf = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+#: The board's pages are HTML: documented as a string, like the public board's.
+SLA_PAGE_DOC = {"type": "string", "description": "an HTML page"}

@@ -66,6 +66,7 @@ from shequ_services.grid.schemas import (
     TransitionRequestSchema,
     incident_schema,
 )
+from shequ_services.grid.sla_pages import SlaPages
 from shequ_services.grid.store import (
     IncidentChanged,
     IncidentNotFound,
@@ -118,7 +119,7 @@ def open311_answer(method: Callable[..., Response]) -> Callable[..., Response]:
     return answer
 
 
-class GridService(PlatformService):
+class GridService(SlaPages, PlatformService):
     name = "grid"
 
     incidents = Store(IncidentRepository)
@@ -324,7 +325,11 @@ class GridService(PlatformService):
 
     @timer("GRID_DEADLINE_SCAN_SECONDS", 15)
     def scan_deadlines(self) -> None:
-        """Raise the clock alerts that fell due; safe with several replicas and restarts."""
+        """Raise the clock alerts that fell due; safe with several replicas and restarts.
+
+        Also gives incidents stored before ``next_deadline`` existed their value,
+        a batch a scan, so the SLA board orders them by deadline too.
+        """
         now = datetime.now(UTC)
         for incident in self.incidents.due(now, limit=200):
             alerts = deadlines.due_alerts(incident.clocks, now)
@@ -340,6 +345,7 @@ class GridService(PlatformService):
                 if alert.kind == "overdue":
                     clock = incident.clocks[alert.clock].name
                     SLA_BREACHES.labels(clock, incident.category).inc()
+        self.incidents.fill_next_deadlines(limit=200)
 
     def refresh_metrics(self) -> None:
         """Open work and the rates' counts, from the store, for the scrape under way.

@@ -15,9 +15,10 @@ from shequ.contracts import grid as contract
 from shequ.errors import NotFound
 from shequ.pagination import InvalidCursor
 from shequ.store import Repository, as_record
-from shequ_services.grid import deadlines, open311
+from shequ_services.grid import deadlines, open311, sla
 from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import (
+    CLOSED_STATES,
     HIDDEN,
     NOT_OPEN_STATES,
     Category,
@@ -26,6 +27,7 @@ from shequ_services.grid.domain import (
     Incident,
     Rating,
     Reader,
+    open_deadline,
     read_grants,
 )
 from shequ_services.grid.rates import RESPONSE_CLOCK, Facts
@@ -54,6 +56,26 @@ LISTING_INDEXES = [
 ]
 
 
+#: The SLA board's hot query: open incidents by their next deadline, over the whole
+#: district and within one community or one department (the board's filters).
+SLA_INDEXES = [
+    IndexModel([("next_deadline", ASCENDING), ("_id", ASCENDING)]),
+    IndexModel([("community", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
+    IndexModel([("department", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
+]
+#: What the board reads of an incident: never the reporter, description or location.
+SLA_PROJECTION = {
+    "_id": 1,
+    "category": 1,
+    "community": 1,
+    "department": 1,
+    "status": 1,
+    "reported_at": 1,
+    "clocks": 1,
+    "subtasks.department": 1,
+}
+
+
 class IncidentRepository(Repository):
     INDEXES = {
         INCIDENTS: [
@@ -65,6 +87,7 @@ class IncidentRepository(Repository):
             IndexModel([("open311.token", ASCENDING)], sparse=True),
             *LISTING_INDEXES,
             IndexModel([("category", 1), ("grid_cell", 1), ("reported_at", DESCENDING)]),
+            *SLA_INDEXES,
         ]
     }
 
@@ -126,6 +149,7 @@ class IncidentRepository(Repository):
                 "status": step.to_state,
                 "clocks": _clock_documents(clocks),
                 "next_due": deadlines.next_due(clocks),
+                "next_deadline": open_deadline(step.to_state, clocks),
             }
             document = self.db[INCIDENTS].find_one_and_update(
                 {"_id": incident.id, "version": incident.version},
@@ -200,6 +224,7 @@ class IncidentRepository(Repository):
                     "$set": {
                         "clocks": _clock_documents(clocks),
                         "next_due": deadlines.next_due(clocks),
+                        "next_deadline": open_deadline(incident.status, clocks),
                     },
                     "$inc": {"event_seq": len(alerts)},
                 },
@@ -368,6 +393,176 @@ class IncidentRepository(Repository):
         found = [_to_incident(document) for document in cursor]
         return found[:limit], len(found) > limit
 
+    # -- the ops SLA board (sla.py): open incidents by deadline, counts, 30 days of history ----
+
+    def sla_page(
+        self,
+        grants: list[Grant],
+        ordinary_categories: Collection[str],
+        filters: Mapping[str, Any],
+        *,
+        skip: int,
+        limit: int,
+        total: int,
+    ) -> list[sla.SlaRecord]:
+        """One page of the open incidents the grants show, by next deadline.
+
+        Ordered as ``sla.urgency_key``: the incidents with a running clock by
+        deadline (the index ``SLA_INDEXES``), then those with none. MongoDB
+        sorts a missing value first, so the two parts are two queries.
+        ``total`` is how many open incidents the same grants and filters show
+        (``sla.total_of`` the counts, which the page reads anyway), so no
+        query here counts the whole list; only a page that reaches past the
+        first part counts the second, which is normally empty.
+        """
+        base = sla_query(grants, ordinary_categories, filters)
+        visible = read_clause(grants, ordinary_categories)
+        if base is None or visible is None:
+            return []
+        # next_deadline is set on open incidents only (domain.open_deadline), so the
+        # first part needs no condition on the state: a range of the index.
+        timed = [c for c in (visible, filter_clause(filters)) if c]
+        timed.append({"next_deadline": {"$ne": None}})
+        found = list(
+            self.db[INCIDENTS]
+            .find({"$and": timed}, SLA_PROJECTION)
+            .sort([("next_deadline", ASCENDING), ("_id", ASCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
+        if len(found) < limit:
+            untimed = {"$and": [base, {"next_deadline": None}]}
+            timed_count = total - self.db[INCIDENTS].count_documents(untimed)
+            found += list(
+                self.db[INCIDENTS]
+                .find(untimed, SLA_PROJECTION)
+                .sort("_id", ASCENDING)
+                .skip(max(skip - timed_count, 0))
+                .limit(limit - len(found))
+            )
+        return [_sla_record(document) for document in found]
+
+    def fill_next_deadlines(self, limit: int) -> int:
+        """Give up to ``limit`` open incidents stored without ``next_deadline`` their value.
+
+        Incidents stored before the field existed would otherwise sort after
+        every other on the SLA board until their next step. Conditional on the
+        version read, like a step, so a step taken meanwhile (which writes the
+        field itself) wins; returns how many were filled.
+        """
+        missing = {"next_deadline": {"$exists": False}, "status": {"$nin": list(NOT_OPEN_STATES)}}
+        filled = 0
+        for document in self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).limit(limit):
+            result = self.db[INCIDENTS].update_one(
+                {"_id": document["_id"], "version": document["version"]},
+                {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}},
+            )
+            filled += result.modified_count
+        return filled
+
+    def sla_counts(
+        self,
+        grants: list[Grant],
+        ordinary_categories: Collection[str],
+        filters: Mapping[str, Any],
+        now: datetime,
+    ) -> list[sla.Cell]:
+        """Open, overdue and due-within-a-day counts per (community, department)."""
+        base = sla_query(grants, ordinary_categories, filters)
+        if base is None:
+            return []
+        parts = {
+            "open": base,
+            "overdue": {"$and": [base, {"next_deadline": {"$lt": now}}]},
+            "due_soon": {
+                "$and": [base, {"next_deadline": {"$gte": now, "$lt": now + sla.DUE_SOON}}]
+            },
+        }
+        counts: dict[tuple[str, str | None], dict[str, int]] = {}
+        for name, match in parts.items():
+            pipeline: list[dict[str, Any]] = [
+                {"$match": match},
+                {
+                    "$group": {
+                        "_id": {"community": "$community", "department": "$department"},
+                        "n": {"$sum": 1},
+                    }
+                },
+            ]
+            for group in self.db[INCIDENTS].aggregate(pipeline):
+                key = (group["_id"]["community"], group["_id"].get("department"))
+                counts.setdefault(key, {})[name] = group["n"]
+        return [
+            sla.Cell(
+                community=community,
+                department=department,
+                open=found.get("open", 0),
+                overdue=found.get("overdue", 0),
+                due_soon=found.get("due_soon", 0),
+            )
+            for (community, department), found in counts.items()
+        ]
+
+    def sla_history(
+        self,
+        grants: list[Grant],
+        ordinary_categories: Collection[str],
+        filters: Mapping[str, Any],
+        *,
+        start: datetime,
+        end: datetime,
+    ) -> list[sla.HistoryRecord]:
+        """What the board's charts need of the incidents alive in [start, end).
+
+        Those reported before ``end`` that are still open or took a step
+        since ``start``: the window's reports, closures and overdue clocks
+        are all among them.
+        """
+        visible = read_clause(grants, ordinary_categories)
+        if visible is None:
+            return []
+        alive = {
+            "reported_at": {"$lt": end},
+            "$or": [
+                {"status": {"$nin": list(NOT_OPEN_STATES)}},
+                {"history.at": {"$gte": start}},
+            ],
+        }
+        query = {"$and": [c for c in (visible, filter_clause(filters), alive) if c]}
+        projection = {
+            "_id": 0,
+            "community": 1,
+            "category": 1,
+            "department": 1,
+            "status": 1,
+            "reported_at": 1,
+            "clocks": 1,
+            "ratings.score": 1,
+            "history.at": 1,
+            "history.to": 1,
+        }
+        found = []
+        for document in self.db[INCIDENTS].find(query, projection):
+            found.append(
+                sla.HistoryRecord(
+                    facts=Facts(
+                        community=document["community"],
+                        category=document["category"],
+                        department=document.get("department"),
+                        status=document["status"],
+                        reported_at=document["reported_at"],
+                        clocks=_clocks_of(document),
+                        score=(document.get("ratings") or [{}])[-1].get("score"),
+                    ),
+                    closures=tuple(
+                        entry["at"]
+                        for entry in document.get("history") or ()
+                        if entry.get("to") in CLOSED_STATES
+                    ),
+                )
+            )
+        return found
+
     # -- Open311: public reads, never of sensitive categories -------------------------------
 
     def open311_requests(
@@ -466,6 +661,39 @@ def filter_clause(filters: Mapping[str, Any]) -> dict[str, Any]:
     if reported:
         query["reported_at"] = reported
     return query
+
+
+def sla_query(
+    grants: list[Grant], ordinary_categories: Collection[str], filters: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The open incidents the grants show, narrowed by the board's filters; ``None``: none."""
+    visible = read_clause(grants, ordinary_categories)
+    if visible is None:
+        return None
+    opened = {"status": {"$nin": list(NOT_OPEN_STATES)}}
+    clauses = [clause for clause in (visible, filter_clause(filters), opened) if clause]
+    return {"$and": clauses}
+
+
+def _clocks_of(document: Mapping[str, Any]) -> dict[str, Clock]:
+    return {
+        name: Clock.from_document(clock) for name, clock in (document.get("clocks") or {}).items()
+    }
+
+
+def _sla_record(document: Mapping[str, Any]) -> sla.SlaRecord:
+    return sla.SlaRecord(
+        id=document["_id"],
+        category=document["category"],
+        community=document["community"],
+        department=document.get("department"),
+        status=document["status"],
+        reported_at=document["reported_at"],
+        clocks=_clocks_of(document),
+        co_departments=tuple(
+            task["department"] for task in document.get("subtasks") or () if "department" in task
+        ),
+    )
 
 
 def position_of(incident: Incident) -> list[str]:
