@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from nameko.rpc import rpc
 from werkzeug.wrappers import Request, Response
 
 from shequ.contracts import CloudEvent
@@ -29,6 +28,7 @@ from shequ.metrics import (
     SLA_MET,
 )
 from shequ.pagination import Cursors, query_scope
+from shequ.rpc import rpc
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
