@@ -173,10 +173,17 @@ def _handles(source: str, event_name: str, method: str) -> Callable[..., Any]:
     """
 
     def handle(self: NotifyService, event: CloudEvent) -> None:
-        self._record(event)
+        record_event(self.notifications, event, datetime.now(UTC))
 
     handle.__name__ = method
-    return event_handler(source, event_name)(idempotent("notifications")(handle))
+    handle_once = idempotent("notifications")(handle)
+
+    def wait_for_rules_then_handle(self: NotifyService, body: Any) -> Any:
+        self._wait_for_rules()
+        return handle_once(self, body)
+
+    wait_for_rules_then_handle.__name__ = method
+    return event_handler(source, event_name)(wait_for_rules_then_handle)
 
 
 class NotifyService(PlatformService):
@@ -277,14 +284,16 @@ class NotifyService(PlatformService):
         mediation_events.SERVICE, mediation_events.CASE_OVERDUE, "on_case_overdue"
     )
 
-    def _record(self, event: CloudEvent) -> None:
-        # nameko starts every extension at once, so an event can arrive before
-        # the seed's rules are stored: planning then would find no rule and
-        # mark the event handled with nobody told. Wait for them; failing
-        # here retries the event later instead.
+    def _wait_for_rules(self) -> None:
+        """nameko starts every extension at once, so an event can arrive before
+        the seed's rules are stored: planning then would find no rule and mark
+        the event handled with nobody told. Wait for them *before* the
+        handler's transaction starts: a transaction reads the store as it was
+        when it began, so waiting inside it still finds no rule (the fault
+        suite's SIGTERM case caught exactly that). Failing here retries the
+        event later instead."""
         if not self.delivery.seeded.wait(SEED_WAIT_SECONDS):
             raise RuntimeError("notify's rules are not loaded yet")
-        record_event(self.notifications, event, datetime.now(UTC))
 
     @timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver(self) -> None:

@@ -618,3 +618,58 @@ def test_a_redirect_is_a_failed_attempt_not_followed(
     failed = delivery_to(repo, f"subscription:{sub['id']}")
     assert (failed["status"], failed["last_error"]) == ("pending", "HTTP 302 from the endpoint")
     assert len(endpoint.received) == 1
+
+
+class _ObservedEvent(threading.Event):
+    """An event that also says when somebody started waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_on = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waited_on.set()
+        return super().wait(timeout)
+
+
+def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
+    servers: Servers,
+) -> None:
+    """The handler waits for the rules before its transaction starts, not inside it.
+
+    A transaction reads the store as it was when it began: waiting inside it
+    for the seed would still find no rule, and the event would be marked
+    handled with nobody told (found by the fault suite's SIGTERM case).
+    """
+    from types import SimpleNamespace
+
+    from shequ_services.notify.service import NotifyService
+
+    client = servers.mongo()
+    name = f"notify_{uuid.uuid4().hex[:8]}"
+    db = client[name]
+    try:
+        for collection, models in NotifyRepository.INDEXES.items():
+            db[collection].create_indexes(models)
+        seeded = _ObservedEvent()
+        host = SimpleNamespace(
+            notifications=NotifyRepository(db, service="notify", district="test"),
+            delivery=SimpleNamespace(seeded=seeded),
+        )
+        host._wait_for_rules = lambda: NotifyService._wait_for_rules(host)  # type: ignore[arg-type]
+        event = reported("INC-early")
+        handler = threading.Thread(
+            target=NotifyService.on_incident_reported, args=(host, event.to_json_dict())
+        )
+        handler.start()
+        assert seeded.waited_on.wait(30), "the handler never waited for the rules"
+        rules, templates = load_seed(SEED_FILE)
+        NotifyRepository(db, service="notify", district="test").seed(rules, templates, START)
+        seeded.set()
+        handler.join(timeout=60)
+        assert not handler.is_alive()
+        assert db["processed_events"].count_documents({"subject": "INC-early"}) == 1
+        assert db["deliveries"].count_documents({"subject_ref": "INC-early"}) >= 1
+    finally:
+        client.drop_database(name)
+        client.close()
