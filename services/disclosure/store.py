@@ -146,20 +146,24 @@ class EntryRepository(Repository):
         )
         if nodes:
             self.db[NODES].insert_many(nodes, session=self.session)
-        for entry in entries:
-            self.emit(
-                contract.ENTRY_PUBLISHED_V1,
-                subject=str(entry.index),
-                sequence=entry.index,
-                data={
-                    "index": entry.index,
-                    "kind": entry.kind,
-                    "cadence": entry.cadence,
-                    "community": entry.community,
-                    "period": entry.period,
-                    "leaf_hash": b64(merkle.leaf_hash(entry.leaf)),
-                },
-            )
+        self.emit_many(
+            contract.ENTRY_PUBLISHED_V1,
+            [
+                (
+                    str(entry.index),
+                    entry.index,
+                    {
+                        "index": entry.index,
+                        "kind": entry.kind,
+                        "cadence": entry.cadence,
+                        "community": entry.community,
+                        "period": entry.period,
+                        "leaf_hash": b64(merkle.leaf_hash(entry.leaf)),
+                    },
+                )
+                for entry in entries
+            ],
+        )
         return entries
 
     # Reading entries.

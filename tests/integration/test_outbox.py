@@ -65,6 +65,24 @@ def test_an_aborted_transaction_leaves_neither_state_nor_event(database: Any) ->
     assert database[OUTBOX].count_documents({}) == 0
 
 
+def test_events_emitted_together_are_published_in_the_order_emitted(database: Any) -> None:
+    things = repository(database)
+    subjects = [f"batch-{n}" for n in range(12)]
+
+    def emit_batch() -> None:
+        things.emit_many(
+            THING_HAPPENED_V1,
+            [
+                (subject, n, {"thing_id": subject, "poison": False})
+                for n, subject in enumerate(subjects)
+            ],
+        )
+
+    things.run_in_transaction(emit_batch)
+    stored = database[OUTBOX].find().sort([("created_at", 1), ("_id", 1)])
+    assert [entry["body"]["subject"] for entry in stored] == subjects
+
+
 def test_emitting_outside_a_transaction_is_refused(database: Any) -> None:
     with pytest.raises(RuntimeError, match="inside transaction"):
         repository(database).happen("t-3")
