@@ -86,8 +86,8 @@ def parse_pattern(text: str) -> Pattern:
             "verb may be *, e.g. grid.incident.* or grid.incident.reported"
         )
     pattern = Pattern(*parts)
-    if not any(pattern.matches(spec.service, spec.name) for spec in REGISTRY.all()):
-        known = sorted({f"{spec.service}.{spec.name}" for spec in REGISTRY.all()})
+    if not any(pattern.matches(spec.service, spec.name) for spec in REGISTRY.published()):
+        known = sorted({f"{spec.service}.{spec.name}" for spec in REGISTRY.published()})
         raise BureauError(
             f"event pattern {text!r} matches no known event type; known: {', '.join(known)}"
         )
@@ -244,7 +244,7 @@ def add_bureau(
         "may_declare": f"bureau.{name}.*",
         "events": sorted(
             spec.type
-            for spec in REGISTRY.all()
+            for spec in REGISTRY.published()
             if any(p.matches(spec.service, spec.name) for p in parsed)
         ),
     }

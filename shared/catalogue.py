@@ -54,7 +54,7 @@ def payload_schemas() -> tuple[dict[str, str], dict[str, Any]]:
         plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
     )
     names: dict[str, str] = {}
-    for event in REGISTRY.all():
+    for event in REGISTRY.published():
         name = _schema_name(event.schema)
         if name not in spec.components.schemas:
             spec.components.schema(name, schema=event.schema)
@@ -74,7 +74,7 @@ def payload_schemas() -> tuple[dict[str, str], dict[str, Any]]:
 def _schema_classes() -> list[type[marshmallow.Schema]]:
     """Every payload schema class and the classes nested in them."""
     found: list[type[marshmallow.Schema]] = []
-    pending = [event.schema for event in REGISTRY.all()]
+    pending = [event.schema for event in REGISTRY.published()]
     while pending:
         cls = pending.pop()
         if cls in found:
@@ -222,7 +222,7 @@ def asyncapi_document() -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     by_channel: dict[str, list[EventSpec]] = {}
-    for event in REGISTRY.all():
+    for event in REGISTRY.published():
         by_channel.setdefault(f"{event.service}.{event.name}", []).append(event)
     for channel_id, events in sorted(by_channel.items()):
         first = events[0]
@@ -340,7 +340,7 @@ def catalogue_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     grouped: dict[str, list[EventSpec]] = {}
-    for event in REGISTRY.all():
+    for event in REGISTRY.published():
         grouped.setdefault(event.type, []).append(event)
     for type_, events in grouped.items():
         versions = ", ".join(f"v{e.version}" for e in events)

@@ -74,6 +74,14 @@ class SchemaRegistry:
     def all(self) -> list[EventSpec]:
         return sorted(self._specs.values(), key=lambda s: (s.service, s.name, s.version))
 
+    def published(self) -> list[EventSpec]:
+        """The platform's own events: those of the contract modules in ``shequ.contracts``.
+
+        A test's or a plugin's registrations share this registry in their
+        process but are not part of the catalogue bureaus are offered.
+        """
+        return [spec for spec in self.all() if spec.schema.__module__.startswith(__package__ + ".")]
+
 
 REGISTRY = SchemaRegistry()
 
