@@ -87,3 +87,10 @@ def test_each_published_example_matches_its_published_schema(spec: Any) -> None:
     message = document["components"]["messages"][f"{spec.service}.{spec.name}.v{spec.version}"]
     schema = {"components": document["components"], **message["payload"]}
     jsonschema.Draft202012Validator(schema).validate(message["examples"][0]["payload"])
+
+
+def test_a_registration_outside_the_contract_modules_is_not_published() -> None:
+    from tests.support.flaky import THING_HAPPENED_V1
+
+    assert THING_HAPPENED_V1 in REGISTRY.all()
+    assert THING_HAPPENED_V1 not in REGISTRY.published()
