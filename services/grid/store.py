@@ -37,6 +37,19 @@ INCIDENTS = "incidents"
 CLIENTS = "open311_clients"
 
 
+#: The fields the rates and the open-work gauges read of an incident.
+FACTS_PROJECTION = {
+    "_id": 0,
+    "community": 1,
+    "category": 1,
+    "department": 1,
+    "status": 1,
+    "reported_at": 1,
+    "clocks": 1,
+    "ratings.score": 1,
+}
+
+
 class IncidentNotFound(NotFound):
     pass
 
@@ -317,16 +330,7 @@ class IncidentRepository(Repository):
         return self._facts({"status": {"$nin": list(NOT_OPEN_STATES)}})
 
     def _facts(self, query: dict[str, Any]) -> list[Facts]:
-        projection = {
-            "_id": 0,
-            "community": 1,
-            "category": 1,
-            "department": 1,
-            "status": 1,
-            "reported_at": 1,
-            "clocks": 1,
-            "ratings.score": 1,
-        }
+        projection = FACTS_PROJECTION
         return [
             Facts(
                 community=document["community"],
@@ -530,14 +534,7 @@ class IncidentRepository(Repository):
         }
         query = {"$and": [c for c in (visible, filter_clause(filters), alive) if c]}
         projection = {
-            "_id": 0,
-            "community": 1,
-            "category": 1,
-            "department": 1,
-            "status": 1,
-            "reported_at": 1,
-            "clocks": 1,
-            "ratings.score": 1,
+            **FACTS_PROJECTION,
             "history.at": 1,
             "history.to": 1,
         }
