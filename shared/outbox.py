@@ -30,9 +30,17 @@ from pymongo.errors import PyMongoError
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
-from shequ.store import OUTBOX
+from shequ.store import BY_ID, OUTBOX, OUTBOX_PENDING_INDEX
 
 log = logging.getLogger(__name__)
+
+
+def claimable_filter(now: datetime) -> dict[str, Any]:
+    """Outbox entries a relay may claim: pending, and not leased or the lease run out."""
+    return {
+        "status": "pending",
+        "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
+    }
 
 
 class OutboxRelay:
@@ -107,14 +115,12 @@ class OutboxRelay:
         """Claim, publish and mark one batch; return how many were published."""
         outbox = self.db[OUTBOX]
         now = datetime.now(UTC)
-        claimable = {
-            "status": "pending",
-            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
-        }
+        claimable = claimable_filter(now)
         ids = [
             doc["_id"]
             for doc in outbox.find(claimable, {"_id": 1})
             .sort([("created_at", 1), ("_id", 1)])
+            .hint(OUTBOX_PENDING_INDEX)
             .limit(self.batch_size)
         ]
         if not ids:
@@ -123,11 +129,12 @@ class OutboxRelay:
         outbox.update_many(
             {"_id": {"$in": ids}, **claimable},
             {"$set": {"lease_until": now + self.lease, "lease_owner": owner}},
+            hint=BY_ID,
         )
         claimed = list(
-            outbox.find({"_id": {"$in": ids}, "lease_owner": owner}).sort(
-                [("created_at", 1), ("_id", 1)]
-            )
+            outbox.find({"_id": {"$in": ids}, "lease_owner": owner})
+            .sort([("created_at", 1), ("_id", 1)])
+            .hint(BY_ID)
         )
         published: list[str] = []
         try:

@@ -34,6 +34,19 @@ T = TypeVar("T")
 OUTBOX = "outbox"
 PROCESSED = "processed_events"
 
+#: The outbox's one index, which the relay's claim query names as its hint.
+OUTBOX_PENDING_INDEX = [("status", 1), ("created_at", 1)]
+
+#: The hint for a query that names ``_id`` beside other conditions (a
+#: compare-and-set on a version, a claim on a lease). MongoDB would choose
+#: the ``_id`` index for such a filter itself; SecantusDB, the embedded
+#: store, plans an index only when the index covers every field the filter
+#: names, and otherwise scans the whole collection, a cost that grows with
+#: every document ever written (docs/performance.md, "Query plans"). Hot
+#: queries therefore name their index; tests/integration/test_query_plans.py
+#: checks the plans on the real store.
+BY_ID = [("_id", 1)]
+
 
 def as_record(document: dict[str, Any]) -> dict[str, Any]:
     """A stored document as the API shows it: ``_id`` becomes ``id``."""
@@ -68,7 +81,7 @@ def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
     and upgrade job), so a large index build can happen before a rollout.
     """
     indexes: dict[str, list[IndexModel]] = {
-        OUTBOX: [IndexModel([("status", 1), ("created_at", 1)])],
+        OUTBOX: [IndexModel(OUTBOX_PENDING_INDEX)],
         PROCESSED: [IndexModel([("processed_at", 1)])],
     }
     for collection, models in repository_cls.INDEXES.items():

@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
 from shequ.pagination import InvalidCursor
-from shequ.store import Repository, as_record
+from shequ.store import BY_ID, Repository, as_record
 from shequ_services.grid import deadlines, open311, sla
 from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import (
@@ -35,6 +35,8 @@ from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
 CLIENTS = "open311_clients"
+#: The duplicate check's index, hinted by it (``shequ.store.BY_ID`` says why).
+DUPLICATE_INDEX = [("category", ASCENDING), ("grid_cell", ASCENDING), ("reported_at", DESCENDING)]
 
 
 #: The fields the rates and the open-work gauges read of an incident.
@@ -99,7 +101,7 @@ class IncidentRepository(Repository):
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("open311.token", ASCENDING)], sparse=True),
             *LISTING_INDEXES,
-            IndexModel([("category", 1), ("grid_cell", 1), ("reported_at", DESCENDING)]),
+            IndexModel(DUPLICATE_INDEX),
             *SLA_INDEXES,
         ]
     }
@@ -173,6 +175,7 @@ class IncidentRepository(Repository):
                 },
                 return_document=ReturnDocument.AFTER,
                 session=self.session,
+                hint=BY_ID,
             )
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
@@ -242,6 +245,7 @@ class IncidentRepository(Repository):
                     "$inc": {"event_seq": len(alerts)},
                 },
                 session=self.session,
+                hint=BY_ID,
             )
             if document is None:
                 raise IncidentChanged(f"incident {incident.id} changed since it was scanned")
@@ -286,6 +290,7 @@ class IncidentRepository(Repository):
                 },
                 return_document=ReturnDocument.AFTER,
                 session=self.session,
+                hint=BY_ID,
             )
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
@@ -361,6 +366,7 @@ class IncidentRepository(Repository):
                 }
             )
             .sort("reported_at", DESCENDING)
+            .hint(DUPLICATE_INDEX)
             .limit(limit)
         )
         return [_to_incident(document) for document in cursor]
@@ -460,6 +466,7 @@ class IncidentRepository(Repository):
             result = self.db[INCIDENTS].update_one(
                 {"_id": document["_id"], "version": document["version"]},
                 {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}},
+                hint=BY_ID,
             )
             filled += result.modified_count
         return filled
@@ -757,7 +764,7 @@ class ApiKeyRepository:
         return ApiClient(name, created_at)
 
     def active_client(self, key_hash: str) -> ApiClient | None:
-        document = self.db[CLIENTS].find_one({"_id": key_hash, "active": True})
+        document = self.db[CLIENTS].find_one({"_id": key_hash, "active": True}, hint=BY_ID)
         if document is None:
             return None
         return ApiClient(document["name"], document["created_at"], document["active"])

@@ -21,7 +21,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shequ.contracts import mediation as contract
 from shequ.errors import NotFound
-from shequ.store import Repository, Store
+from shequ.store import BY_ID, Repository, Store
 from shequ_services.mediation import domain, sealing
 from shequ_services.mediation.domain import Case, Clock, Party
 from shequ_services.mediation.roster import Mediator, PartyIndexes
@@ -104,6 +104,7 @@ class CaseRepository(Repository):
                 {"_id": before.id, "version": before.version},
                 self._document(stored),
                 session=self.session,
+                hint=BY_ID,
             )
             if result.matched_count != 1:
                 raise StaleVersion(before.version, self.get(before.id).version)
@@ -202,6 +203,7 @@ class CaseRepository(Repository):
                     "$inc": {"event_seq": len(alerts)},
                 },
                 session=self.session,
+                hint=BY_ID,
             )
             if result.matched_count != 1:
                 raise CaseChanged(case.id)
@@ -232,7 +234,7 @@ class CaseRepository(Repository):
             resealed = self.keyring.reseal(document, case_id=document["_id"])
             resealed["kids"] = sorted(sealing.kids_in(resealed))
             result = self.db[CASES].replace_one(
-                {"_id": document["_id"], "version": document["version"]}, resealed
+                {"_id": document["_id"], "version": document["version"]}, resealed, hint=BY_ID
             )
             changed += result.modified_count
         return changed

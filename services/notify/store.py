@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ.contracts import notify as contract
-from shequ.store import Repository, as_record
+from shequ.store import BY_ID, Repository, as_record
 from shequ_services.notify.domain import (
     Contact,
     ContactChannel,
@@ -43,12 +43,16 @@ DIGESTED = "digested"
 PAUSED = "paused"
 SKIPPED = "skipped"
 
+#: Hinted by the hot queries that use them (``shequ.store.BY_ID`` says why).
+DUE_INDEX = [("status", ASCENDING), ("due_at", ASCENDING)]
+SENDS_INDEX = [("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]
+
 
 class NotifyRepository(Repository):
     INDEXES = {
         DELIVERIES: [
             IndexModel([("key", ASCENDING)], unique=True),
-            IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
+            IndexModel(DUE_INDEX),
             IndexModel([("subject_ref", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("subscription", ASCENDING), ("created_at", DESCENDING)]),
             IndexModel([("event_id", ASCENDING)]),
@@ -57,7 +61,7 @@ class NotifyRepository(Repository):
         ],
         ATTEMPTS: [
             IndexModel([("event_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
-            IndexModel([("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel(SENDS_INDEX),
             IndexModel([("delivery_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
         ],
         RULES: [IndexModel([("event_type", ASCENDING)])],
@@ -251,6 +255,7 @@ class NotifyRepository(Repository):
                 {"_id": {"$in": items}, "status": HELD},
                 {"$set": {"status": DIGESTED, "digest": key}},
                 session=self.session,
+                hint=BY_ID,
             )
 
     # The delivery worker's side.
@@ -269,6 +274,7 @@ class NotifyRepository(Repository):
             {"$set": {"lease_until": now + lease}},
             sort=[("due_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
+            hint=DUE_INDEX,
         )
 
     def defer(self, delivery_id: str, until: datetime, reason: str, **more: Any) -> None:
@@ -331,9 +337,13 @@ class NotifyRepository(Repository):
 
     def sends_to(self, recipient: str, since: datetime) -> list[datetime]:
         """When the recipient was last sent something non-urgent (for its rate limit)."""
-        found = self.db[ATTEMPTS].find(
-            {"recipient": recipient, "outcome": "sent", "at": {"$gt": since}, "urgent": False},
-            {"at": 1},
+        found = (
+            self.db[ATTEMPTS]
+            .find(
+                {"recipient": recipient, "outcome": "sent", "at": {"$gt": since}, "urgent": False},
+                {"at": 1},
+            )
+            .hint(SENDS_INDEX)
         )
         return [document["at"] for document in found]
 
@@ -341,6 +351,7 @@ class NotifyRepository(Repository):
         self.db[DELIVERIES].update_many(
             {"_id": {"$in": delivery_ids}, "status": HELD},
             {"$set": {"status": PENDING, "due_at": now, "lease_until": None, "urgency": "normal"}},
+            hint=BY_ID,
         )
 
     def held(self, limit: int = 1000) -> list[dict[str, Any]]:
@@ -372,6 +383,7 @@ class NotifyRepository(Repository):
         result = self.db[DELIVERIES].update_one(
             {"_id": delivery_id, "status": DEAD},
             {"$set": {**_fresh(now), "requeued_at": now}},
+            hint=BY_ID,
         )
         return result.modified_count == 1
 

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from shequ.contracts import volunteer as contract
 from shequ.contracts.registry import EventSpec
 from shequ.errors import NotFound
-from shequ.store import Repository, Store
+from shequ.store import BY_ID, Repository, Store
 from shequ_services.volunteer.domain import (
     Change,
     Offer,
@@ -213,6 +213,7 @@ class VolunteerRepository(Repository):
                 {"_id": f"lease:{name}", "$or": [{"until": {"$lt": now}}, {"holder": holder}]},
                 {"$set": {"holder": holder, "until": now + ttl}},
                 upsert=True,
+                hint=BY_ID,
             )
         except DuplicateKeyError:
             return False
@@ -220,7 +221,7 @@ class VolunteerRepository(Repository):
 
     def release_lease(self, name: str, holder: str, now: datetime) -> None:
         self.db[META].update_one(
-            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}
+            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}, hint=BY_ID
         )
 
     # -- registry ----------------------------------------------------------------------
@@ -358,6 +359,7 @@ class VolunteerRepository(Repository):
                 {"_id": before.id, "version": before.version},
                 task_document(stored),
                 session=self.session,
+                hint=BY_ID,
             )
             if result.matched_count != 1:
                 raise TaskChanged(f"task {before.id} changed since it was read")
@@ -456,6 +458,7 @@ class VolunteerRepository(Repository):
                     }
                 },
                 session=self.session,
+                hint=BY_ID,
             )
             if result.matched_count != 1:
                 raise EntryChanged(f"entry {before.id} was approved meanwhile")

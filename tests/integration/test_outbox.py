@@ -12,7 +12,7 @@ import pytest
 
 from shequ.contracts import new_event
 from shequ.outbox import OutboxRelay
-from shequ.store import OUTBOX, AlreadyProcessed, Repository
+from shequ.store import OUTBOX, AlreadyProcessed, Repository, ensure_indexes
 from tests.conftest import Servers
 from tests.support.flaky import THING_HAPPENED_V1
 
@@ -34,6 +34,7 @@ class Things(Repository):
 def database(servers: Servers) -> Iterator[Any]:
     client = servers.mongo()
     name = f"outbox_{uuid.uuid4().hex[:8]}"
+    ensure_indexes(client[name], Things)  # as a service's store does when it starts
     yield client[name]
     client.drop_database(name)
     client.close()

@@ -1,0 +1,198 @@
+"""The hot queries' plans on the real embedded store: each reads what it needs, not the collection.
+
+SecantusDB plans an index only for a filter whose fields the index covers;
+a filter naming one more field (a compare-and-set's ``version``, a lease's
+``$or``) scans the whole collection, so a query run once per event gets
+slower with every event ever stored (``shequ.store.BY_ID``). These tests
+record the commands the repositories really send, with a command listener,
+then ask the store to ``explain`` each one, filter, sort and hint as sent,
+among hundreds of documents that do not match, and require that only a
+handful were examined.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from shequ.outbox import OutboxRelay
+from shequ.store import OUTBOX, Repository, ensure_indexes
+from shequ_services.grid.domain import DuplicateScope, Incident, Rating
+from shequ_services.grid.store import INCIDENTS, IncidentRepository
+from shequ_services.notify.store import ATTEMPTS, DELIVERIES, NotifyRepository
+from tests.conftest import Servers
+from tests.support.flaky import THING_HAPPENED_V1
+
+pytestmark = pytest.mark.integration
+
+#: Documents that match none of the queries; a scan would examine all of them.
+BYSTANDERS = 300
+#: What a query may examine: the few documents it is about, never the bystanders.
+FEW = 10
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class Recorder(monitoring.CommandListener):
+    """Keeps every read and write command sent, to be explained afterwards."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("find", "update", "findAndModify", "delete"):
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def as_finds(command: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``find`` that reads what a recorded command reads (an update's ``q``, and so on)."""
+    name = next(iter(command))
+    collection = command[name]
+    if name == "find":
+        parts = [(command.get("filter", {}), command.get("sort"), command.get("hint"))]
+    elif name == "findAndModify":
+        parts = [(command.get("query", {}), command.get("sort"), command.get("hint"))]
+    else:
+        key = "updates" if name == "update" else "deletes"
+        parts = [(one["q"], None, one.get("hint")) for one in command.get(key, [])]
+    finds = []
+    for filter_, sort, hint in parts:
+        find: dict[str, Any] = {"find": collection, "filter": filter_}
+        if sort:
+            find["sort"] = sort
+        if hint:
+            find["hint"] = hint
+        finds.append((collection, find))
+    return finds
+
+
+@pytest.fixture
+def recorded(servers: Servers) -> Iterator[tuple[Any, Recorder, str]]:
+    recorder = Recorder()
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        servers.mongo_uri, tz_aware=True, event_listeners=[recorder]
+    )
+    name = f"plans_{uuid.uuid4().hex[:8]}"
+    yield client[name], recorder, name
+    client.drop_database(name)
+    client.close()
+
+
+def examined(db: Any, recorder: Recorder, collections: set[str]) -> list[tuple[str, int]]:
+    """Each recorded read of ``collections``, explained: its filter and documents examined."""
+    found = []
+    for command in recorder.commands:
+        for collection, find in as_finds(command):
+            if collection not in collections:
+                continue
+            plan = db.command("explain", find, verbosity="executionStats")
+            found.append((repr(find), plan["executionStats"]["totalDocsExamined"]))
+    return found
+
+
+def assert_few(found: list[tuple[str, int]]) -> None:
+    assert found, "the repository sent no query to explain"
+    scans = [(query, count) for query, count in found if count > FEW]
+    assert not scans, f"queries examining more than {FEW} documents: {scans}"
+
+
+class Things(Repository):
+    def happen(self, thing_id: str) -> None:
+        self.emit(THING_HAPPENED_V1, subject=thing_id, sequence=1,
+                  data={"thing_id": thing_id, "poison": False})  # fmt: skip
+
+
+def test_the_relay_claims_and_marks_its_batch_without_reading_the_sent_events(
+    recorded: tuple[Any, Recorder, str], servers: Servers
+) -> None:
+    db, recorder, _ = recorded
+    ensure_indexes(db, Things)
+    db[OUTBOX].insert_many(
+        [
+            {"_id": f"old-{n}", "status": "sent", "created_at": NOW, "lease_until": None}
+            for n in range(BYSTANDERS)
+        ]  # fmt: skip
+    )
+    things = Things(db, service="testsource", district="test")
+    for n in range(2):
+        things.run_in_transaction(lambda n=n: things.happen(f"t-{n}"))
+    relay = OutboxRelay(db, amqp_uri=servers.amqp_uri, service="testsource")
+    recorder.commands.clear()
+    try:
+        assert relay.relay_once() == 2
+    finally:
+        relay.stop()
+    assert_few(examined(db, recorder, {OUTBOX}))
+
+
+def test_notify_claims_a_due_delivery_and_counts_recent_sends_without_a_scan(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    db, recorder, _ = recorded
+    ensure_indexes(db, NotifyRepository)
+    notify = NotifyRepository(db, service="notify", district="test")
+    db[DELIVERIES].insert_many(
+        [{"_id": f"d-{n}", "key": f"k-{n}", "kind": "notification", "status": "sent",
+          "due_at": NOW - timedelta(hours=1), "lease_until": None} for n in range(BYSTANDERS)]
+    )  # fmt: skip
+    db[DELIVERIES].insert_one(
+        {"_id": "due", "key": "due", "kind": "notification", "status": "pending",
+         "due_at": NOW - timedelta(minutes=1), "lease_until": None}
+    )  # fmt: skip
+    db[ATTEMPTS].insert_many(
+        [{"_id": f"a-{n}", "recipient": f"staff:{n}", "outcome": "sent", "urgent": False,
+          "at": NOW - timedelta(minutes=5), "delivery_id": f"d-{n}"} for n in range(BYSTANDERS)]
+    )  # fmt: skip
+    recorder.commands.clear()
+    claimed = notify.claim_due(NOW, timedelta(minutes=2), ("notification",))
+    assert claimed is not None and claimed["_id"] == "due"
+    assert notify.sends_to("staff:nobody", NOW - timedelta(hours=1)) == []
+    assert_few(examined(db, recorder, {DELIVERIES, ATTEMPTS}))
+
+
+def test_grid_checks_duplicates_and_rates_without_reading_every_incident(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    db, recorder, _ = recorded
+    ensure_indexes(db, IncidentRepository)
+    grid = IncidentRepository(db, service="grid", district="test")
+
+    def incident(incident_id: str, category: str, cell: str, status: str) -> Incident:
+        return Incident(
+            id=incident_id, category=category, grid_cell=cell, community="hx-qingyuan",
+            description="", location=None, reporter="res-1", channel="resident_app",
+            urgency="simple", status=status, reported_at=NOW - timedelta(hours=2), clocks={},
+        )  # fmt: skip
+
+    documents = []
+    for n in range(BYSTANDERS):
+        stored = asdict(incident(f"i-{n}", "alley_unclean", "qy-03", "closed_resolved"))
+        stored["_id"] = stored.pop("id")
+        documents.append(stored)
+    db[INCIDENTS].insert_many(documents)
+    target = asdict(incident("target", "facility_damaged", "qy-01", "dispatched"))
+    rateable = asdict(incident("rateable", "facility_damaged", "qy-09", "closed_resolved"))
+    rateable["_id"] = rateable.pop("id")
+    target["_id"] = target.pop("id")
+    db[INCIDENTS].insert_many([target, rateable])
+    recorder.commands.clear()
+    scope = DuplicateScope(
+        category="facility_damaged", cells=("qy-01",), since=NOW - timedelta(days=1),
+        until=NOW, exclude="new",
+    )  # fmt: skip
+    assert [found.id for found in grid.open_in(scope)] == ["target"]
+    rated = grid.record_rating(grid.get("rateable"), Rating(score=5, at=NOW, closure=1), "res-1")
+    assert rated.version == rateable["version"] + 1
+    assert_few(examined(db, recorder, {INCIDENTS}))
