@@ -206,7 +206,14 @@ def test_personal_data_in_an_event_fed_entry_never_reaches_the_store(
     redacted, _ = domain.guarded(draft)
     entry = repository(database).append(redacted)
     stored = database[ENTRIES].find_one({"_id": entry.index})
+    leaf = json.loads(bytes(stored["leaf"]))
+    # The times are the store's, not the datum's: a plate's ``000`` may turn up
+    # in their microseconds by chance.
+    for document in (stored, leaf):
+        document.pop("published_at", None)
+    stored.pop("leaf")
     shown = json.dumps(stored, default=str, ensure_ascii=False)
+    leaf_shown = json.dumps(leaf, ensure_ascii=False)
     for trace in traces(datum):
         assert trace not in shown
-        assert trace.encode() not in bytes(stored["leaf"])
+        assert trace not in leaf_shown
