@@ -35,8 +35,10 @@ from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
 CLIENTS = "open311_clients"
-#: The duplicate check's index, hinted by it (``shequ.store.BY_ID`` says why).
+#: Indexes that hot queries name (``shequ.store.BY_ID`` says why): the duplicate
+#: check's, and the SLA board's order, which also finds incidents with no deadline yet.
 DUPLICATE_INDEX = [("category", ASCENDING), ("grid_cell", ASCENDING), ("reported_at", DESCENDING)]
+DEADLINE_INDEX = [("next_deadline", ASCENDING), ("_id", ASCENDING)]
 
 
 #: The fields the rates and the open-work gauges read of an incident.
@@ -74,7 +76,7 @@ LISTING_INDEXES = [
 #: The SLA board's hot query: open incidents by their next deadline, over the whole
 #: district and within one community or one department (the board's filters).
 SLA_INDEXES = [
-    IndexModel([("next_deadline", ASCENDING), ("_id", ASCENDING)]),
+    IndexModel(DEADLINE_INDEX),
     IndexModel([("community", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
     IndexModel([("department", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
 ]
@@ -462,7 +464,8 @@ class IncidentRepository(Repository):
         """
         missing = {"next_deadline": {"$exists": False}, "status": {"$nin": list(NOT_OPEN_STATES)}}
         filled = 0
-        for document in self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).limit(limit):
+        found = self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).hint(DEADLINE_INDEX)
+        for document in found.limit(limit):
             result = self.db[INCIDENTS].update_one(
                 {"_id": document["_id"], "version": document["version"]},
                 {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}},

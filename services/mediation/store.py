@@ -28,6 +28,8 @@ from shequ_services.mediation.roster import Mediator, PartyIndexes
 from shequ_services.mediation.workflow import StaleVersion, Transition
 
 CASES = "cases"
+#: One case per incident; the lookups by incident name it (``shequ.store.BY_ID`` says why).
+INCIDENT_INDEX = [("incident_id", 1)]
 DEFAULT_ROSTER = Path(__file__).with_name("roster.yaml")
 MEDIATORS = "mediators"
 #: Cases that still count towards a mediator's load.
@@ -47,7 +49,7 @@ class CaseRepository(Repository):
         CASES: [
             # Exactly one case per incident, whatever the delivery count.
             IndexModel(
-                [("incident_id", 1)],
+                INCIDENT_INDEX,
                 unique=True,
                 partialFilterExpression={"incident_id": {"$type": "string"}},
             ),
@@ -68,7 +70,10 @@ class CaseRepository(Repository):
 
         def work() -> bool:
             if case.incident_id and self.db[CASES].find_one(
-                {"incident_id": case.incident_id}, {"_id": 1}, session=self.session
+                {"incident_id": case.incident_id},
+                {"_id": 1},
+                session=self.session,
+                hint=INCIDENT_INDEX,
             ):
                 return False
             self.db[CASES].insert_one(self._document(case), session=self.session)
@@ -84,7 +89,8 @@ class CaseRepository(Repository):
         return self._case(document)
 
     def for_incident(self, incident_id: str) -> list[Case]:
-        return [self._case(d) for d in self.db[CASES].find({"incident_id": incident_id})]
+        found = self.db[CASES].find({"incident_id": incident_id}, hint=INCIDENT_INDEX)
+        return [self._case(d) for d in found]
 
     def listing(self, *, community: str | None, status: str | None, limit: int) -> list[Case]:
         query: dict[str, Any] = {}

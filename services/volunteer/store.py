@@ -42,6 +42,8 @@ VOLUNTEERS, TEAMS, HOUSEHOLDS, TASKS, LEDGER, META = (
     "ledger",
     "meta",
 )
+#: One task per incident; the lookup by incident names it (``shequ.store.BY_ID`` says why).
+INCIDENT_INDEX = [("incident_id", ASCENDING)]
 SPECS: dict[str, EventSpec] = {
     "task.offered": contract.TASK_OFFERED_V1,
     "task.accepted": contract.TASK_ACCEPTED_V1,
@@ -144,7 +146,7 @@ class VolunteerRepository(Repository):
         HOUSEHOLDS: [IndexModel([("community", ASCENDING), ("_id", ASCENDING)])],
         TASKS: [
             IndexModel(
-                [("incident_id", ASCENDING)],
+                INCIDENT_INDEX,
                 unique=True,
                 partialFilterExpression={"incident_id": {"$type": "string"}},
             ),
@@ -390,7 +392,9 @@ class VolunteerRepository(Repository):
         return {d["household_id"] for d in found}
 
     def for_incident(self, incident_id: str) -> list[Task]:
-        found = self.db[TASKS].find({"incident_id": incident_id}, session=self.session)
+        found = self.db[TASKS].find(
+            {"incident_id": incident_id}, session=self.session, hint=INCIDENT_INDEX
+        )
         return [to_task(d) for d in found]
 
     def tasks(

@@ -26,7 +26,9 @@ from shequ.outbox import OutboxRelay
 from shequ.store import OUTBOX, Repository, ensure_indexes
 from shequ_services.grid.domain import DuplicateScope, Incident, Rating
 from shequ_services.grid.store import INCIDENTS, IncidentRepository
+from shequ_services.mediation.store import CASES, CaseRepository
 from shequ_services.notify.store import ATTEMPTS, DELIVERIES, NotifyRepository
+from shequ_services.volunteer.store import TASKS, VolunteerRepository
 from tests.conftest import Servers
 from tests.support.flaky import THING_HAPPENED_V1
 
@@ -183,6 +185,7 @@ def test_grid_checks_duplicates_and_rates_without_reading_every_incident(
         documents.append(stored)
     db[INCIDENTS].insert_many(documents)
     target = asdict(incident("target", "facility_damaged", "qy-01", "dispatched"))
+    del target["next_deadline"]  # stored before the field existed: the backfill's work
     rateable = asdict(incident("rateable", "facility_damaged", "qy-09", "closed_resolved"))
     rateable["_id"] = rateable.pop("id")
     target["_id"] = target.pop("id")
@@ -195,4 +198,23 @@ def test_grid_checks_duplicates_and_rates_without_reading_every_incident(
     assert [found.id for found in grid.open_in(scope)] == ["target"]
     rated = grid.record_rating(grid.get("rateable"), Rating(score=5, at=NOW, closure=1), "res-1")
     assert rated.version == rateable["version"] + 1
+    assert grid.fill_next_deadlines(limit=200) == 1
     assert_few(examined(db, recorder, {INCIDENTS}))
+
+
+def test_mediation_and_volunteer_find_an_incidents_case_and_task_without_a_scan(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    db, recorder, _ = recorded
+    ensure_indexes(db, CaseRepository)
+    ensure_indexes(db, VolunteerRepository)
+    for collection in (CASES, TASKS):
+        db[collection].insert_many(
+            [{"_id": f"{collection}-{n}", "incident_id": f"inc-{n}"} for n in range(BYSTANDERS)]
+        )
+    recorder.commands.clear()
+    cases = CaseRepository(db, service="mediation", district="test")
+    tasks = VolunteerRepository(db, service="volunteer", district="test")
+    assert cases.for_incident("inc-new") == []
+    assert tasks.for_incident("inc-new") == []
+    assert_few(examined(db, recorder, {CASES, TASKS}))
