@@ -24,23 +24,16 @@ from typing import Any
 
 import kombu
 from kombu.exceptions import KombuError
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
-from shequ.store import BY_ID, OUTBOX, OUTBOX_PENDING_INDEX
+from shequ.store import OUTBOX, lease_expired
 
 log = logging.getLogger(__name__)
-
-
-def claimable_filter(now: datetime) -> dict[str, Any]:
-    """Outbox entries a relay may claim: pending, and not leased or the lease run out."""
-    return {
-        "status": "pending",
-        "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
-    }
 
 
 class OutboxRelay:
@@ -114,28 +107,9 @@ class OutboxRelay:
     def relay_once(self) -> int:
         """Claim, publish and mark one batch; return how many were published."""
         outbox = self.db[OUTBOX]
-        now = datetime.now(UTC)
-        claimable = claimable_filter(now)
-        ids = [
-            doc["_id"]
-            for doc in outbox.find(claimable, {"_id": 1})
-            .sort([("created_at", 1), ("_id", 1)])
-            .hint(OUTBOX_PENDING_INDEX)
-            .limit(self.batch_size)
-        ]
-        if not ids:
+        claimed = self.claim(datetime.now(UTC))
+        if not claimed:
             return 0
-        owner = uuid.uuid4().hex
-        outbox.update_many(
-            {"_id": {"$in": ids}, **claimable},
-            {"$set": {"lease_until": now + self.lease, "lease_owner": owner}},
-            hint=BY_ID,
-        )
-        claimed = list(
-            outbox.find({"_id": {"$in": ids}, "lease_owner": owner})
-            .sort([("created_at", 1), ("_id", 1)])
-            .hint(BY_ID)
-        )
         published: list[str] = []
         try:
             for entry in claimed:
@@ -150,6 +124,41 @@ class OutboxRelay:
                     {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
                 )
         return len(published)
+
+    def claim(self, now: datetime) -> list[dict[str, Any]]:
+        """Lease the oldest claimable entries (at most a batch) to this relay, in order.
+
+        Claimable: pending, and not leased or the lease run out (its relay
+        died between publishing and marking). The read goes through the
+        outbox's ``(status, created_at)`` index, so it costs what is pending,
+        never what was ever sent; the lease is written by ``_id`` in the same
+        transaction, so two relays reading the same entries conflict and the
+        one retried sees the other's lease (``Repository.compare_and_set``
+        says why the conditions are not in the filter).
+        """
+        outbox = self.db[OUTBOX]
+        lease = {"lease_until": now + self.lease, "lease_owner": uuid.uuid4().hex}
+
+        def lease_oldest(session: ClientSession) -> list[dict[str, Any]]:
+            claimed: list[dict[str, Any]] = []
+            pending = outbox.find({"status": "pending"}, session=session).sort(
+                [("created_at", 1), ("_id", 1)]
+            )
+            for entry in pending:
+                if lease_expired(entry.get("lease_until"), now):
+                    claimed.append({**entry, **lease})
+                    if len(claimed) == self.batch_size:
+                        break
+            if claimed:
+                outbox.update_many(
+                    {"_id": {"$in": [entry["_id"] for entry in claimed]}},
+                    {"$set": lease},
+                    session=session,
+                )
+            return claimed
+
+        with self.db.client.start_session() as session:
+            return session.with_transaction(lease_oldest)
 
     def pending_count(self) -> int:
         return self.db[OUTBOX].count_documents({"status": "pending"})

@@ -34,18 +34,17 @@ T = TypeVar("T")
 OUTBOX = "outbox"
 PROCESSED = "processed_events"
 
-#: The outbox's one index, which the relay's claim query names as its hint.
+#: The outbox's one index: the relay's claim reads pending entries through it.
 OUTBOX_PENDING_INDEX = [("status", 1), ("created_at", 1)]
 
-#: The hint for a query that names ``_id`` beside other conditions (a
-#: compare-and-set on a version, a claim on a lease). MongoDB would choose
-#: the ``_id`` index for such a filter itself; SecantusDB, the embedded
-#: store, plans an index only when the index covers every field the filter
-#: names, and otherwise scans the whole collection, a cost that grows with
-#: every document ever written (docs/performance.md, "Query plans"). Hot
-#: queries therefore name their index; tests/integration/test_query_plans.py
-#: checks the plans on the real store.
-BY_ID = [("_id", 1)]
+
+def lease_expired(lease_until: datetime | None, now: datetime) -> bool:
+    """No lease, or one that has run out by ``now`` (a naive time from the store is UTC)."""
+    if lease_until is None:
+        return True
+    if lease_until.tzinfo is None:
+        lease_until = lease_until.replace(tzinfo=UTC)
+    return lease_until <= now
 
 
 def as_record(document: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +188,42 @@ class Repository:
         if self._emitted:
             self._on_commit()
         return result
+
+    def compare_and_set(
+        self,
+        collection: str,
+        document_id: Any,
+        expected: dict[str, Any],
+        change: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """Apply ``change`` to one document if its fields still equal ``expected``; else None.
+
+        Returns the document as changed. ``change`` is an update (``$set``
+        and the like) or a whole replacement. Only inside a transaction: the
+        document is read by ``_id`` and written by ``_id``, and the
+        transaction's snapshot makes the pair atomic, because a concurrent
+        writer of the same document makes one of the two transactions
+        conflict and be retried, when it reads the new value. A single
+        ``{"_id": id, "version": v}`` filter would say the same in one round
+        trip, but SecantusDB, the embedded store, plans no index for a filter
+        naming more fields than an index holds and reads the whole collection
+        for it (docs/performance.md, "Query plans"); by ``_id`` alone it is a
+        point lookup on every store.
+        """
+        if self.session is None:
+            raise RuntimeError("compare_and_set() must be called inside transaction()")
+        current = self.db[collection].find_one({"_id": document_id}, session=self.session)
+        if current is None or any(current.get(key) != value for key, value in expected.items()):
+            return None
+        if any(key.startswith("$") for key in change):
+            return self.db[collection].find_one_and_update(
+                {"_id": document_id},
+                change,
+                return_document=pymongo.ReturnDocument.AFTER,
+                session=self.session,
+            )
+        self.db[collection].replace_one({"_id": document_id}, change, session=self.session)
+        return {**change, "_id": document_id}
 
     def emit(
         self,

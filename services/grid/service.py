@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request, Response
 
@@ -121,6 +121,9 @@ def open311_answer(method: Callable[..., Response]) -> Callable[..., Response]:
 
 class GridService(SlaPages, PlatformService):
     name = "grid"
+    #: Whether a deadline scan found no incident left without ``next_deadline``
+    #: (for this process: the workers are instances of this class).
+    deadlines_backfilled: ClassVar[bool] = False
 
     incidents = Store(IncidentRepository)
     reference = Reference()
@@ -328,7 +331,9 @@ class GridService(SlaPages, PlatformService):
         """Raise the clock alerts that fell due; safe with several replicas and restarts.
 
         Also gives incidents stored before ``next_deadline`` existed their value,
-        a batch a scan, so the SLA board orders them by deadline too.
+        a batch a scan, so the SLA board orders them by deadline too, until a
+        scan finds none: new incidents are stored with it, and looking for
+        the field's absence reads the whole collection.
         """
         now = datetime.now(UTC)
         for incident in self.incidents.due(now, limit=200):
@@ -345,7 +350,8 @@ class GridService(SlaPages, PlatformService):
                 if alert.kind == "overdue":
                     clock = incident.clocks[alert.clock].name
                     SLA_BREACHES.labels(clock, incident.category).inc()
-        self.incidents.fill_next_deadlines(limit=200)
+        if not GridService.deadlines_backfilled:
+            GridService.deadlines_backfilled = self.incidents.fill_next_deadlines(limit=200) == 0
 
     def refresh_metrics(self) -> None:
         """Open work and the rates' counts, from the store, for the scrape under way.

@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shequ.contracts import grid as contract
 from shequ.errors import NotFound
 from shequ.pagination import InvalidCursor
-from shequ.store import BY_ID, Repository, as_record
+from shequ.store import Repository, as_record
 from shequ_services.grid import deadlines, open311, sla
 from shequ_services.grid.deadlines import Clock
 from shequ_services.grid.domain import (
@@ -35,10 +35,6 @@ from shequ_services.grid.workflow import StaleVersion, Transition
 
 INCIDENTS = "incidents"
 CLIENTS = "open311_clients"
-#: Indexes that hot queries name (``shequ.store.BY_ID`` says why): the duplicate
-#: check's, and the SLA board's order, which also finds incidents with no deadline yet.
-DUPLICATE_INDEX = [("category", ASCENDING), ("grid_cell", ASCENDING), ("reported_at", DESCENDING)]
-DEADLINE_INDEX = [("next_deadline", ASCENDING), ("_id", ASCENDING)]
 
 
 #: The fields the rates and the open-work gauges read of an incident.
@@ -76,7 +72,7 @@ LISTING_INDEXES = [
 #: The SLA board's hot query: open incidents by their next deadline, over the whole
 #: district and within one community or one department (the board's filters).
 SLA_INDEXES = [
-    IndexModel(DEADLINE_INDEX),
+    IndexModel([("next_deadline", ASCENDING), ("_id", ASCENDING)]),
     IndexModel([("community", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
     IndexModel([("department", ASCENDING), ("next_deadline", ASCENDING), ("_id", ASCENDING)]),
 ]
@@ -103,7 +99,7 @@ class IncidentRepository(Repository):
             IndexModel([("subtasks.department", 1), ("reported_at", DESCENDING)]),
             IndexModel([("open311.token", ASCENDING)], sparse=True),
             *LISTING_INDEXES,
-            IndexModel(DUPLICATE_INDEX),
+            IndexModel([("category", 1), ("grid_cell", 1), ("reported_at", DESCENDING)]),
             *SLA_INDEXES,
         ]
     }
@@ -168,16 +164,15 @@ class IncidentRepository(Repository):
                 "next_due": deadlines.next_due(clocks),
                 "next_deadline": open_deadline(step.to_state, clocks),
             }
-            document = self.db[INCIDENTS].find_one_and_update(
-                {"_id": incident.id, "version": incident.version},
+            document = self.compare_and_set(
+                INCIDENTS,
+                incident.id,
+                {"version": incident.version},
                 {
                     "$set": stored,
                     "$inc": {"version": 1, "event_seq": 1},
                     "$push": {"history": entry},
                 },
-                return_document=ReturnDocument.AFTER,
-                session=self.session,
-                hint=BY_ID,
             )
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
@@ -236,8 +231,10 @@ class IncidentRepository(Repository):
         """
 
         def work() -> None:
-            document = self.db[INCIDENTS].find_one_and_update(
-                {"_id": incident.id, "version": incident.version, "event_seq": incident.event_seq},
+            document = self.compare_and_set(
+                INCIDENTS,
+                incident.id,
+                {"version": incident.version, "event_seq": incident.event_seq},
                 {
                     "$set": {
                         "clocks": _clock_documents(clocks),
@@ -246,8 +243,6 @@ class IncidentRepository(Repository):
                     },
                     "$inc": {"event_seq": len(alerts)},
                 },
-                session=self.session,
-                hint=BY_ID,
             )
             if document is None:
                 raise IncidentChanged(f"incident {incident.id} changed since it was scanned")
@@ -284,15 +279,14 @@ class IncidentRepository(Repository):
             # No from/to: a rating enters no state, and readers of the history
             # (the reopen window, the closure count) look for the entries that do.
             entry = {"at": rating.at, "actor": actor, "action": "rate", "fields": fields}
-            document = self.db[INCIDENTS].find_one_and_update(
-                {"_id": incident.id, "version": incident.version},
+            document = self.compare_and_set(
+                INCIDENTS,
+                incident.id,
+                {"version": incident.version},
                 {
                     "$inc": {"version": 1, "event_seq": 1},
                     "$push": {"history": entry, "ratings": asdict(rating)},
                 },
-                return_document=ReturnDocument.AFTER,
-                session=self.session,
-                hint=BY_ID,
             )
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
@@ -355,23 +349,27 @@ class IncidentRepository(Repository):
         ]
 
     def open_in(self, scope: DuplicateScope, limit: int = 20) -> list[Incident]:
-        """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first."""
-        cursor = (
-            self.db[INCIDENTS]
-            .find(
+        """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first.
+
+        One read per cell through the ``(category, grid_cell, reported_at)``
+        index, with the state checked here: a filter naming more than the
+        index holds is a whole-collection read on the embedded store
+        (``Repository.compare_and_set``), and this runs for every report.
+        """
+        found = [
+            document
+            for cell in scope.cells
+            for document in self.db[INCIDENTS].find(
                 {
                     "category": scope.category,
-                    "grid_cell": {"$in": list(scope.cells)},
+                    "grid_cell": cell,
                     "reported_at": {"$gte": scope.since, "$lte": scope.until},
-                    "status": {"$nin": list(NOT_OPEN_STATES)},
-                    "_id": {"$ne": scope.exclude},
                 }
             )
-            .sort("reported_at", DESCENDING)
-            .hint(DUPLICATE_INDEX)
-            .limit(limit)
-        )
-        return [_to_incident(document) for document in cursor]
+            if document["status"] not in NOT_OPEN_STATES and document["_id"] != scope.exclude
+        ]
+        found.sort(key=lambda document: document["reported_at"], reverse=True)
+        return [_to_incident(document) for document in found[:limit]]
 
     def get(self, incident_id: str) -> Incident:
         document = self.db[INCIDENTS].find_one({"_id": incident_id}, session=self.session)
@@ -464,14 +462,14 @@ class IncidentRepository(Repository):
         """
         missing = {"next_deadline": {"$exists": False}, "status": {"$nin": list(NOT_OPEN_STATES)}}
         filled = 0
-        found = self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).hint(DEADLINE_INDEX)
-        for document in found.limit(limit):
-            result = self.db[INCIDENTS].update_one(
-                {"_id": document["_id"], "version": document["version"]},
-                {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}},
-                hint=BY_ID,
+        for document in self.db[INCIDENTS].find(missing, {"clocks": 1, "version": 1}).limit(limit):
+            deadline = {"$set": {"next_deadline": deadlines.next_deadline(_clocks_of(document))}}
+            changed = self.run_in_transaction(
+                lambda document=document, deadline=deadline: self.compare_and_set(
+                    INCIDENTS, document["_id"], {"version": document["version"]}, deadline
+                )
             )
-            filled += result.modified_count
+            filled += changed is not None
         return filled
 
     def sla_counts(
@@ -767,8 +765,8 @@ class ApiKeyRepository:
         return ApiClient(name, created_at)
 
     def active_client(self, key_hash: str) -> ApiClient | None:
-        document = self.db[CLIENTS].find_one({"_id": key_hash, "active": True}, hint=BY_ID)
-        if document is None:
+        document = self.db[CLIENTS].find_one({"_id": key_hash})
+        if document is None or not document.get("active"):
             return None
         return ApiClient(document["name"], document["created_at"], document["active"])
 

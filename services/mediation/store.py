@@ -21,15 +21,13 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shequ.contracts import mediation as contract
 from shequ.errors import NotFound
-from shequ.store import BY_ID, Repository, Store
+from shequ.store import Repository, Store
 from shequ_services.mediation import domain, sealing
 from shequ_services.mediation.domain import Case, Clock, Party
 from shequ_services.mediation.roster import Mediator, PartyIndexes
 from shequ_services.mediation.workflow import StaleVersion, Transition
 
 CASES = "cases"
-#: One case per incident; the lookups by incident name it (``shequ.store.BY_ID`` says why).
-INCIDENT_INDEX = [("incident_id", 1)]
 DEFAULT_ROSTER = Path(__file__).with_name("roster.yaml")
 MEDIATORS = "mediators"
 #: Cases that still count towards a mediator's load.
@@ -49,10 +47,13 @@ class CaseRepository(Repository):
         CASES: [
             # Exactly one case per incident, whatever the delivery count.
             IndexModel(
-                INCIDENT_INDEX,
+                [("incident_id", 1)],
                 unique=True,
                 partialFilterExpression={"incident_id": {"$type": "string"}},
             ),
+            # The lookup by incident, run for every report: the embedded store
+            # plans no partial index for it (docs/performance.md, "Query plans").
+            IndexModel([("incident_id", 1), ("_id", 1)]),
             IndexModel([("community", 1), ("opened_at", DESCENDING)]),
             IndexModel([("mediator_id", 1), ("status", 1)]),
             IndexModel([("next_due", ASCENDING)], sparse=True),
@@ -70,10 +71,7 @@ class CaseRepository(Repository):
 
         def work() -> bool:
             if case.incident_id and self.db[CASES].find_one(
-                {"incident_id": case.incident_id},
-                {"_id": 1},
-                session=self.session,
-                hint=INCIDENT_INDEX,
+                {"incident_id": case.incident_id}, {"_id": 1}, session=self.session
             ):
                 return False
             self.db[CASES].insert_one(self._document(case), session=self.session)
@@ -89,8 +87,7 @@ class CaseRepository(Repository):
         return self._case(document)
 
     def for_incident(self, incident_id: str) -> list[Case]:
-        found = self.db[CASES].find({"incident_id": incident_id}, hint=INCIDENT_INDEX)
-        return [self._case(d) for d in found]
+        return [self._case(d) for d in self.db[CASES].find({"incident_id": incident_id})]
 
     def listing(self, *, community: str | None, status: str | None, limit: int) -> list[Case]:
         query: dict[str, Any] = {}
@@ -106,13 +103,10 @@ class CaseRepository(Repository):
 
         def work() -> Case:
             stored = replace(updated, version=before.version + 1, event_seq=before.event_seq + 1)
-            result = self.db[CASES].replace_one(
-                {"_id": before.id, "version": before.version},
-                self._document(stored),
-                session=self.session,
-                hint=BY_ID,
+            written = self.compare_and_set(
+                CASES, before.id, {"version": before.version}, self._document(stored)
             )
-            if result.matched_count != 1:
+            if written is None:
                 raise StaleVersion(before.version, self.get(before.id).version)
             if step is not None:
                 self._emit_step(stored, step)
@@ -202,16 +196,16 @@ class CaseRepository(Repository):
         """Store the raised alerts and emit them, unless the case changed since it was read."""
 
         def work() -> None:
-            result = self.db[CASES].update_one(
-                {"_id": case.id, "version": case.version},
+            written = self.compare_and_set(
+                CASES,
+                case.id,
+                {"version": case.version},
                 {
                     "$set": {"clock": asdict(clock), "next_due": clock.next_due()},
                     "$inc": {"event_seq": len(alerts)},
                 },
-                session=self.session,
-                hint=BY_ID,
             )
-            if result.matched_count != 1:
+            if written is None:
                 raise CaseChanged(case.id)
             for offset, alert in enumerate(alerts, start=1):
                 self.emit(
@@ -239,10 +233,12 @@ class CaseRepository(Repository):
         for document in self.db[CASES].find({"kids": {"$in": stale}}).limit(limit):
             resealed = self.keyring.reseal(document, case_id=document["_id"])
             resealed["kids"] = sorted(sealing.kids_in(resealed))
-            result = self.db[CASES].replace_one(
-                {"_id": document["_id"], "version": document["version"]}, resealed, hint=BY_ID
+            written = self.run_in_transaction(
+                lambda document=document, resealed=resealed: self.compare_and_set(
+                    CASES, document["_id"], {"version": document["version"]}, resealed
+                )
             )
-            changed += result.modified_count
+            changed += written is not None
         return changed
 
     # -- roster --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ.contracts import notify as contract
-from shequ.store import BY_ID, Repository, as_record
+from shequ.store import Repository, as_record, lease_expired
 from shequ_services.notify.domain import (
     Contact,
     ContactChannel,
@@ -43,16 +43,12 @@ DIGESTED = "digested"
 PAUSED = "paused"
 SKIPPED = "skipped"
 
-#: Hinted by the hot queries that use them (``shequ.store.BY_ID`` says why).
-DUE_INDEX = [("status", ASCENDING), ("due_at", ASCENDING)]
-SENDS_INDEX = [("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]
-
 
 class NotifyRepository(Repository):
     INDEXES = {
         DELIVERIES: [
             IndexModel([("key", ASCENDING)], unique=True),
-            IndexModel(DUE_INDEX),
+            IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
             IndexModel([("subject_ref", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("subscription", ASCENDING), ("created_at", DESCENDING)]),
             IndexModel([("event_id", ASCENDING)]),
@@ -61,7 +57,7 @@ class NotifyRepository(Repository):
         ],
         ATTEMPTS: [
             IndexModel([("event_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
-            IndexModel(SENDS_INDEX),
+            IndexModel([("recipient", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("delivery_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
         ],
         RULES: [IndexModel([("event_type", ASCENDING)])],
@@ -251,31 +247,41 @@ class NotifyRepository(Repository):
                 upsert=True,
                 session=self.session,
             )
-            self.db[DELIVERIES].update_many(
-                {"_id": {"$in": items}, "status": HELD},
-                {"$set": {"status": DIGESTED, "digest": key}},
-                session=self.session,
-                hint=BY_ID,
-            )
+            self._move(items, HELD, {"status": DIGESTED, "digest": key})
 
     # The delivery worker's side.
 
     def claim_due(
         self, now: datetime, lease: timedelta, kinds: tuple[str, ...] | None = None
     ) -> dict[str, Any] | None:
-        """Take one due delivery under a lease, so replicas never send the same one twice."""
-        return self.db[DELIVERIES].find_one_and_update(
-            {
-                "status": PENDING,
-                "due_at": {"$lte": now},
-                **({"kind": {"$in": list(kinds)}} if kinds else {}),
-                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
-            },
-            {"$set": {"lease_until": now + lease}},
-            sort=[("due_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-            hint=DUE_INDEX,
-        )
+        """Take one due delivery under a lease, so replicas never send the same one twice.
+
+        Due deliveries are read oldest first through the ``(status, due_at)``
+        index; the kind and the lease are checked here, and the lease is
+        written by ``_id`` in the same transaction, so two workers taking the
+        same one conflict and the retried one passes it by
+        (``Repository.compare_and_set`` says why not in one filter).
+        """
+
+        def take_oldest() -> dict[str, Any] | None:
+            due = (
+                self.db[DELIVERIES]
+                .find({"status": PENDING, "due_at": {"$lte": now}}, session=self.session)
+                .sort("due_at", ASCENDING)
+            )
+            for delivery in due:
+                if kinds and delivery["kind"] not in kinds:
+                    continue
+                if lease_expired(delivery.get("lease_until"), now):
+                    return self.db[DELIVERIES].find_one_and_update(
+                        {"_id": delivery["_id"]},
+                        {"$set": {"lease_until": now + lease}},
+                        return_document=ReturnDocument.AFTER,
+                        session=self.session,
+                    )
+            return None
+
+        return self.run_in_transaction(take_oldest)
 
     def defer(self, delivery_id: str, until: datetime, reason: str, **more: Any) -> None:
         self.db[DELIVERIES].update_one(
@@ -337,22 +343,30 @@ class NotifyRepository(Repository):
 
     def sends_to(self, recipient: str, since: datetime) -> list[datetime]:
         """When the recipient was last sent something non-urgent (for its rate limit)."""
-        found = (
-            self.db[ATTEMPTS]
-            .find(
-                {"recipient": recipient, "outcome": "sent", "at": {"$gt": since}, "urgent": False},
-                {"at": 1},
-            )
-            .hint(SENDS_INDEX)
-        )
-        return [document["at"] for document in found]
+        found = self.db[ATTEMPTS].find(
+            {"recipient": recipient, "at": {"$gt": since}}, {"at": 1, "outcome": 1, "urgent": 1}
+        )  # the index's fields only, so the embedded store uses it; the rest is checked here
+        return [d["at"] for d in found if d.get("outcome") == "sent" and d.get("urgent") is False]
 
     def release_held(self, delivery_ids: list[str], now: datetime) -> None:
-        self.db[DELIVERIES].update_many(
-            {"_id": {"$in": delivery_ids}, "status": HELD},
-            {"$set": {"status": PENDING, "due_at": now, "lease_until": None, "urgency": "normal"}},
-            hint=BY_ID,
+        self.run_in_transaction(
+            lambda: self._move(
+                delivery_ids,
+                HELD,
+                {"status": PENDING, "due_at": now, "lease_until": None, "urgency": "normal"},
+            )
         )
+
+    def _move(self, delivery_ids: list[str], status: str, changes: dict[str, Any]) -> None:
+        """Set ``changes`` on those of the deliveries still in ``status`` (in a transaction)."""
+        found = self.db[DELIVERIES].find(
+            {"_id": {"$in": delivery_ids}}, {"status": 1}, session=self.session
+        )
+        still = [document["_id"] for document in found if document["status"] == status]
+        if still:
+            self.db[DELIVERIES].update_many(
+                {"_id": {"$in": still}}, {"$set": changes}, session=self.session
+            )
 
     def held(self, limit: int = 1000) -> list[dict[str, Any]]:
         cursor = self.db[DELIVERIES].find({"status": HELD}).sort("created_at", 1)
@@ -380,12 +394,11 @@ class NotifyRepository(Repository):
 
     def requeue(self, delivery_id: str, now: datetime) -> bool:
         """Give a dead delivery a fresh retry horizon (an operator decided to try again)."""
-        result = self.db[DELIVERIES].update_one(
-            {"_id": delivery_id, "status": DEAD},
-            {"$set": {**_fresh(now), "requeued_at": now}},
-            hint=BY_ID,
+        fresh = {"$set": {**_fresh(now), "requeued_at": now}}
+        requeued = self.run_in_transaction(
+            lambda: self.compare_and_set(DELIVERIES, delivery_id, {"status": DEAD}, fresh)
         )
-        return result.modified_count == 1
+        return requeued is not None
 
     # Bureau subscriptions.
 

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from shequ.contracts import volunteer as contract
 from shequ.contracts.registry import EventSpec
 from shequ.errors import NotFound
-from shequ.store import BY_ID, Repository, Store
+from shequ.store import Repository, Store
 from shequ_services.volunteer.domain import (
     Change,
     Offer,
@@ -42,8 +42,6 @@ VOLUNTEERS, TEAMS, HOUSEHOLDS, TASKS, LEDGER, META = (
     "ledger",
     "meta",
 )
-#: One task per incident; the lookup by incident names it (``shequ.store.BY_ID`` says why).
-INCIDENT_INDEX = [("incident_id", ASCENDING)]
 SPECS: dict[str, EventSpec] = {
     "task.offered": contract.TASK_OFFERED_V1,
     "task.accepted": contract.TASK_ACCEPTED_V1,
@@ -146,10 +144,13 @@ class VolunteerRepository(Repository):
         HOUSEHOLDS: [IndexModel([("community", ASCENDING), ("_id", ASCENDING)])],
         TASKS: [
             IndexModel(
-                INCIDENT_INDEX,
+                [("incident_id", ASCENDING)],
                 unique=True,
                 partialFilterExpression={"incident_id": {"$type": "string"}},
             ),
+            # The lookup by incident, run for every report: the embedded store
+            # plans no partial index for it (docs/performance.md, "Query plans").
+            IndexModel([("incident_id", ASCENDING), ("_id", ASCENDING)]),
             IndexModel(
                 [("household_id", ASCENDING), ("round_month", ASCENDING)],
                 unique=True,
@@ -215,7 +216,6 @@ class VolunteerRepository(Repository):
                 {"_id": f"lease:{name}", "$or": [{"until": {"$lt": now}}, {"holder": holder}]},
                 {"$set": {"holder": holder, "until": now + ttl}},
                 upsert=True,
-                hint=BY_ID,
             )
         except DuplicateKeyError:
             return False
@@ -223,7 +223,7 @@ class VolunteerRepository(Repository):
 
     def release_lease(self, name: str, holder: str, now: datetime) -> None:
         self.db[META].update_one(
-            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}, hint=BY_ID
+            {"_id": f"lease:{name}", "holder": holder}, {"$set": {"until": now}}
         )
 
     # -- registry ----------------------------------------------------------------------
@@ -357,13 +357,10 @@ class VolunteerRepository(Repository):
             stored = replace(
                 after, version=before.version + 1, event_seq=before.event_seq + len(changes)
             )
-            result = self.db[TASKS].replace_one(
-                {"_id": before.id, "version": before.version},
-                task_document(stored),
-                session=self.session,
-                hint=BY_ID,
+            written = self.compare_and_set(
+                TASKS, before.id, {"version": before.version}, task_document(stored)
             )
-            if result.matched_count != 1:
+            if written is None:
                 raise TaskChanged(f"task {before.id} changed since it was read")
             self._emit_changes(before.id, changes, first=before.event_seq + 1)
             return stored
@@ -392,9 +389,7 @@ class VolunteerRepository(Repository):
         return {d["household_id"] for d in found}
 
     def for_incident(self, incident_id: str) -> list[Task]:
-        found = self.db[TASKS].find(
-            {"incident_id": incident_id}, session=self.session, hint=INCIDENT_INDEX
-        )
+        found = self.db[TASKS].find({"incident_id": incident_id}, session=self.session)
         return [to_task(d) for d in found]
 
     def tasks(
@@ -452,8 +447,10 @@ class VolunteerRepository(Repository):
         """Stamp an entry approved once (conditional on it being pending) and emit."""
 
         def work() -> Entry:
-            result = self.db[LEDGER].update_one(
-                {"_id": before.id, "status": PENDING},
+            written = self.compare_and_set(
+                LEDGER,
+                before.id,
+                {"status": PENDING},
                 {
                     "$set": {
                         "status": APPROVED,
@@ -461,10 +458,8 @@ class VolunteerRepository(Repository):
                         "approved_at": after.approved_at,
                     }
                 },
-                session=self.session,
-                hint=BY_ID,
             )
-            if result.matched_count != 1:
+            if written is None:
                 raise EntryChanged(f"entry {before.id} was approved meanwhile")
             self._emit_changes(before.id, changes, first=1)
             return after
