@@ -35,6 +35,9 @@ from shequ.store import OUTBOX, lease_expired
 
 log = logging.getLogger(__name__)
 
+#: The order events leave the outbox in: the order they were written.
+ORDER = [("created_at", 1), ("_id", 1)]
+
 
 class OutboxRelay:
     """Moves pending outbox entries to the broker; one per service process."""
@@ -129,36 +132,43 @@ class OutboxRelay:
         """Lease the oldest claimable entries (at most a batch) to this relay, in order.
 
         Claimable: pending, and not leased or the lease run out (its relay
-        died between publishing and marking). The read goes through the
-        outbox's ``(status, created_at)`` index, so it costs what is pending,
-        never what was ever sent; the lease is written by ``_id`` in the same
-        transaction, so two relays reading the same entries conflict and the
-        one retried sees the other's lease (``Repository.compare_and_set``
-        says why the conditions are not in the filter).
+        died between publishing and marking). The candidates are read through
+        the outbox's ``(status, created_at)`` index, outside any transaction
+        (on the embedded store a long read inside one holds up every other
+        transaction), so the read costs what is pending, never what was
+        sent. Then a short transaction reads them again by ``_id`` and leases
+        those still claimable: two relays leasing the same entries conflict,
+        and the one retried sees the other's lease
+        (``Repository.compare_and_set`` says why not in one filter).
         """
         outbox = self.db[OUTBOX]
+        candidates: list[str] = []
+        for entry in outbox.find({"status": "pending"}, {"lease_until": 1}).sort(ORDER):
+            if lease_expired(entry.get("lease_until"), now):
+                candidates.append(entry["_id"])
+                if len(candidates) == self.batch_size:
+                    break
+        if not candidates:
+            return []
         lease = {"lease_until": now + self.lease, "lease_owner": uuid.uuid4().hex}
 
-        def lease_oldest(session: ClientSession) -> list[dict[str, Any]]:
-            claimed: list[dict[str, Any]] = []
-            pending = outbox.find({"status": "pending"}, session=session).sort(
-                [("created_at", 1), ("_id", 1)]
-            )
-            for entry in pending:
-                if lease_expired(entry.get("lease_until"), now):
-                    claimed.append({**entry, **lease})
-                    if len(claimed) == self.batch_size:
-                        break
+        def lease_still_claimable(session: ClientSession) -> list[dict[str, Any]]:
+            current = outbox.find({"_id": {"$in": candidates}}, session=session)
+            claimed = [
+                {**entry, **lease}
+                for entry in current
+                if entry["status"] == "pending" and lease_expired(entry.get("lease_until"), now)
+            ]
             if claimed:
                 outbox.update_many(
                     {"_id": {"$in": [entry["_id"] for entry in claimed]}},
                     {"$set": lease},
                     session=session,
                 )
-            return claimed
+            return sorted(claimed, key=lambda entry: (entry["created_at"], entry["_id"]))
 
         with self.db.client.start_session() as session:
-            return session.with_transaction(lease_oldest)
+            return session.with_transaction(lease_still_claimable)
 
     def pending_count(self) -> int:
         return self.db[OUTBOX].count_documents({"status": "pending"})

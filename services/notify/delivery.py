@@ -1,8 +1,9 @@
 """The delivery worker: sends due deliveries, records every attempt, retries, falls back.
 
 It runs from a timer in the service (and directly, with a controlled clock,
-in the tests). Each pass claims due deliveries one at a time under a lease
-(a single-document update, so replicas never send the same one twice), does
+in the tests). Each pass reads what is due once, then claims those deliveries
+one at a time under a lease (a compare-and-set, so replicas never send the
+same one twice), does
 the network I/O with no transaction open, then records the attempt and the
 delivery's new state in one transaction. A process that dies mid-send leaves
 the lease to expire and the delivery is tried again: at least once, never
@@ -126,18 +127,27 @@ class DeliveryWorker:
         self.rand = rand
 
     def run_once(self, kinds: tuple[str, ...] | None = None) -> int:
-        """Send what is due now (of ``kinds``, else all); the number of deliveries looked at."""
+        """Send what is due now (of ``kinds``, else all); the number of deliveries looked at.
+
+        Reads what is due again after each round, so what a round made due
+        (a fallback to the recipient's next channel) goes in the same pass.
+        """
         handled = 0
         while handled < self.settings.batch:
-            delivery = self.repo.claim_due(self.clock(), self.settings.lease, kinds)
-            if delivery is None:
+            claimed = 0
+            for candidate in self.repo.due(self.clock(), kinds, self.settings.batch - handled):
+                delivery = self.repo.claim(candidate, self.clock(), self.settings.lease)
+                if delivery is None:
+                    continue  # another worker took it, or it changed: it is theirs
+                claimed += 1
+                try:
+                    self.deliver(delivery)
+                except Exception:
+                    # Leave the lease to expire: the delivery is tried again later.
+                    log.exception("delivery %s failed unexpectedly", delivery["_id"])
+            if not claimed:
                 break
-            handled += 1
-            try:
-                self.deliver(delivery)
-            except Exception:
-                # Leave the lease to expire: the delivery is tried again later.
-                log.exception("delivery %s failed unexpectedly", delivery["_id"])
+            handled += claimed
         return handled
 
     def deliver(self, delivery: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shequ.contracts import notify as contract
 from shequ.store import Repository, as_record, lease_expired
@@ -251,37 +251,56 @@ class NotifyRepository(Repository):
 
     # The delivery worker's side.
 
+    def due(self, now: datetime, kinds: tuple[str, ...] | None, limit: int) -> list[dict[str, Any]]:
+        """Deliveries due now, of ``kinds``, not leased: candidates for ``claim``, oldest first.
+
+        Read through the ``(status, due_at)`` index, with the kind and the
+        lease checked here: a filter naming more than the index holds reads
+        the whole collection on the embedded store (``Repository.compare_and_set``).
+        Outside any transaction: on the embedded store a long read inside
+        one holds up every other transaction (docs/performance.md).
+        """
+        found = (
+            self.db[DELIVERIES]
+            .find({"status": PENDING, "due_at": {"$lte": now}}, {"kind": 1, "lease_until": 1})
+            .sort("due_at", ASCENDING)
+        )
+        candidates = []
+        for delivery in found:
+            if (not kinds or delivery["kind"] in kinds) and lease_expired(
+                delivery.get("lease_until"), now
+            ):
+                candidates.append(delivery)
+                if len(candidates) == limit:
+                    break
+        return candidates
+
+    def claim(
+        self, candidate: dict[str, Any], now: datetime, lease: timedelta
+    ) -> dict[str, Any] | None:
+        """Lease a candidate from ``due`` to this worker, unless another took it meanwhile.
+
+        A compare-and-set on the lease read, so replicas never send the same
+        delivery twice; None when it is gone, sent or leased since.
+        """
+        return self.run_in_transaction(
+            lambda: self.compare_and_set(
+                DELIVERIES,
+                candidate["_id"],
+                {"status": PENDING, "lease_until": candidate.get("lease_until")},
+                {"$set": {"lease_until": now + lease}},
+            )
+        )
+
     def claim_due(
         self, now: datetime, lease: timedelta, kinds: tuple[str, ...] | None = None
     ) -> dict[str, Any] | None:
-        """Take one due delivery under a lease, so replicas never send the same one twice.
-
-        Due deliveries are read oldest first through the ``(status, due_at)``
-        index; the kind and the lease are checked here, and the lease is
-        written by ``_id`` in the same transaction, so two workers taking the
-        same one conflict and the retried one passes it by
-        (``Repository.compare_and_set`` says why not in one filter).
-        """
-
-        def take_oldest() -> dict[str, Any] | None:
-            due = (
-                self.db[DELIVERIES]
-                .find({"status": PENDING, "due_at": {"$lte": now}}, session=self.session)
-                .sort("due_at", ASCENDING)
-            )
-            for delivery in due:
-                if kinds and delivery["kind"] not in kinds:
-                    continue
-                if lease_expired(delivery.get("lease_until"), now):
-                    return self.db[DELIVERIES].find_one_and_update(
-                        {"_id": delivery["_id"]},
-                        {"$set": {"lease_until": now + lease}},
-                        return_document=ReturnDocument.AFTER,
-                        session=self.session,
-                    )
-            return None
-
-        return self.run_in_transaction(take_oldest)
+        """Lease the oldest due delivery (of ``kinds``) that nobody holds; None if none."""
+        for candidate in self.due(now, kinds, limit=10):
+            claimed = self.claim(candidate, now, lease)
+            if claimed is not None:
+                return claimed
+        return None
 
     def defer(self, delivery_id: str, until: datetime, reason: str, **more: Any) -> None:
         self.db[DELIVERIES].update_one(
