@@ -20,9 +20,10 @@ import yaml
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shequ.contracts import mediation as contract
+from shequ import sealing
 from shequ.errors import NotFound
 from shequ.store import Repository, Store
-from shequ_services.mediation import domain, sealing
+from shequ_services.mediation import domain
 from shequ_services.mediation.domain import Case, Clock, Party
 from shequ_services.mediation.roster import Mediator, PartyIndexes
 from shequ_services.mediation.workflow import StaleVersion, Transition
@@ -224,12 +225,12 @@ class CaseRepository(Repository):
         ``expected_version`` stays valid. A case written meanwhile is simply
         skipped (the write sealed it under the active key anyway).
         """
-        stale = [kid for kid in self.keyring.keys if kid != self.keyring.active]
+        stale = self.keyring.stale_kids()
         if not stale:
             return 0
         changed = 0
         for document in self.db[CASES].find({"kids": {"$in": stale}}).limit(limit):
-            resealed = self.keyring.reseal(document, case_id=document["_id"])
+            resealed = self.keyring.reseal(document, record_id=document["_id"])
             resealed["kids"] = sorted(sealing.kids_in(resealed))
             result = self.db[CASES].replace_one(
                 {"_id": document["_id"], "version": document["version"]}, resealed
@@ -379,7 +380,7 @@ class CaseRepository(Repository):
         def seal(value: str | None, label: str) -> dict[str, str] | None:
             if value is None:
                 return None
-            return self.keyring.seal(value, case_id=case_id, label=label)
+            return self.keyring.seal(value, record_id=case_id, label=label)
 
         return seal
 
@@ -389,7 +390,7 @@ class CaseRepository(Repository):
         def unseal(value: Any, label: str) -> str | None:
             if value is None:
                 return None
-            return self.keyring.unseal(value, case_id=case_id, label=label)
+            return self.keyring.unseal(value, record_id=case_id, label=label)
 
         agreement = unseal(document.get("agreement"), "agreement")
         return Case(
@@ -483,11 +484,7 @@ class CaseStore(Store):
     def setup(self) -> None:
         super().setup()
         config = self.container.config
-        self.keyring = sealing.Keyring.from_config(
-            str(config.get("MEDIATION_KEYS") or ""),
-            str(config.get("MEDIATION_ACTIVE_KEY") or ""),
-            str(config.get("MEDIATION_INDEX_KEY") or ""),
-        )
+        self.keyring = sealing.Keyring.from_settings(config, "mediation", index_required=True)
 
     def start(self) -> None:
         super().start()
