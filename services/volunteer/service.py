@@ -17,6 +17,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
+from shequ.masking import mask_name, mask_phone
 from shequ.metrics import VOLUNTEER_DISPATCH_SECONDS
 from shequ.reconcile import Effect
 from shequ.service import PlatformService
@@ -537,8 +538,8 @@ class VolunteerService(PlatformService):
         )
         view = _volunteer_values(volunteer)
         if not full:
-            view["name"] = domain.mask_name(volunteer.name)
-            view["phone"] = domain.mask_phone(volunteer.phone)
+            view["name"] = mask_name(volunteer.name)
+            view["phone"] = mask_phone(volunteer.phone)
         return VolunteerSchema().dump({**view, "masked": not full})
 
     @route(
