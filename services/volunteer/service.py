@@ -361,6 +361,11 @@ class VolunteerService(PlatformService):
             except TaskChanged:
                 continue  # answered or scanned meanwhile; the next scan sees the new state
 
+    @timer("VOLUNTEER_KEY_ROTATION_SECONDS", 60)
+    def rotate_keys(self) -> None:
+        """Re-seal, in batches, volunteers sealed under an old key or stored before sealing."""
+        self.tasks.reseal_batch(limit=100)
+
     @timer("VOLUNTEER_ROUNDS_SCAN_SECONDS", 300)
     def generate_rounds(self) -> None:
         """This month's visit task for every listed household that has none yet."""
