@@ -131,9 +131,7 @@ class Keyring:
         """The keyring of ``service`` from a nameko config (``<SERVICE>_KEYS``, ...)."""
         names = settings(service)
         keys, active, index = (str(config.get(name) or "") for name in names)
-        return cls.from_config(
-            keys, active, index, service=service, index_required=index_required
-        )
+        return cls.from_config(keys, active, index, service=service, index_required=index_required)
 
     def seal(self, value: str, *, record_id: str, label: str) -> dict[str, str]:
         """``value`` encrypted under the active key, bound to ``record_id`` and ``label``."""

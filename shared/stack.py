@@ -169,7 +169,7 @@ class Stack:
         )
 
     def field_keys(self, service: str) -> dict[str, str]:
-        """The dev keys sealing ``service``'s personal data: a data key under ``dev1``, an index key."""
+        """The dev keys sealing ``service``'s personal data: a data key (``dev1``), an index key."""
 
         def new_key() -> str:
             return base64.b64encode(secrets.token_bytes(32)).decode("ascii")

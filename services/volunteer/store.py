@@ -255,7 +255,9 @@ class VolunteerRepository(Repository):
             raise Duplicate(f"volunteer {volunteer.id!r} exists already") from exc
 
     def replace_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
-        self.db[VOLUNTEERS].replace_one({"_id": volunteer.id}, volunteer_document(volunteer, now, self.keyring))
+        self.db[VOLUNTEERS].replace_one(
+            {"_id": volunteer.id}, volunteer_document(volunteer, now, self.keyring)
+        )
 
     def reseal_batch(self, limit: int) -> int:
         """Re-seal up to ``limit`` volunteers under the active key; how many changed.

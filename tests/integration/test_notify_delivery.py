@@ -688,7 +688,9 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
         client.close()
 
 
-def test_contact_addresses_are_sealed_at_rest_and_read_back_as_saved(repo: NotifyRepository) -> None:
+def test_contact_addresses_are_sealed_at_rest_and_read_back_as_saved(
+    repo: NotifyRepository,
+) -> None:
     saved = contact(
         "resident-9", ("sms", "+8613900003333"), ("email", "r9@example.org"), digest=True
     )
