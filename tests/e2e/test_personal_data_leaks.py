@@ -43,7 +43,7 @@ volunteer
   * ``POST /api/v1/volunteer/volunteers``, ``PATCH .../volunteers/{id}``:
     ``name``, ``phone``. Planted.
   * ``POST /api/v1/volunteer/hours/{id}/corrections``: ``reason`` (free
-    text). Not planted here: it needs a volunteer's completed task.
+    text). Planted, on the hours of a task the planted volunteer served.
 notify
   * ``PUT /api/v1/notify/contacts/{recipient}``: channel addresses (phone,
     e-mail). Planted, for the reporter, so their notifications try them.
@@ -265,15 +265,28 @@ def plant_in_mediation(platform: Platform, p: Planted) -> str:
     return str(case["id"])
 
 
-def plant_in_volunteer(platform: Platform, p: Planted) -> str:
+def plant_in_volunteer(platform: Platform, p: Planted) -> tuple[str, list[str]]:
+    """A volunteer registered and renamed, who serves a task whose hours are corrected."""
     staff = platform.session("community_staff", sub="staff-pii", communities=(COMMUNITY,))
+    url = f"{platform.url}{VOLUNTEER}"
     vid = f"v-pii-{uuid.uuid4().hex[:6]}"
     body = {"id": vid, "community": COMMUNITY, "name": p.other_name, "phone": "13700000000",
             "home_cell": "ls-01", "consent_to_contact": False}  # fmt: skip
-    ok(staff.post(f"{platform.url}{VOLUNTEER}/volunteers", json=body, timeout=10), 201)
+    ok(staff.post(f"{url}/volunteers", json=body, timeout=10), 201)
     change = {"name": p.name, "phone": p.phone}
-    ok(staff.patch(f"{platform.url}{VOLUNTEER}/volunteers/{vid}", json=change, timeout=10))
-    return vid
+    ok(staff.patch(f"{url}/volunteers/{vid}", json=change, timeout=10))
+
+    task = {"kind": "assist", "community": COMMUNITY, "grid_cell": "ls-01"}
+    task_id = ok(staff.post(f"{url}/tasks", json=task, timeout=10), 201)["id"]
+    ok(staff.post(f"{url}/tasks/{task_id}/assign", json={"volunteer_id": vid}, timeout=10))
+    me = platform.session("volunteer", sub=vid, communities=(COMMUNITY,))
+    ok(me.post(f"{url}/tasks/{task_id}/check-in", timeout=10))
+    entry = ok(me.post(f"{url}/tasks/{task_id}/check-out", timeout=10))["entry"]
+    ok(staff.post(f"{url}/hours/{entry['id']}/approval", timeout=10))
+    fix = {"minutes_delta": 30, "reason": f"{p.name}补记，电话{p.phone}"}
+    corrected = ok(staff.post(f"{url}/hours/{entry['id']}/corrections", json=fix, timeout=10), 201)
+    ok(staff.post(f"{url}/hours/{corrected['id']}/approval", timeout=10))
+    return vid, [entry["id"], corrected["id"]]
 
 
 def plant_in_notify(platform: Platform, p: Planted, resident: str) -> None:
@@ -301,13 +314,16 @@ def plant_in_disclosure(platform: Platform, p: Planted) -> None:
 # -- waiting for the fan-out ----------------------------------------------------------------
 
 
-def settled(platform: Platform, incidents: list[str], case_id: str) -> bool:
+def settled(platform: Platform, incidents: list[str], case_id: str, entries: list[str]) -> bool:
     """Our events are handled: disclosure's and grid's marks, notify's deliveries done.
 
     ``incidents`` is the resolved and rated report (three events disclosure
-    handles), the rejected one (two) and the Open311 one (one).
+    handles), the rejected one (two) and the Open311 one (one); ``entries``
+    the volunteer's approved hours and their approved correction (one each).
     """
     marks = platform.db("disclosure")["processed_events"]
+    if marks.count_documents({"subject": {"$in": entries}}) < len(entries):
+        return False
     wanted = zip(incidents, (3, 2, 1), strict=True)
     if any(marks.count_documents({"subject": i}) < n for i, n in wanted):
         return False
@@ -380,10 +396,10 @@ def test_planted_personal_data_reaches_no_log_event_disclosure_entry_or_metric(
     incidents.append(plant_in_open311(platform, p, capsys))
     plant_in_registry(platform, p)
     case_id = plant_in_mediation(platform, p)
-    volunteer_id = plant_in_volunteer(platform, p)
+    volunteer_id, entries = plant_in_volunteer(platform, p)
     plant_in_disclosure(platform, p)
 
-    wait_for(lambda: settled(platform, incidents, case_id), timeout=90,
+    wait_for(lambda: settled(platform, incidents, case_id, entries), timeout=90,
              what="the planted reports' events to reach disclosure and notify")  # fmt: skip
     wait_for(lambda: all_outboxes_relayed(platform), timeout=60, what="every outbox relayed")
 
