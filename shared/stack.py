@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 SIGNING_KEY_FILE = "disclosure-signing-key"
-MEDIATION_KEY_FILE = "mediation-key"
-MEDIATION_INDEX_KEY_FILE = "mediation-index-key"
+#: Services that seal personal data at rest (``shequ.sealing``), each with its own keys,
+#: kept in ``<service>-key`` and ``<service>-index-key`` in the data directory.
+SEALING_SERVICES = ("mediation", "notify", "volunteer")
 #: The development data key's id; production names its keys (and rotates them) itself.
-MEDIATION_DEV_KID = "dev1"
+DEV_KID = "dev1"
 ENDPOINTS_FILE = "endpoints.json"
 
 
@@ -167,17 +168,18 @@ class Stack:
             SIGNING_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode("ascii")
         )
 
-    def mediation_keys(self) -> dict[str, str]:
-        """The dev keys sealing mediation parties: a data key under ``dev1`` and an index key."""
+    def field_keys(self, service: str) -> dict[str, str]:
+        """The dev keys sealing ``service``'s personal data: a data key (``dev1``), an index key."""
 
         def new_key() -> str:
             return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
-        data_key = self._kept_secret(MEDIATION_KEY_FILE, new_key)
+        prefix = f"SHEQU_{service.upper()}"
+        data_key = self._kept_secret(f"{service}-key", new_key)
         return {
-            "SHEQU_MEDIATION_KEYS": f"{MEDIATION_DEV_KID}:{data_key}",
-            "SHEQU_MEDIATION_ACTIVE_KEY": MEDIATION_DEV_KID,
-            "SHEQU_MEDIATION_INDEX_KEY": self._kept_secret(MEDIATION_INDEX_KEY_FILE, new_key),
+            f"{prefix}_KEYS": f"{DEV_KID}:{data_key}",
+            f"{prefix}_ACTIVE_KEY": DEV_KID,
+            f"{prefix}_INDEX_KEY": self._kept_secret(f"{service}-index-key", new_key),
         }
 
     def _kept_secret(self, name: str, generate: Callable[[], str]) -> str:
@@ -196,8 +198,9 @@ class Stack:
             "SHEQU_DISCLOSURE_SIGNING_KEY": os.environ.get("SHEQU_DISCLOSURE_SIGNING_KEY")
             or self.disclosure_signing_key(),
         }
-        if not os.environ.get("SHEQU_MEDIATION_KEYS"):
-            env.update(self.mediation_keys())
+        for service in SEALING_SERVICES:
+            if not os.environ.get(f"SHEQU_{service.upper()}_KEYS"):
+                env.update(self.field_keys(service))
         env.update(self.extra_env)
         return env
 

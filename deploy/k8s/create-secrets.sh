@@ -39,6 +39,8 @@ done
 signing_key=$(shequ disclosure keygen | python3 -c 'import json,sys; print(json.load(sys.stdin)["private_key"])')
 create shequ-disclosure signing-key="$signing_key"
 create shequ-mediation keys="k1:$(random_b64)" active-key=k1 index-key="$(random_b64)"
+create shequ-volunteer-keys keys="k1:$(random_b64)" active-key=k1
+create shequ-notify-keys keys="k1:$(random_b64)" active-key=k1
 # Channel credentials are the district's own: add them when the channels are set up,
 #   kubectl -n NS create secret generic shequ-notify --from-literal=smtp-password=...
-echo "done: back up shequ-disclosure and shequ-mediation now (docs/deploy.md, Backup)"
+echo "done: back up shequ-disclosure, shequ-mediation, shequ-volunteer-keys and shequ-notify-keys now (docs/deploy.md, Backup)"

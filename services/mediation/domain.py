@@ -19,6 +19,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shequ.masking import mask_address, mask_id_number, mask_name, mask_phone
+
 PARTY_ROLES = ("applicant", "respondent", "third_party")
 #: The person-data fields of a party: sealed at rest, masked for most readers.
 PARTY_FIELDS = ("name", "phone", "id_number", "address", "building")
@@ -267,39 +269,6 @@ def can_see_parties(case: Case, sub: str, roles: Iterable[str]) -> bool:
     if "admin" in roles:
         return True
     return "mediator" in roles and case.mediator_id is not None and case.mediator_id == sub
-
-
-def mask_name(name: str) -> str:
-    """张三 → 张*, 欧阳娜娜 → 欧***: the surname's first character only."""
-    name = name.strip()
-    return name[:1] + "*" * max(len(name) - 1, 1) if name else ""
-
-
-def mask_phone(phone: str) -> str:
-    """13812341234 → 138****1234."""
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    if len(digits) < 8:
-        return "*" * len(digits)
-    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
-
-
-def mask_id_number(number: str) -> str:
-    """110101199003078515 → 1101**********8515."""
-    if len(number) < 9:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 8) + number[-4:]
-
-
-#: What ends the compound part of a Chinese address (小区, 新村, 苑, 院, 里, ...).
-_COMPOUND = re.compile(r"^.*?(小区|新村|花园|家园|公寓|大院|社区|苑|院|里|号)")
-
-
-def mask_address(address: str) -> str:
-    """Down to the compound: 清源里3幢2单元501 → 清源里***."""
-    address = address.strip()
-    match = _COMPOUND.match(address)
-    shown = match.group(0) if match else address[:4]
-    return shown + "***" if shown != address else shown
 
 
 def masked_party(party: Party) -> dict[str, Any]:

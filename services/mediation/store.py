@@ -19,10 +19,11 @@ from typing import Any
 import yaml
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from shequ import sealing
 from shequ.contracts import mediation as contract
 from shequ.errors import NotFound
 from shequ.store import Repository, Store
-from shequ_services.mediation import domain, sealing
+from shequ_services.mediation import domain
 from shequ_services.mediation.domain import Case, Clock, Party
 from shequ_services.mediation.roster import Mediator, PartyIndexes
 from shequ_services.mediation.workflow import StaleVersion, Transition
@@ -222,16 +223,31 @@ class CaseRepository(Repository):
     def reseal_batch(self, limit: int) -> int:
         """Re-seal up to ``limit`` documents still using a non-active key; how many changed.
 
-        The version does not move: rotation changes no fact, so a client's
+        Also seals sessions' places stored in the clear by releases before
+        places were sealed. The version does not move: rotation changes no fact, so a client's
         ``expected_version`` stays valid. A case written meanwhile is simply
         skipped (the write sealed it under the active key anyway).
         """
-        stale = [kid for kid in self.keyring.keys if kid != self.keyring.active]
-        if not stale:
-            return 0
+        query = {
+            "$or": [
+                {"kids": {"$in": self.keyring.stale_kids()}},
+                # Places were stored in the clear before they were sealed.
+                {"sessions.place": {"$type": "string"}},
+                {"history.fields.place": {"$type": "string"}},
+            ]
+        }
         changed = 0
-        for document in self.db[CASES].find({"kids": {"$in": stale}}).limit(limit):
-            resealed = self.keyring.reseal(document, case_id=document["_id"])
+        for document in self.db[CASES].find(query).limit(limit):
+            resealed = self.keyring.reseal(document, record_id=document["_id"])
+            seal = self._sealer(document["_id"])
+            resealed["sessions"] = [
+                {**s, "place": self._seal_plain(seal, s.get("place"), f"sessions.{s['id']}.place")}
+                for s in resealed.get("sessions", [])
+            ]
+            resealed["history"] = [
+                {**h, "fields": _seal_reason(seal, h.get("fields", {}), f"history.{i}.reason")}
+                for i, h in enumerate(resealed.get("history", []))
+            ]
             resealed["kids"] = sorted(sealing.kids_in(resealed))
             written = self.run_in_transaction(
                 lambda document=document, resealed=resealed: self.compare_and_set(
@@ -240,6 +256,11 @@ class CaseRepository(Repository):
             )
             changed += written is not None
         return changed
+
+    @staticmethod
+    def _seal_plain(seal: Any, value: Any, label: str) -> Any:
+        """``value`` sealed if it is still in the clear, else as it is."""
+        return seal(value, label) if isinstance(value, str) else value
 
     # -- roster --------------------------------------------------------------------------
 
@@ -340,7 +361,11 @@ class CaseRepository(Repository):
             "mediator_id": case.mediator_id,
             "recusal": case.recusal,
             "sessions": [
-                {**s, "notes": seal(s.get("notes"), f"sessions.{s['id']}.notes")}
+                {
+                    **s,
+                    "notes": seal(s.get("notes"), f"sessions.{s['id']}.notes"),
+                    "place": seal(s.get("place"), f"sessions.{s['id']}.place"),
+                }
                 for s in case.sessions
             ],
             "agreement": seal(
@@ -383,7 +408,7 @@ class CaseRepository(Repository):
         def seal(value: str | None, label: str) -> dict[str, str] | None:
             if value is None:
                 return None
-            return self.keyring.seal(value, case_id=case_id, label=label)
+            return self.keyring.seal(value, record_id=case_id, label=label)
 
         return seal
 
@@ -393,7 +418,7 @@ class CaseRepository(Repository):
         def unseal(value: Any, label: str) -> str | None:
             if value is None:
                 return None
-            return self.keyring.unseal(value, case_id=case_id, label=label)
+            return self.keyring.unseal(value, record_id=case_id, label=label)
 
         agreement = unseal(document.get("agreement"), "agreement")
         return Case(
@@ -422,7 +447,14 @@ class CaseRepository(Repository):
             mediator_id=document.get("mediator_id"),
             recusal=document.get("recusal"),
             sessions=[
-                {**s, "notes": unseal(s.get("notes"), f"sessions.{s['id']}.notes")}
+                {
+                    **s,
+                    "notes": unseal(s.get("notes"), f"sessions.{s['id']}.notes"),
+                    # Written in the clear before places were sealed: read as stored.
+                    "place": self.keyring.open_stored(
+                        s.get("place"), record_id=case_id, label=f"sessions.{s['id']}.place"
+                    ),
+                }
                 for s in document.get("sessions", [])
             ],
             agreement=json.loads(agreement) if agreement else None,
@@ -445,19 +477,31 @@ class CaseRepository(Repository):
         )
 
 
+#: Free text a step keeps in the history: sealed there like everything else typed.
+HISTORY_TEXT = ("reason", "place")
+
+
 def _seal_reason(seal: Any, fields: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """A step's free-text reason is sealed in the history like everything else typed."""
+    """A step's reason and place, sealed in the history (``label`` names the reason's place)."""
     out = dict(fields)
-    if isinstance(out.get("reason"), str):
-        out["reason"] = seal(out["reason"], label)
+    for name in HISTORY_TEXT:
+        if isinstance(out.get(name), str):
+            out[name] = seal(out[name], _history_label(label, name))
     return out
 
 
 def _unseal_reason(unseal: Any, fields: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The history's sealed texts opened; a place written in the clear before is read as is."""
     out = dict(fields)
-    if sealing.is_sealed(out.get("reason")):
-        out["reason"] = unseal(out["reason"], label)
+    for name in HISTORY_TEXT:
+        if sealing.is_sealed(out.get(name)):
+            out[name] = unseal(out[name], _history_label(label, name))
     return out
+
+
+def _history_label(label: str, name: str) -> str:
+    """``history.3.reason`` for a reason (the label mediation always used), ``history.3.place``."""
+    return label if name == "reason" else label.rsplit(".", 1)[0] + f".{name}"
 
 
 def _ref(case: Case) -> dict[str, Any]:
@@ -487,11 +531,7 @@ class CaseStore(Store):
     def setup(self) -> None:
         super().setup()
         config = self.container.config
-        self.keyring = sealing.Keyring.from_config(
-            str(config.get("MEDIATION_KEYS") or ""),
-            str(config.get("MEDIATION_ACTIVE_KEY") or ""),
-            str(config.get("MEDIATION_INDEX_KEY") or ""),
-        )
+        self.keyring = sealing.Keyring.from_settings(config, "mediation", index_required=True)
 
     def start(self) -> None:
         super().start()

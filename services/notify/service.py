@@ -65,7 +65,7 @@ from shequ_services.notify.schemas import (
     TemplateSchema,
     sample_context,
 )
-from shequ_services.notify.store import NotifyRepository, Position
+from shequ_services.notify.store import NotifyRepository, NotifyStore, Position
 
 READER_ROLES = ("community_staff", "grid_worker", "admin", "auditor")
 AUDIT_ROLES = ("community_staff", "admin", "auditor")
@@ -189,7 +189,7 @@ def _handles(source: str, event_name: str, method: str) -> Callable[..., Any]:
 class NotifyService(PlatformService):
     name = "notify"
 
-    notifications = Store(NotifyRepository)
+    notifications = NotifyStore(NotifyRepository)
     reporters = Reporters()
     delivery = Delivery()
     cursors = Cursors()
@@ -301,6 +301,11 @@ class NotifyService(PlatformService):
         worker = self._worker()
         worker.run_once(PEOPLE)
         worker.run_digests()
+
+    @timer("NOTIFY_KEY_ROTATION_SECONDS", 60)
+    def rotate_keys(self) -> None:
+        """Re-seal, in batches, contacts sealed under an old key or stored before sealing."""
+        self.notifications.reseal_batch(limit=100)
 
     @timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver_to_bureaus(self) -> None:

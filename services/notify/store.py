@@ -6,6 +6,12 @@ is unique, so however often an event arrives it is recorded once. The event
 handler only records deliveries; the delivery worker claims due ones under a
 lease with single-document updates, sends outside any transaction, and then
 records the attempt and the new state.
+
+Contact addresses (phone numbers, e-mail addresses, webhook URLs) are sealed
+at rest (``shequ.sealing``, bound to the recipient and the channel's place)
+and opened on the way out; a contact document lists the key ids it uses
+(``kids``) so the rotation timer finds those under an old key, and those
+stored in the clear before sealing (no ``kids``).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from shequ import sealing
 from shequ.contracts import notify as contract
-from shequ.store import Repository, as_record, lease_expired
+from shequ.store import Repository, Store, as_record, lease_expired
 from shequ_services.notify.domain import (
     Contact,
     ContactChannel,
@@ -45,6 +52,8 @@ SKIPPED = "skipped"
 
 
 class NotifyRepository(Repository):
+    keyring: sealing.Keyring
+
     INDEXES = {
         DELIVERIES: [
             IndexModel([("key", ASCENDING)], unique=True),
@@ -61,6 +70,7 @@ class NotifyRepository(Repository):
             IndexModel([("delivery_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
         ],
         RULES: [IndexModel([("event_type", ASCENDING)])],
+        CONTACTS: [IndexModel([("kids", ASCENDING)])],
         SUBSCRIPTIONS: [IndexModel([("event_types", ASCENDING)])],
     }
 
@@ -139,15 +149,49 @@ class NotifyRepository(Repository):
 
     def contact(self, recipient: str) -> Contact | None:
         document = self.db[CONTACTS].find_one({"_id": recipient})
-        return _to_contact(document) if document else None
+        return _to_contact(self._opened(document)) if document else None
 
     def contact_record(self, recipient: str) -> dict[str, Any] | None:
         document = self.db[CONTACTS].find_one({"_id": recipient})
-        return _contact_record(document) if document else None
+        return _contact_record(self._opened(document)) if document else None
 
     def save_contact(self, contact: Contact, now: datetime) -> dict[str, Any]:
+        document = self._contact_document(contact, now)
+        self.db[CONTACTS].replace_one({"_id": contact.recipient}, document, upsert=True)
+        return _contact_record(self._opened({"_id": contact.recipient, **document}))
+
+    def reseal_batch(self, limit: int) -> int:
+        """Re-seal up to ``limit`` contacts under the active key; how many changed.
+
+        Picks contacts sealed under another key and those stored in the clear
+        before sealing (no ``kids``); ``updated_at`` does not move, and a
+        contact saved meanwhile (sealed under the active key anyway) is left
+        alone.
+        """
+        stale = self.keyring.stale_kids()
+        query = {"$or": [{"kids": {"$exists": False}}, {"kids": {"$in": stale}}]}
+        changed = 0
+        for document in self.db[CONTACTS].find(query).limit(limit):
+            contact = _to_contact(self._opened(document))
+            resealed = self._contact_document(contact, document["updated_at"])
+            result = self.db[CONTACTS].replace_one(
+                {"_id": document["_id"], "updated_at": document["updated_at"]}, resealed
+            )
+            changed += result.modified_count
+        return changed
+
+    def _contact_document(self, contact: Contact, now: datetime) -> dict[str, Any]:
+        seal = self.keyring.seal
         document = {
-            "channels": [{"kind": c.kind, "address": c.address} for c in contact.channels],
+            "channels": [
+                {
+                    "kind": c.kind,
+                    "address": seal(
+                        c.address, record_id=contact.recipient, label=f"channels.{i}.address"
+                    ),
+                }
+                for i, c in enumerate(contact.channels)
+            ],
             "language": contact.language,
             "timezone": contact.timezone,
             "quiet_hours": (
@@ -161,8 +205,22 @@ class NotifyRepository(Repository):
             "digest": contact.digest,
             "updated_at": now,
         }
-        self.db[CONTACTS].replace_one({"_id": contact.recipient}, document, upsert=True)
-        return _contact_record({"_id": contact.recipient, **document})
+        document["kids"] = sorted(sealing.kids_in(document))
+        return document
+
+    def _opened(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A contact document with its addresses opened (and its key ids dropped)."""
+        recipient = document["_id"]
+        channels = [
+            {
+                **c,
+                "address": self.keyring.open_stored(
+                    c["address"], record_id=recipient, label=f"channels.{i}.address"
+                ),
+            }
+            for i, c in enumerate(document["channels"])
+        ]
+        return {**{k: v for k, v in document.items() if k != "kids"}, "channels": channels}
 
     def delete_contact(self, recipient: str) -> bool:
         return self.db[CONTACTS].delete_one({"_id": recipient}).deleted_count == 1
@@ -564,3 +622,20 @@ def _delivery_record(document: dict[str, Any]) -> dict[str, Any]:
     record.pop("body", None)
     record.pop("resolved", None)
     return record
+
+
+class NotifyStore(Store):
+    """The store provider, handing each repository the keyring from configuration.
+
+    Keys (``NOTIFY_KEYS``, ...) are read in ``setup()``: without them the
+    service does not start rather than store contact addresses in the clear.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self.keyring = sealing.Keyring.from_settings(self.container.config, "notify")
+
+    def get_dependency(self, worker_ctx: Any) -> Repository:
+        repository = super().get_dependency(worker_ctx)
+        repository.keyring = self.keyring  # type: ignore[attr-defined]
+        return repository

@@ -125,18 +125,6 @@ def check_volunteer(volunteer: Volunteer, cells: Iterable[str], teams: dict[str,
             raise InvalidRecord("windows", "a window must end after it starts (split at midnight)")
 
 
-def mask_name(name: str) -> str:
-    """The family name only, the rest starred: 张三丰 → 张**."""
-    return name[:1] + "*" * max(len(name) - 1, 1) if name else ""
-
-
-def mask_phone(phone: str) -> str:
-    """The first three and last four digits: 13812345678 → 138****5678."""
-    if len(phone) < 8:
-        return "*" * len(phone)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
-
-
 def sees_personal_data(
     *, roles: frozenset[str], communities: Sequence[str], sub: str, volunteer: Volunteer,
     led_teams: Iterable[str],

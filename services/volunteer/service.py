@@ -17,6 +17,7 @@ from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import json_response, load_body, load_query, route
+from shequ.masking import mask_name, mask_phone
 from shequ.metrics import VOLUNTEER_DISPATCH_SECONDS
 from shequ.reconcile import Effect
 from shequ.service import PlatformService
@@ -360,6 +361,11 @@ class VolunteerService(PlatformService):
             except TaskChanged:
                 continue  # answered or scanned meanwhile; the next scan sees the new state
 
+    @timer("VOLUNTEER_KEY_ROTATION_SECONDS", 60)
+    def rotate_keys(self) -> None:
+        """Re-seal, in batches, volunteers sealed under an old key or stored before sealing."""
+        self.tasks.reseal_batch(limit=100)
+
     @timer("VOLUNTEER_ROUNDS_SCAN_SECONDS", 300)
     def generate_rounds(self) -> None:
         """This month's visit task for every listed household that has none yet."""
@@ -537,8 +543,8 @@ class VolunteerService(PlatformService):
         )
         view = _volunteer_values(volunteer)
         if not full:
-            view["name"] = domain.mask_name(volunteer.name)
-            view["phone"] = domain.mask_phone(volunteer.phone)
+            view["name"] = mask_name(volunteer.name)
+            view["phone"] = mask_phone(volunteer.phone)
         return VolunteerSchema().dump({**view, "masked": not full})
 
     @route(

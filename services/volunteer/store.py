@@ -5,6 +5,12 @@ Task changes are conditional on the version that was read, so two replicas
 scanning the same offer deadline, or a volunteer answering while the timer
 expires their offer, cannot both win: the loser's transaction (events
 included) is rolled back with ``TaskChanged`` and it reads again.
+
+A volunteer's name and phone are sealed at rest (``shequ.sealing``, bound to
+the volunteer's id and the field) and opened on the way out; nothing else
+here is personal. Each volunteer document lists the key ids it uses
+(``kids``), so the rotation timer finds the ones sealed under an old key, and
+the ones written in the clear before sealing (no ``kids``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from shequ import sealing
 from shequ.contracts import volunteer as contract
 from shequ.contracts.registry import EventSpec
 from shequ.errors import NotFound
@@ -74,9 +81,18 @@ def _hhmm(value: time) -> str:
     return value.strftime("%H:%M")
 
 
-def volunteer_document(volunteer: Volunteer, now: datetime) -> dict[str, Any]:
+#: The volunteer's fields sealed at rest; their label is the field's name.
+SEALED_FIELDS = ("name", "phone")
+
+
+def volunteer_document(
+    volunteer: Volunteer, now: datetime, keyring: sealing.Keyring
+) -> dict[str, Any]:
     document = asdict(volunteer)
     document["_id"] = document.pop("id")
+    for name in SEALED_FIELDS:
+        document[name] = keyring.seal(document[name], record_id=volunteer.id, label=name)
+    document["kids"] = sorted(sealing.kids_in(document))
     document["windows"] = [
         {"weekday": w.weekday, "start": _hhmm(w.start), "end": _hhmm(w.end)}
         for w in volunteer.windows
@@ -85,13 +101,17 @@ def volunteer_document(volunteer: Volunteer, now: datetime) -> dict[str, Any]:
     return document
 
 
-def to_volunteer(document: Mapping[str, Any]) -> Volunteer:
+def to_volunteer(document: Mapping[str, Any], keyring: sealing.Keyring) -> Volunteer:
+    opened = {
+        name: keyring.open_stored(document[name], record_id=document["_id"], label=name)
+        for name in SEALED_FIELDS
+    }
     return Volunteer(
         id=document["_id"],
         community=document["community"],
         home_cell=document["home_cell"],
-        name=document["name"],
-        phone=document["phone"],
+        name=opened["name"],
+        phone=opened["phone"],
         household_id=document.get("household_id"),
         skills=tuple(Skill(s["code"], s["confirmed_by"]) for s in document["skills"]),
         languages=tuple(document["languages"]),
@@ -134,11 +154,14 @@ def entry_document(entry: Entry) -> dict[str, Any]:
 
 
 class VolunteerRepository(Repository):
+    keyring: sealing.Keyring
+
     INDEXES = {
         VOLUNTEERS: [
             IndexModel([("community", ASCENDING), ("_id", ASCENDING)]),
             IndexModel([("updated_at", ASCENDING)]),
             IndexModel([("teams", ASCENDING)]),
+            IndexModel([("kids", ASCENDING)]),
         ],
         TEAMS: [IndexModel([("leaders", ASCENDING)])],
         HOUSEHOLDS: [IndexModel([("community", ASCENDING), ("_id", ASCENDING)])],
@@ -190,7 +213,7 @@ class VolunteerRepository(Repository):
             for team in teams:
                 self._insert(TEAMS, {"_id": team.id, **_without_id(asdict(team))})
             for volunteer in volunteers:
-                self._insert(VOLUNTEERS, volunteer_document(volunteer, now))
+                self._insert(VOLUNTEERS, volunteer_document(volunteer, now, self.keyring))
             for household in households:
                 self._insert(HOUSEHOLDS, self._household_document(household, now))
             return True
@@ -230,18 +253,41 @@ class VolunteerRepository(Repository):
 
     def add_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
         try:
-            self.db[VOLUNTEERS].insert_one(volunteer_document(volunteer, now))
+            self.db[VOLUNTEERS].insert_one(volunteer_document(volunteer, now, self.keyring))
         except DuplicateKeyError as exc:
             raise Duplicate(f"volunteer {volunteer.id!r} exists already") from exc
 
     def replace_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
-        self.db[VOLUNTEERS].replace_one({"_id": volunteer.id}, volunteer_document(volunteer, now))
+        self.db[VOLUNTEERS].replace_one(
+            {"_id": volunteer.id}, volunteer_document(volunteer, now, self.keyring)
+        )
+
+    def reseal_batch(self, limit: int) -> int:
+        """Re-seal up to ``limit`` volunteers under the active key; how many changed.
+
+        Picks documents sealed under another key and those still in the clear
+        from before sealing (no ``kids``). ``updated_at`` does not move: no
+        fact changed, so the dispatch index need not read them again. The
+        write is conditional on the document being as read, so a change
+        made meanwhile (sealed under the active key anyway) is left alone.
+        """
+        stale = self.keyring.stale_kids()
+        query = {"$or": [{"kids": {"$exists": False}}, {"kids": {"$in": stale}}]}
+        changed = 0
+        for document in self.db[VOLUNTEERS].find(query).limit(limit):
+            volunteer = to_volunteer(document, self.keyring)
+            resealed = volunteer_document(volunteer, document["updated_at"], self.keyring)
+            result = self.db[VOLUNTEERS].replace_one(
+                {"_id": document["_id"], "updated_at": document["updated_at"]}, resealed
+            )
+            changed += result.modified_count
+        return changed
 
     def volunteer(self, volunteer_id: str) -> Volunteer:
         document = self.db[VOLUNTEERS].find_one({"_id": volunteer_id}, session=self.session)
         if document is None:
             raise NotFound(f"no volunteer {volunteer_id!r}")
-        return to_volunteer(document)
+        return to_volunteer(document, self.keyring)
 
     def volunteers(
         self,
@@ -259,14 +305,14 @@ class VolunteerRepository(Repository):
         if after is not None:
             query["_id"] = {"$gt": after}
         cursor = self.db[VOLUNTEERS].find(query).sort("_id", ASCENDING).limit(limit)
-        return [to_volunteer(d) for d in cursor]
+        return [to_volunteer(d, self.keyring) for d in cursor]
 
     def volunteers_changed_since(self, since: datetime | None) -> tuple[list[Volunteer], Any]:
         """Volunteers written at or after ``since`` (all when None), and the newest write time."""
         query = {} if since is None else {"updated_at": {"$gte": since}}
         found, newest = [], since
         for document in self.db[VOLUNTEERS].find(query):
-            found.append(to_volunteer(document))
+            found.append(to_volunteer(document, self.keyring))
             if newest is None or document["updated_at"] > newest:
                 newest = document["updated_at"]
         return found, newest
@@ -509,7 +555,19 @@ class VolunteerStore(Store):
     nameko starts a container's extensions concurrently; seeding from another
     provider's ``start`` raced the index creation here (and hung the embedded
     store), so the seed runs after ``ensure_indexes``, in this provider.
+    It hands each repository the keyring from configuration
+    (``VOLUNTEER_KEYS``, ...), read in ``setup()``: without keys the service
+    does not start rather than store names and phones in the clear.
     """
+
+    def setup(self) -> None:
+        super().setup()
+        self.keyring = sealing.Keyring.from_settings(self.container.config, "volunteer")
+
+    def get_dependency(self, worker_ctx: Any) -> Repository:
+        repository = super().get_dependency(worker_ctx)
+        repository.keyring = self.keyring  # type: ignore[attr-defined]
+        return repository
 
     def start(self) -> None:
         super().start()

@@ -263,3 +263,23 @@ def test_every_required_secret_is_created_by_the_install_script_or_the_operator(
     }
     for name, optional in secret_references(docs).items():
         assert optional or name in created | by_operator, f"nothing creates Secret {name}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_sealing_personal_data_reads_its_keys_from_a_required_secret(
+    overlay: str,
+) -> None:
+    from shequ.stack import SEALING_SERVICES
+
+    docs = rendered(overlay)
+    for service in SEALING_SERVICES:
+        (deployment,) = [
+            d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"shequ-{service}"
+        ]
+        (container,) = [
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == service
+        ]
+        env = {e["name"]: e for e in container.get("env", [])}
+        for name in (f"SHEQU_{service.upper()}_KEYS", f"SHEQU_{service.upper()}_ACTIVE_KEY"):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert not ref.get("optional", False), (service, name)

@@ -518,11 +518,11 @@ def test_a_second_report_event_for_the_same_incident_opens_no_second_case(
 
 
 def test_the_timer_warns_and_reports_overdue_once(platform: Platform) -> None:
+    from shequ import sealing
     from shequ_services.mediation import domain as mediation_domain
-    from shequ_services.mediation import sealing
     from shequ_services.mediation.store import CaseRepository
 
-    keys = platform.stack.mediation_keys()
+    keys = platform.stack.field_keys("mediation")
     repository = CaseRepository(platform.db("mediation"), service="mediation", district="dev")
     repository.keyring = sealing.Keyring.from_config(
         keys["SHEQU_MEDIATION_KEYS"], keys["SHEQU_MEDIATION_ACTIVE_KEY"],

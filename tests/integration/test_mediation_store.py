@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from shequ import sealing
 from shequ.store import OUTBOX
-from shequ_services.mediation import domain, sealing
+from shequ_services.mediation import domain
 from shequ_services.mediation.domain import Policy
 from shequ_services.mediation.store import CASES, CaseRepository
 from tests.conftest import Servers
@@ -127,3 +128,23 @@ def test_the_roster_keeps_relatives_and_buildings_only_as_blind_indexes(database
     assert repo.seed_roster([{"id": "m1", "name": "改名", "community": "c1"}]) == 0
     text = json.dumps(database["mediators"].find_one({"_id": "m1"}), ensure_ascii=False)
     assert "王小明" not in text and "qy-01-b01" not in text and "陈桂兰" in text
+
+
+def test_a_place_stored_in_the_clear_is_read_and_then_sealed(database: Any) -> None:
+    repo = repository(database)
+    case = walk_in()
+    repo.open(case)
+    # As a release before places were sealed wrote a scheduled session.
+    session = {"id": "S1", "session_at": NOW.isoformat(), "place": "清源里3幢2单元", "notes": None}
+    step = {"at": NOW, "actor": "m-1", "action": "schedule_session", "from": "intake",
+            "to": "scheduled", "fields": {"place": "清源里3幢2单元"}}  # fmt: skip
+    database[CASES].update_one(
+        {"_id": case.id}, {"$set": {"sessions": [session]}, "$push": {"history": step}}
+    )
+    assert repo.get(case.id).sessions[0]["place"] == "清源里3幢2单元"
+    assert repo.get(case.id).history[-1]["fields"]["place"] == "清源里3幢2单元"
+    assert repo.reseal_batch(limit=10) == 1
+    assert repo.reseal_batch(limit=10) == 0
+    stored = database[CASES].find_one({"_id": case.id})
+    assert "清源里3幢" not in json.dumps(stored, default=str, ensure_ascii=False)
+    assert repo.get(case.id).sessions[0]["place"] == "清源里3幢2单元"

@@ -2,7 +2,9 @@
 
 The worker runs with a controlled clock (and the jitter's random draw fixed
 at its maximum), so the retry schedule, quiet hours and digests are checked
-at the times they are meant to happen without waiting for them.
+at the times they are meant to happen without waiting for them. Contact
+addresses are sealed at rest: the raw contact documents do not contain them,
+yet the worker reaches them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY as METRICS
 
+from shequ import sealing
 from shequ.contracts import grid as grid_events
 from shequ.contracts import new_event, parse_event
 from shequ.embedded import free_port
@@ -127,6 +130,12 @@ def smtp() -> Iterator[tuple[int, Mailbox]]:
     controller.stop()
 
 
+OLD_KEY, NEW_KEY = sealing.new_key(), sealing.new_key()
+KEYRING = sealing.Keyring.from_config(
+    f"k1:{OLD_KEY},k2:{NEW_KEY}", "k1", "", service="notify", index_required=False
+)
+
+
 @pytest.fixture
 def repo(servers: Servers) -> Iterator[NotifyRepository]:
     client = servers.mongo()
@@ -135,6 +144,7 @@ def repo(servers: Servers) -> Iterator[NotifyRepository]:
     for collection, models in NotifyRepository.INDEXES.items():
         db[collection].create_indexes(models)
     repository = NotifyRepository(db, service="notify", district="test")
+    repository.keyring = KEYRING
     rules, templates = load_seed(SEED_FILE)
     repository.seed(rules, templates, START)
     yield repository
@@ -295,6 +305,9 @@ def test_the_email_channel_sends_through_a_real_smtp_server(
 
     (message,) = smtp[1].messages
     assert message.rcpt_tos == ["r7@example.org"]
+    stored = repo.db["contacts"].find_one({"_id": "resident-7"})
+    assert "r7@example.org" not in json.dumps(stored, default=str)
+    assert sealing.is_sealed(stored["channels"][0]["address"]) and stored["kids"] == ["k1"]
     text = message.content.decode("utf-8")
     assert "Subject: Your report was received" in text
     assert "Your report INC-1 was received" in text
@@ -673,3 +686,53 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
     finally:
         client.drop_database(name)
         client.close()
+
+
+def test_contact_addresses_are_sealed_at_rest_and_read_back_as_saved(
+    repo: NotifyRepository,
+) -> None:
+    saved = contact(
+        "resident-9", ("sms", "+8613900003333"), ("email", "r9@example.org"), digest=True
+    )
+    record = repo.save_contact(saved, START)
+    assert [c["address"] for c in record["channels"]] == ["+8613900003333", "r9@example.org"]
+    raw = json.dumps(list(repo.db["contacts"].find()), default=str)
+    assert "13900003333" not in raw and "r9@example.org" not in raw
+    assert repo.contact("resident-9") == saved
+    assert repo.contact_record("resident-9") == record
+
+
+def test_an_address_moved_to_another_channel_does_not_open(repo: NotifyRepository) -> None:
+    repo.save_contact(contact("resident-9", ("sms", "+8613900003333"), ("email", "a@b.cn")), START)
+    channels = repo.db["contacts"].find_one({"_id": "resident-9"})["channels"]
+    channels.reverse()
+    repo.db["contacts"].update_one({"_id": "resident-9"}, {"$set": {"channels": channels}})
+    with pytest.raises(sealing.UnsealError):
+        repo.contact("resident-9")
+
+
+def test_rotation_reseals_old_keys_and_contacts_stored_in_the_clear(
+    repo: NotifyRepository,
+) -> None:
+    repo.save_contact(contact("resident-1", ("email", "one@example.org")), START)
+    # A contact saved by a release before sealing: the address in the clear, no kids.
+    repo.db["contacts"].insert_one(
+        {
+            "_id": "resident-2",
+            "channels": [{"kind": "sms", "address": "+8613700004444"}],
+            "language": "zh-CN",
+            "timezone": "Asia/Shanghai",
+            "quiet_hours": None,
+            "digest": False,
+            "updated_at": START,
+        }
+    )
+    assert repo.contact("resident-2") == contact("resident-2", ("sms", "+8613700004444"))
+    repo.keyring = replace(KEYRING, active="k2")
+    assert repo.reseal_batch(limit=10) == 2
+    assert repo.reseal_batch(limit=10) == 0
+    raw = json.dumps(list(repo.db["contacts"].find()), default=str)
+    assert "13700004444" not in raw and "one@example.org" not in raw
+    assert {tuple(d["kids"]) for d in repo.db["contacts"].find()} == {("k2",)}
+    assert repo.contact("resident-2") == contact("resident-2", ("sms", "+8613700004444"))
+    assert repo.contact("resident-1") == contact("resident-1", ("email", "one@example.org"))

@@ -3,11 +3,13 @@
 These are the guarantees the timers rely on with several replicas: two
 writers of the same task step cannot both win, a household's visit task for
 a month exists once however many replicas generate the round, and a ledger
-entry is approved (and announced) once.
+entry is approved (and announced) once. And names and phones are sealed at
+rest: the raw documents read through pymongo do not contain them.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import IndexModel
 
+from shequ import sealing
 from shequ.store import OUTBOX
 from shequ_services.volunteer import domain, ledger, rounds
 from shequ_services.volunteer.roster import load_seed
@@ -37,6 +40,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(UTC)
 RULES = domain.DispatchRules(parallel=1, response_window=timedelta(minutes=5))
 SEED = Path(domain.__file__).parent / "seed.yaml"
+OLD, NEW = sealing.new_key(), sealing.new_key()
 
 
 @pytest.fixture
@@ -52,8 +56,12 @@ def database(servers: Servers) -> Iterator[Any]:
     client.close()
 
 
-def repository(database: Any) -> VolunteerRepository:
-    return VolunteerRepository(database, service="volunteer", district="test")
+def repository(database: Any, active: str = "k1") -> VolunteerRepository:
+    repo = VolunteerRepository(database, service="volunteer", district="test")
+    repo.keyring = sealing.Keyring.from_config(
+        f"k1:{OLD},k2:{NEW}", active, "", service="volunteer", index_required=False
+    )
+    return repo
 
 
 def outbox_types(database: Any, subject: str) -> list[str]:
@@ -156,3 +164,54 @@ def test_the_seed_is_written_once_and_volunteers_read_back_as_written(database: 
     changed, newest = repository(database).volunteers_changed_since(None)
     assert len(changed) == len(volunteers) and newest is not None
     assert repository(database).led_teams("sw-qy-01") == ["qy-t1"]
+
+
+def raw(database: Any) -> str:
+    """Every volunteer document as stored, as one text to search."""
+    return json.dumps(list(database["volunteers"].find()), default=str, ensure_ascii=False)
+
+
+def test_names_and_phones_are_sealed_at_rest(database: Any) -> None:
+    teams, volunteers, households = load_seed(SEED)
+    repository(database).seed_once(teams, volunteers, households, NOW)
+    added = replace(volunteers[0], id="v-sealed", name="司马相如", phone="13900001111")
+    repository(database).add_volunteer(added, NOW)
+    text = raw(database)
+    for volunteer in [*volunteers, added]:
+        assert volunteer.name not in text and volunteer.phone not in text
+    assert repository(database).volunteer("v-sealed") == added
+    stored = database["volunteers"].find_one({"_id": "v-sealed"})
+    assert sealing.is_sealed(stored["name"]) and stored["kids"] == ["k1"]
+
+
+def test_a_name_moved_to_another_volunteer_does_not_open(database: Any) -> None:
+    teams, volunteers, households = load_seed(SEED)
+    repository(database).seed_once(teams, volunteers, households, NOW)
+    first, second = volunteers[0].id, volunteers[1].id
+    name = database["volunteers"].find_one({"_id": first})["name"]
+    database["volunteers"].update_one({"_id": second}, {"$set": {"name": name}})
+    with pytest.raises(sealing.UnsealError):
+        repository(database).volunteer(second)
+
+
+def test_rotation_reseals_old_keys_and_seals_volunteers_stored_in_the_clear(
+    database: Any,
+) -> None:
+    teams, volunteers, households = load_seed(SEED)
+    repository(database, active="k1").seed_once(teams, volunteers, households, NOW)
+    # A volunteer written by a release before sealing: name and phone in the clear, no kids.
+    legacy = replace(volunteers[0], id="v-legacy", name="王昭君", phone="13700002222")
+    document = {**database["volunteers"].find_one({"_id": volunteers[0].id}), "_id": "v-legacy"}
+    document.update(name=legacy.name, phone=legacy.phone)
+    del document["kids"]
+    database["volunteers"].insert_one(document)
+    assert repository(database).volunteer("v-legacy") == legacy
+
+    new = repository(database, active="k2")
+    total = len(volunteers) + 1
+    assert new.reseal_batch(limit=total) == total
+    assert new.reseal_batch(limit=total) == 0
+    assert legacy.name not in raw(database) and legacy.phone not in raw(database)
+    assert {tuple(d["kids"]) for d in database["volunteers"].find()} == {("k2",)}
+    assert new.volunteer("v-legacy") == legacy
+    assert new.volunteer(volunteers[0].id) == volunteers[0]

@@ -16,18 +16,23 @@ def test_a_taken_front_door_port_fails_before_anything_starts(tmp_path: Path) ->
     assert not (tmp_path / "data").exists()
 
 
-def test_the_mediation_dev_keys_are_generated_once_per_data_directory_and_usable(
-    tmp_path: Path,
+@pytest.mark.parametrize("service", ["mediation", "notify", "volunteer"])
+def test_each_services_dev_keys_are_generated_once_per_data_directory_and_usable(
+    tmp_path: Path, service: str
 ) -> None:
-    from shequ_services.mediation.sealing import Keyring
+    from shequ.sealing import Keyring
 
-    first = Stack(tmp_path).mediation_keys()
-    assert Stack(tmp_path).mediation_keys() == first
+    first = Stack(tmp_path).field_keys(service)
+    assert Stack(tmp_path).field_keys(service) == first
     (tmp_path / "other").mkdir()
-    assert Stack(tmp_path / "other").mediation_keys() != first
+    assert Stack(tmp_path / "other").field_keys(service) != first
+    prefix = f"SHEQU_{service.upper()}"
     ring = Keyring.from_config(
-        first["SHEQU_MEDIATION_KEYS"],
-        first["SHEQU_MEDIATION_ACTIVE_KEY"],
-        first["SHEQU_MEDIATION_INDEX_KEY"],
+        first[f"{prefix}_KEYS"],
+        first[f"{prefix}_ACTIVE_KEY"],
+        first[f"{prefix}_INDEX_KEY"],
+        service=service,
     )
     assert ring.active == "dev1"
+    others = {s: Stack(tmp_path).field_keys(s) for s in ("mediation", "notify", "volunteer")}
+    assert len({keys[k] for s, keys in others.items() for k in keys if k.endswith("_KEYS")}) == 3
