@@ -16,11 +16,14 @@ container keeps running.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import amqp.exceptions
 import kombu.exceptions
 from nameko.rpc import Rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +48,43 @@ class ResilientRpc(Rpc):
 
 
 rpc = ResilientRpc.decorator
+
+
+class _CallerContainer(ClusterRpcProxy.ServiceContainer):  # type: ignore[misc,name-defined]
+    """A standalone proxy's stand-in container, named for the service that asks."""
+
+    def __init__(self, service_name: str, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.service_name = service_name
+
+
+class ServiceRpcProxy(ClusterRpcProxy):  # type: ignore[misc]
+    """A standalone ``ClusterRpcProxy`` whose reply queue carries the caller's name.
+
+    Stock standalone proxies all name their reply queues
+    ``rpc.reply-standalone_rpc_proxy-<uuid>``, so a broker account cannot be
+    limited to its own. Named ``rpc.reply-<service>-<uuid>`` they can
+    (``shequ.topology.broker_permissions``).
+    """
+
+    def __init__(self, service_name: str, config: dict[str, Any], **kwargs: Any) -> None:
+        self.ServiceContainer = partial(_CallerContainer, service_name)
+        super().__init__(config, **kwargs)
+
+
+def rpc_calls(*calls: str) -> Callable[[type], type]:
+    """Declare, on a dependency provider class, the ``<service>.<method>`` RPCs it makes.
+
+    The broker account of a service that uses the provider may send those
+    requests and no others (``shequ.topology.rpc_calls_of``).
+    """
+    for call in calls:
+        service, _, method = call.partition(".")
+        if not service or not method or "." in method:
+            raise ValueError(f"an RPC call is <service>.<method>, not {call!r}")
+
+    def mark(cls: type) -> type:
+        cls.rpc_calls = tuple(calls)  # type: ignore[attr-defined]
+        return cls
+
+    return mark

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shequ import accounts
 from shequ.auth import new_secret
+from shequ.bureau import BureauError, management_from
 from shequ.config import load_config
 from shequ.discovery import DEFAULTS, discover_services, load_service
 from shequ.embedded import EmbeddedError, RabbitMQNode, SecantusServer, free_port
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 SIGNING_KEY_FILE = "disclosure-signing-key"
+#: Names this stack's broker users on a broker other stacks may share.
+ACCOUNT_SUFFIX_FILE = "broker-account-suffix"
 MEDIATION_KEY_FILE = "mediation-key"
 MEDIATION_INDEX_KEY_FILE = "mediation-index-key"
 #: The development data key's id; production names its keys (and rotates them) itself.
@@ -74,6 +78,9 @@ class Stack:
     # no embedded broker or store is started.
     amqp_uri: str = ""
     mongo_uri: str = ""
+    #: The external broker's management API (or SHEQU_RABBITMQ_MANAGEMENT_URL),
+    #: to give each service its own account there; the embedded one's is known.
+    management_url: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -82,6 +89,9 @@ class Stack:
         self.processes: dict[str, ServiceProcess] = {}
         self.front_door: FrontDoor | None = None
         self._specs: dict[str, str] = {}
+        #: Each service's own AMQP URI (its broker account), once provisioned.
+        self.service_amqp_uris: dict[str, str] = {}
+        self._account_suffix = ""
         self.ready_seconds = 0.0
 
     # -- start -----------------------------------------------------------
@@ -98,6 +108,7 @@ class Stack:
             delays = retry_delays(defaults)
             queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))
+            self._provision_accounts(classes.values())
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
             for name in classes:
@@ -144,6 +155,37 @@ class Stack:
                 self.mongo_uri = self.store.mongo_uri
         except EmbeddedError as exc:
             raise StackError(str(exc)) from exc
+
+    def _provision_accounts(self, classes: Any) -> None:
+        """One broker user per service, limited to its own exchanges and queues.
+
+        The stack's own URI stays the administrator's: it declared the
+        topology, and the operators' tools read it from ``endpoints.json``.
+        On the embedded broker the users are ``shequ-<service>``; on an
+        external one, which other stacks may share, they carry a suffix kept
+        in the data directory.
+        """
+        management_url = self.management_url or os.environ.get("SHEQU_RABBITMQ_MANAGEMENT_URL", "")
+        if self.rabbit is not None:
+            management_url = self.rabbit.management_url
+        else:
+            self._account_suffix = self._kept_secret(
+                ACCOUNT_SUFFIX_FILE, lambda: secrets.token_hex(3)
+            )
+        if not management_url:
+            log.warning(
+                "no RabbitMQ management URL (SHEQU_RABBITMQ_MANAGEMENT_URL): every service "
+                "connects with the stack's own broker account"
+            )
+            return
+        self.management_url = management_url
+        management, vhost = management_from(management_url, self.amqp_uri)
+        try:
+            self.service_amqp_uris = accounts.provision(
+                management, vhost, self.amqp_uri, classes, self._account_suffix
+            )
+        except BureauError as exc:
+            raise StackError(f"cannot create the services' broker accounts: {exc}") from exc
 
     def _service_classes(self) -> dict[str, type]:
         """Service classes by name: every registered one, or those asked for."""
@@ -202,6 +244,8 @@ class Stack:
         return env
 
     def _spawn(self, proc: ServiceProcess, env: dict[str, str]) -> None:
+        if proc.name in self.service_amqp_uris:
+            env = {**env, "SHEQU_AMQP_URI": self.service_amqp_uris[proc.name]}
         handle = proc.log_path.open("ab")
         proc.process = subprocess.Popen(
             [
@@ -268,6 +312,11 @@ class Stack:
         if self.front_door is not None:
             self.front_door.stop()
             self.front_door = None
+        if self.service_amqp_uris and self.rabbit is None:
+            # An external broker outlives the stack: leave no users behind.
+            management, _ = management_from(self.management_url, self.amqp_uri)
+            accounts.remove(management, self.service_amqp_uris, self._account_suffix)
+            self.service_amqp_uris = {}
         if self.rabbit is not None:
             self.rabbit.stop()
         if self.store is not None:
@@ -286,6 +335,9 @@ class Stack:
             "services": {
                 name: {
                     "http": proc.url,
+                    "broker_user": accounts.user_name(name, self._account_suffix)
+                    if name in self.service_amqp_uris
+                    else None,
                     "metrics": f"{proc.url}/metrics",
                     "log": str(proc.log_path),
                 }

@@ -1,0 +1,79 @@
+"""A broker account per service, provisioned on RabbitMQ's management API.
+
+Each service connects as its own user whose permissions
+``shequ.topology.broker_permissions`` derives from the service class: its own
+exchanges and queues, the source exchanges it binds to, the routing keys it
+may use. A compromised or buggy service can then neither publish another
+service's events, nor read, bind, declare or delete another service's
+queues. The operators' tools (``shequ deadletters``, ``shequ reconcile``,
+``shequ bureau``, ``shequ init``) keep the administrator's account.
+
+The development stack calls ``provision`` at every start; in Kubernetes the
+same permissions are RabbitMQ ``User``/``Permission``/``TopicPermission``
+resources (deploy/k8s/base/rabbitmq.yaml, checked against this derivation by
+tests/deploy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+from shequ.bureau import BureauError, Management, uri_with
+from shequ.topology import broker_permissions, broker_use
+
+USER_PREFIX = "shequ-"
+
+
+def user_name(service: str, suffix: str = "") -> str:
+    """``shequ-<service>``, and ``-<suffix>`` when several stacks share one broker."""
+    return f"{USER_PREFIX}{service}-{suffix}" if suffix else f"{USER_PREFIX}{service}"
+
+
+def _q(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def grant(management: Management, vhost: str, user: str, perms: dict[str, Any]) -> None:
+    """Set a user's vhost permissions and replace its topic permissions with ``perms``'."""
+    management.call(
+        "PUT",
+        f"permissions/{_q(vhost)}/{_q(user)}",
+        {k: perms[k] for k in ("configure", "write", "read")},
+    )
+    management.call("DELETE", f"topic-permissions/{_q(vhost)}/{_q(user)}", missing_ok=True)
+    for topic in perms["topics"]:
+        management.call("PUT", f"topic-permissions/{_q(vhost)}/{_q(user)}", topic)
+
+
+def provision(
+    management: Management,
+    vhost: str,
+    amqp_uri: str,
+    service_classes: Iterable[type],
+    suffix: str = "",
+) -> dict[str, str]:
+    """Create (or reset) each service's user with a fresh password; return its AMQP URI.
+
+    A user that exists already gets the new password and exactly the derived
+    permissions, so a restarted stack never keeps rights from an older
+    version of a service.
+    """
+    uris: dict[str, str] = {}
+    for service_cls in service_classes:
+        user = user_name(service_cls.name, suffix)
+        password = secrets.token_urlsafe(24)
+        management.call("PUT", f"users/{_q(user)}", {"password": password, "tags": ""})
+        grant(management, vhost, user, broker_permissions(broker_use(service_cls)))
+        uris[service_cls.name] = uri_with(amqp_uri, user, password)
+    return uris
+
+
+def remove(management: Management, services: Iterable[str], suffix: str = "") -> None:
+    """Delete the services' users, their permissions with them; best effort (at shutdown)."""
+    for service in services:
+        with contextlib.suppress(BureauError):
+            management.call("DELETE", f"users/{_q(user_name(service, suffix))}", missing_ok=True)
