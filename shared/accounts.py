@@ -62,14 +62,26 @@ def provision(
     permissions, so a restarted stack never keeps rights from an older
     version of a service.
     """
-    uris: dict[str, str] = {}
-    for service_cls in service_classes:
-        user = user_name(service_cls.name, suffix)
-        password = secrets.token_urlsafe(24)
-        management.call("PUT", f"users/{_q(user)}", {"password": password, "tags": ""})
-        grant(management, vhost, user, broker_permissions(broker_use(service_cls)))
-        uris[service_cls.name] = uri_with(amqp_uri, user, password)
-    return uris
+    return {
+        service_cls.name: create_user(
+            management,
+            vhost,
+            amqp_uri,
+            user_name(service_cls.name, suffix),
+            broker_permissions(broker_use(service_cls)),
+        )
+        for service_cls in service_classes
+    }
+
+
+def create_user(
+    management: Management, vhost: str, amqp_uri: str, user: str, perms: dict[str, Any]
+) -> str:
+    """Create or reset ``user`` with a fresh password and ``perms``; return its AMQP URI."""
+    password = secrets.token_urlsafe(24)
+    management.call("PUT", f"users/{_q(user)}", {"password": password, "tags": ""})
+    grant(management, vhost, user, perms)
+    return uri_with(amqp_uri, user, password)
 
 
 def remove(management: Management, services: Iterable[str], suffix: str = "") -> None:

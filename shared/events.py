@@ -130,14 +130,15 @@ def verify_or_declare(
 ) -> None:
     """Check passively that something exists; declare it only when it does not.
 
-    A passive check needs no permission; declaring does, even when nothing
-    changes. A service on its own broker account lacks some of it on
-    purpose: a delay queue dead-letters through the default exchange, and
-    declaring it needs write there, which would let the service publish into
-    any queue; the source exchanges of its handlers are other services'. The
-    stack and ``shequ init`` declare all of that first as the administrator,
-    so the service only finds it; a service alone on an administrator's
-    account (tests, a single process) declares it here as before.
+    A passive check needs no permission; declaring does. A service on its
+    own broker account lacks some of it on purpose: a delay queue
+    dead-letters through the default exchange, and creating one needs write
+    there, which would let the service publish into any queue; declaring an
+    exchange needs configure on it, even when it exists, and the source
+    exchanges of its handlers are other services'. The stack and ``shequ
+    init`` declare all of that first as the administrator, so the service
+    only finds it; a service alone on an administrator's account (tests, a
+    single process) declares it here as before.
     """
     try:
         with kombu.Connection(amqp_uri) as connection:
