@@ -19,10 +19,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import pymongo
+
 from shequ.bureau import BureauError, Management, uri_with
+from shequ.store import database_name
 from shequ.topology import broker_permissions, broker_use
 
 USER_PREFIX = "shequ-"
@@ -89,6 +92,37 @@ def remove(management: Management, services: Iterable[str], suffix: str = "") ->
     for service in services:
         with contextlib.suppress(BureauError):
             management.call("DELETE", f"users/{_q(user_name(service, suffix))}", missing_ok=True)
+
+
+def provision_database_users(
+    admin_uri: str,
+    services: Iterable[str],
+    prefix: str,
+    uri_for: Callable[[str, str], str],
+) -> dict[str, str]:
+    """A database user per service, ``readWrite`` on its own database only; its URI each.
+
+    As the Kubernetes manifests do with the MongoDB operator
+    (deploy/k8s/base/mongodb.yaml); here on the development stack's own
+    SecantusDB, which enforces them when started with authentication.
+    Existing users get a fresh password and exactly that role.
+    """
+    uris: dict[str, str] = {}
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        admin_uri, serverSelectionTimeoutMS=10000
+    )
+    try:
+        for service in services:
+            user = user_name(service)
+            password = secrets.token_urlsafe(24)
+            roles = [{"role": "readWrite", "db": database_name(service, prefix)}]
+            known = client.admin.command("usersInfo", user)["users"]
+            command = "updateUser" if known else "createUser"
+            client.admin.command(command, user, pwd=password, roles=roles)
+            uris[service] = uri_for(user, password)
+    finally:
+        client.close()
+    return uris
 
 
 #: The Kubernetes names (deploy/k8s/base): the broker cluster and the vhost.

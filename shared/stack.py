@@ -43,6 +43,9 @@ SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 SIGNING_KEY_FILE = "disclosure-signing-key"
 #: Names this stack's broker users on a broker other stacks may share.
 ACCOUNT_SUFFIX_FILE = "broker-account-suffix"
+#: The embedded SecantusDB's administrator (the stack's and the tools' account).
+STORE_ADMIN = "shequ-admin"
+STORE_ADMIN_PASSWORD_FILE = "store-admin-password"  # noqa: S105 - a file name
 MEDIATION_KEY_FILE = "mediation-key"
 MEDIATION_INDEX_KEY_FILE = "mediation-index-key"
 #: The development data key's id; production names its keys (and rotates them) itself.
@@ -91,6 +94,8 @@ class Stack:
         self._specs: dict[str, str] = {}
         #: Each service's own AMQP URI (its broker account), once provisioned.
         self.service_amqp_uris: dict[str, str] = {}
+        #: Each service's own MongoDB URI, on the embedded store only.
+        self.service_mongo_uris: dict[str, str] = {}
         self._account_suffix = ""
         self.ready_seconds = 0.0
 
@@ -109,6 +114,13 @@ class Stack:
             queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))
             self._provision_accounts(classes.values())
+            if self.store is not None:
+                self.service_mongo_uris = accounts.provision_database_users(
+                    self.mongo_uri,
+                    classes,
+                    {**os.environ, **env}.get("SHEQU_MONGO_DATABASE_PREFIX", ""),
+                    self.store.uri_for,
+                )
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
             for name in classes:
@@ -150,7 +162,13 @@ class Stack:
                 self.rabbit.start()
                 self.amqp_uri = self.rabbit.amqp_uri
             if not self.mongo_uri:
-                self.store = SecantusServer(self.data_dir / "secantus")
+                # With authentication: each service gets a user of its own.
+                password = self._kept_secret(
+                    STORE_ADMIN_PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+                )
+                self.store = SecantusServer(
+                    self.data_dir / "secantus", admin=(STORE_ADMIN, password)
+                )
                 self.store.start()
                 self.mongo_uri = self.store.mongo_uri
         except EmbeddedError as exc:
@@ -246,6 +264,8 @@ class Stack:
     def _spawn(self, proc: ServiceProcess, env: dict[str, str]) -> None:
         if proc.name in self.service_amqp_uris:
             env = {**env, "SHEQU_AMQP_URI": self.service_amqp_uris[proc.name]}
+        if proc.name in self.service_mongo_uris:
+            env = {**env, "SHEQU_MONGO_URI": self.service_mongo_uris[proc.name]}
         handle = proc.log_path.open("ab")
         proc.process = subprocess.Popen(
             [
@@ -338,6 +358,9 @@ class Stack:
                     "broker_user": accounts.user_name(name, self._account_suffix)
                     if name in self.service_amqp_uris
                     else None,
+                    "database_user": accounts.user_name(name)
+                    if name in self.service_mongo_uris
+                    else None,
                     "metrics": f"{proc.url}/metrics",
                     "log": str(proc.log_path),
                 }
@@ -349,6 +372,8 @@ class Stack:
     def _write_endpoints(self) -> None:
         path = self.data_dir / ENDPOINTS_FILE
         path.write_text(json.dumps(self.endpoints(), indent=2), encoding="utf-8")
+        # The administrators' URIs, with their passwords: for the owner only.
+        path.chmod(0o600)
 
 
 def _http_ok(url: str) -> bool:
