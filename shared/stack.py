@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ class Stack:
         except EmbeddedError as exc:
             raise StackError(str(exc)) from exc
 
-    def _provision_accounts(self, classes: Any) -> None:
+    def _provision_accounts(self, classes: Iterable[type]) -> None:
         """One broker user per service, limited to its own exchanges and queues.
 
         The stack's own URI stays the administrator's: it declared the
