@@ -144,8 +144,10 @@ def verify_or_declare(
         with kombu.Connection(amqp_uri) as connection:
             verify(connection.default_channel)
         return
-    except amqp.exceptions.NotFound:
-        pass
+    except amqp.exceptions.ChannelError as exc:
+        # NotFound from RabbitMQ; kombu's in-memory transport says 404 plainly.
+        if str(exc.reply_code or getattr(exc, "code", "")) != "404":
+            raise
     try:
         with kombu.Connection(amqp_uri) as connection:
             declare(connection.default_channel)

@@ -80,6 +80,8 @@ def declare_topology(
     count = 0
     with kombu.Connection(amqp_uri) as connection:
         channel: Any = connection.default_channel
+        # Shared by every service that answers or calls RPC; none may declare it.
+        kombu.Exchange(RPC_EXCHANGE, type="topic", durable=True)(channel).declare()
         for service_cls in service_classes:
             declare_service_queues(channel, service_cls.name, delays)
             for sub in subscriptions(service_cls):
@@ -161,10 +163,10 @@ def broker_permissions(use: BrokerUse, rpc_exchange: str = RPC_EXCHANGE) -> dict
     * ``rpc.reply-<service>-<uuid>`` if it calls RPC, and the requests it
       declared.
 
-    It may declare (and so delete) only those, plus ``nameko-rpc``, which
-    nameko's RPC consumers and reply listeners declare whatever exists; the
-    topic permissions keep the routing keys it may publish and bind on the
-    shared exchanges to the ones it uses.
+    It may declare (and so delete) only those, never a shared exchange
+    (the runtime finds those, ``shequ.events.verify_or_declare``); the topic
+    permissions keep the routing keys it may publish and bind on the shared
+    exchanges to the ones it uses.
     """
     name = re.escape(use.service)
     uses_rpc = use.rpc_server or bool(use.rpc_calls)
@@ -196,10 +198,10 @@ def broker_permissions(use: BrokerUse, rpc_exchange: str = RPC_EXCHANGE) -> dict
         if use.rpc_calls:
             keys["read"].append(REPLY_KEY)
     return {
-        # Declare and delete. The delay queues and the source exchanges are
-        # only found (shequ.events.verify_or_declare): the administrator
-        # declares them first; nameko declares nameko-rpc itself.
-        "configure": _any_of([events, *backoff, *queues, *rpc]),
+        # Declare and delete. The delay queues, the source exchanges and
+        # nameko-rpc are only found (shequ.events.verify_or_declare): the
+        # administrator declares them first.
+        "configure": _any_of([events, *backoff, *queues]),
         # Publish (its events, retries, dead letters, RPC), and bind its queues.
         "write": _any_of([events, *backoff, *queues, *rpc]),
         # Consume its queues, and bind them to the exchanges they listen on.

@@ -203,7 +203,8 @@ def test_a_service_starts_on_the_account_the_manifests_give_it(
                 exchange = kombu.Exchange(sub.exchange, type="topic", no_declare=True)
                 kombu.Queue(sub.queue, exchange=exchange, routing_key=sub.event_name,
                             durable=True)(channel).declare()  # fmt: skip
-            rpc = kombu.Exchange(RPC_EXCHANGE, type="topic", durable=True)
+            # nameko-rpc too: found (shequ.rpc.with_found_exchange), never declared.
+            rpc = kombu.Exchange(RPC_EXCHANGE, type="topic", no_declare=True)
             if use.rpc_server:
                 kombu.Queue(f"rpc-{service}", exchange=rpc, routing_key=f"{service}.*",
                             durable=True)(channel).declare()  # fmt: skip

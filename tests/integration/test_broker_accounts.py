@@ -7,7 +7,8 @@ the session's running platform, which shares this broker and its queue
 names, never sees their messages: ``a<id>`` publishes ``thing.done``,
 ``b<id>`` handles it and calls ``s<id>.ping`` over nameko's RPC exchange,
 ``s<id>`` answers. The administrator declares the topology first, as
-``shequ up`` and ``shequ init`` do.
+``shequ up`` and ``shequ init`` do, ``nameko-rpc`` included; the services
+only find the shared exchanges.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def world(servers: Servers) -> Iterator[World]:
     channel = admin.channel()
     for name in uses:
         channel.exchange_declare(f"{name}.events", "topic", durable=True)
+    channel.exchange_declare(RPC_EXCHANGE, "topic", durable=True)
     channel.queue_declare(handler.queue, durable=True)
     channel.queue_bind(handler.queue, handler.exchange, handler.event_name)
     management, vhost = management_from(servers.management_url, servers.amqp_uri)
@@ -155,13 +157,11 @@ def test_a_retry_and_a_dead_letter_go_to_the_service_s_own_exchanges(world: Worl
 
 def test_rpc_request_and_reply_flow_between_caller_and_server(world: World) -> None:
     server = world.channel(world.s)
-    server.exchange_declare(RPC_EXCHANGE, "topic", durable=True)
     server.queue_declare(f"rpc-{world.s}", durable=True)
     server.queue_bind(f"rpc-{world.s}", RPC_EXCHANGE, f"{world.s}.*")
     caller = world.channel(world.b)
     reply_key = str(uuid.uuid4())
     reply_queue = f"rpc.reply-{world.b}-{reply_key}"
-    caller.exchange_declare(RPC_EXCHANGE, "topic", durable=True)
     caller.queue_declare(reply_queue, arguments={"x-expires": 300000})
     caller.queue_bind(reply_queue, RPC_EXCHANGE, reply_key)
     caller.basic_publish(
@@ -285,7 +285,6 @@ def test_no_one_but_the_server_consumes_or_binds_to_its_requests(world: World) -
     assert refused(lambda: channel.queue_declare(f"rpc-{world.s}", durable=True)) == (
         ACCESS_REFUSED
     )
-    channel = world.channel(world.a, confirm=False)
-    assert refused(lambda: channel.exchange_declare(RPC_EXCHANGE, "topic", durable=True)) == (
-        ACCESS_REFUSED
-    )
+    for who in (world.a, world.b, world.s):
+        channel = world.channel(who, confirm=False)
+        assert refused(partial(channel.exchange_delete, RPC_EXCHANGE)) == ACCESS_REFUSED

@@ -119,7 +119,8 @@ def test_a_subscriber_binds_to_the_events_it_handles_and_no_others() -> None:
 def test_the_grid_answers_rpc_and_notify_asks_it_one_question() -> None:
     grid, notify = PERMS["grid"], PERMS["notify"]
     reply_key = str(uuid.uuid4())
-    assert allows(grid["read"], "rpc-grid") and allows(grid["configure"], RPC_EXCHANGE)
+    assert allows(grid["read"], "rpc-grid") and allows(grid["read"], RPC_EXCHANGE)
+    assert allows(notify["write"], RPC_EXCHANGE)
     grid_rpc = topic(grid, RPC_EXCHANGE)
     assert grid_rpc is not None
     assert allows(grid_rpc["read"], "grid.*")
@@ -134,6 +135,13 @@ def test_the_grid_answers_rpc_and_notify_asks_it_one_question() -> None:
     assert allows(notify_rpc["read"], reply_key)
     assert not allows(notify_rpc["read"], "grid.*")
     assert not allows(notify["read"], "rpc-grid")
+
+
+@pytest.mark.parametrize("service", sorted(USES))
+def test_no_service_may_declare_or_delete_a_shared_exchange(service: str) -> None:
+    shared = {RPC_EXCHANGE} | {sub.exchange for use in USES.values() for sub in use.subscriptions}
+    for exchange in shared - {f"{service}.events"}:
+        assert not allows(PERMS[service]["configure"], exchange), exchange
 
 
 def test_services_without_rpc_get_nothing_on_the_rpc_exchange() -> None:
