@@ -4,7 +4,10 @@ An event published before its consumer's queue exists is silently dropped.
 So ``shequ up`` (and, in Kubernetes, a job that runs before the services roll
 out) declares every exchange, handler queue, delay queue and dead-letter
 queue of every known service first. The names and arguments are exactly the
-ones the services declare themselves, so either may come first.
+ones the services declare themselves, so on an administrator's account
+either may come first. On its own account (``broker_permissions``) a service
+may not declare the shared exchanges nor create its delay queues: there
+this must come first, and the service only finds them.
 """
 
 from __future__ import annotations
