@@ -237,7 +237,7 @@ def add_bureau(
     return {
         "bureau": name,
         "user": user,
-        "amqp_uri": _uri_with(amqp_uri, user, password, public_address),
+        "amqp_uri": uri_with(amqp_uri, user, password, public_address),
         "vhost": vhost,
         "queue": queue,
         "bindings": bindings,
@@ -271,8 +271,8 @@ def remove_bureau(management: Management, vhost: str, name: str) -> dict[str, An
     return {"bureau": name, "user_removed": found, "queues_removed": sorted(deleted)}
 
 
-def _uri_with(amqp_uri: str, user: str, password: str, public_address: str | None = None) -> str:
-    """The admin URI's vhost with the bureau's credentials, at the public address if given."""
+def uri_with(amqp_uri: str, user: str, password: str, public_address: str | None = None) -> str:
+    """The admin URI's vhost with another user's credentials, at the public address if given."""
     parts = urllib.parse.urlsplit(amqp_uri)
     where = urllib.parse.urlsplit(public_address) if public_address else parts
     host = where.hostname or "127.0.0.1"

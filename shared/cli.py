@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -67,13 +68,22 @@ def cmd_up(args: argparse.Namespace, demo: bool = False) -> int:
     return code
 
 
+def _without_password(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def _print_endpoints(stack: object) -> None:
     endpoints = stack.endpoints()  # type: ignore[attr-defined]
     print(f"  front door      {endpoints['front_door']}")
     for name, urls in endpoints["services"].items():
         print(f"  {name:<15} {urls['http']}   metrics {urls['metrics']}")
-    print(f"  amqp            {endpoints['amqp_uri']}")
-    print(f"  mongodb         {endpoints['mongo_uri']}")
+    # Administrators' URIs: the password only in the endpoints file (mode 600).
+    print(f"  amqp            {_without_password(endpoints['amqp_uri'])}")
+    print(f"  mongodb         {_without_password(endpoints['mongo_uri'])}")
     print(f"  endpoints file  {stack.data_dir / 'endpoints.json'}", flush=True)  # type: ignore[attr-defined]
 
 

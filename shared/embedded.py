@@ -33,9 +33,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import pika
 import pika.exceptions
@@ -552,24 +553,66 @@ class SecantusServer(_ChildServer):
 
     _what = "SecantusDB server"
 
-    def __init__(self, data_dir: pathlib.Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        *,
+        port: int | None = None,
+        admin: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(data_dir)
         self._fixed_port = port
         self.port = port
         self.log_dir = self.data_dir
         self.log_file = self.data_dir / "secantusd.log"
+        #: With ``admin`` (user, password) the server requires SCRAM
+        #: authentication; that user, created at the first start, has ``root``.
+        self.admin = admin
+        self._auth_marker = self.data_dir / "auth-enabled"
 
     @property
     def mongo_uri(self) -> str:
         """URI for pymongo; ``directConnection`` since there is a single node."""
+        return self.uri_for(*self.admin) if self.admin else self.uri_for()
+
+    def uri_for(self, user: str = "", password: str = "") -> str:
+        """The URI of this server, with a user's credentials (``authSource=admin``) if given."""
         if self.port is None:
             raise EmbeddedError("the SecantusDB server has no port yet: call start() first")
-        return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
+        if not user:
+            return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
+        quoted = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+        return f"mongodb://{quoted}@{LOOPBACK}:{self.port}/?directConnection=true&authSource=admin"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Spawn the server and return once it answers ``hello``."""
+        """Spawn the server and return once it answers ``hello``.
+
+        With authentication asked for, the first start of a data directory
+        runs once without it to create the administrator (secantusd, like
+        mongod without its localhost exception, accepts ``createUser`` only
+        then) and starts again with ``--auth``.
+        """
         if self.running:
             return
+        if self.admin and not self._auth_marker.exists():
+            self._start(timeout, auth=False)
+            try:
+                client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                    self.uri_for(), serverSelectionTimeoutMS=10000
+                )
+                try:
+                    user, password = self.admin
+                    client.admin.command(
+                        "createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}]
+                    )
+                finally:
+                    client.close()
+            finally:
+                self.stop()
+            self._auth_marker.write_text("")
+        self._start(timeout, auth=bool(self.admin))
+
+    def _start(self, timeout: float, auth: bool) -> None:
         script = _find_secantusd()
         self._acquire_lock()
         try:
@@ -590,6 +633,7 @@ class SecantusServer(_ChildServer):
                 str(self.port),
                 "--storage-path",
                 str(self.data_dir / "store"),
+                *(["--auth"] if auth else []),
             ]
             env = {k: v for k, v in os.environ.items() if k != _MARKER_VAR}
             env["PYTHONUNBUFFERED"] = "1"
@@ -634,8 +678,9 @@ class SecantusServer(_ChildServer):
             time.sleep(_POLL_INTERVAL)
 
     def _hello(self) -> bool:
+        # No credentials: hello needs none, and at the first start there are no users yet.
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-            self.mongo_uri,
+            self.uri_for(),
             serverSelectionTimeoutMS=2000,
             connectTimeoutMS=1000,
             socketTimeoutMS=2000,

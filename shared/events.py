@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import partial, wraps
 from typing import Any
 
+import amqp.exceptions
 import kombu
 import kombu.serialization
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -114,6 +115,49 @@ def declare_service_queues(channel: Any, service: str, delays: Iterable[int]) ->
         )(channel).declare()
 
 
+def verify_service_queues(channel: Any, service: str, delays: Iterable[int]) -> None:
+    """Check, without declaring, that those queues and exchanges exist (else ``NotFound``)."""
+    for name in (
+        dead_letter_queue_name(service),
+        *(retry_exchange_name(service, d) for d in delays),
+    ):
+        channel.exchange_declare(name, "fanout", passive=True)
+        channel.queue_declare(name, passive=True)
+
+
+def verify_or_declare(
+    amqp_uri: str, verify: Callable[[Any], None], declare: Callable[[Any], None]
+) -> None:
+    """Check passively that something exists; declare it only when it does not.
+
+    A passive check needs no permission; declaring does. A service on its
+    own broker account lacks some of it on purpose: a delay queue
+    dead-letters through the default exchange, and creating one needs write
+    there, which would let the service publish into any queue; declaring an
+    exchange needs configure on it, even when it exists, and the source
+    exchanges of its handlers are other services'. The stack and ``shequ
+    init`` declare all of that first as the administrator, so the service
+    only finds it; a service alone on an administrator's account (tests, a
+    single process) declares it here as before.
+    """
+    try:
+        with kombu.Connection(amqp_uri) as connection:
+            verify(connection.default_channel)
+        return
+    except amqp.exceptions.ChannelError as exc:
+        # NotFound from RabbitMQ; kombu's in-memory transport says 404 plainly.
+        if str(exc.reply_code or getattr(exc, "code", "")) != "404":
+            raise
+    try:
+        with kombu.Connection(amqp_uri) as connection:
+            declare(connection.default_channel)
+    except amqp.exceptions.AccessRefused as exc:
+        raise RuntimeError(
+            f"the broker topology is missing and this service's account may not declare it "
+            f"({exc}); run `shequ init` (or start through `shequ up`) first"
+        ) from exc
+
+
 class FailurePublisher(SharedExtension):
     """One confirmed-publish connection per container for retries and dead letters."""
 
@@ -126,8 +170,11 @@ class FailurePublisher(SharedExtension):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        with kombu.Connection(self.amqp_uri) as connection:
-            declare_service_queues(connection.default_channel, self.service, self.delays)
+        verify_or_declare(
+            self.amqp_uri,
+            partial(verify_service_queues, service=self.service, delays=self.delays),
+            partial(declare_service_queues, service=self.service, delays=self.delays),
+        )
 
     def stop(self) -> None:
         if self._connection is not None:
@@ -208,16 +255,25 @@ class ReliableEventHandler(EventHandler):
 
     def setup(self) -> None:
         super().setup()
-        arguments = handler_queue_arguments(self.container.config, self.container.service_name)
-        if arguments:
-            queue = self.queue
-            self.queue = kombu.Queue(
-                queue.name,
-                exchange=queue.exchange,
-                routing_key=queue.routing_key,
-                durable=True,
-                queue_arguments=arguments,
-            )
+        exchange = self.queue.exchange
+        verify_or_declare(
+            self.container.config[AMQP_URI_CONFIG_KEY],
+            lambda channel: channel.exchange_declare(exchange.name, exchange.type, passive=True),
+            lambda channel: exchange(channel).declare(),
+        )
+        # Found or made: the queue consumer need not declare the source's
+        # exchange again (a service's own account may not; see verify_or_declare).
+        self.queue = kombu.Queue(
+            self.queue.name,
+            exchange=kombu.Exchange(
+                exchange.name, type=exchange.type, durable=True, no_declare=True
+            ),
+            routing_key=self.queue.routing_key,
+            durable=True,
+            queue_arguments=handler_queue_arguments(
+                self.container.config, self.container.service_name
+            ),
+        )
 
     def handle_message(self, body: Any, message: Any) -> None:
         fault_point(self.container.service_name, "before_handler")

@@ -22,12 +22,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shequ import accounts
 from shequ.auth import new_secret
+from shequ.bureau import BureauError, management_from
 from shequ.config import load_config
 from shequ.discovery import DEFAULTS, discover_services, load_service
 from shequ.embedded import EmbeddedError, RabbitMQNode, SecantusServer, free_port
@@ -42,6 +44,11 @@ SIGNING_KEY_FILE = "disclosure-signing-key"
 #: Services that seal personal data at rest (``shequ.sealing``), each with its own keys,
 #: kept in ``<service>-key`` and ``<service>-index-key`` in the data directory.
 SEALING_SERVICES = ("mediation", "notify", "volunteer")
+#: Names this stack's broker users on a broker other stacks may share.
+ACCOUNT_SUFFIX_FILE = "broker-account-suffix"
+#: The embedded SecantusDB's administrator (the stack's and the tools' account).
+STORE_ADMIN = "shequ-admin"
+STORE_ADMIN_PASSWORD_FILE = "store-admin-password"  # noqa: S105 - a file name
 #: The development data key's id; production names its keys (and rotates them) itself.
 DEV_KID = "dev1"
 ENDPOINTS_FILE = "endpoints.json"
@@ -75,6 +82,9 @@ class Stack:
     # no embedded broker or store is started.
     amqp_uri: str = ""
     mongo_uri: str = ""
+    #: The external broker's management API (or SHEQU_RABBITMQ_MANAGEMENT_URL),
+    #: to give each service its own account there; the embedded one's is known.
+    management_url: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -83,6 +93,11 @@ class Stack:
         self.processes: dict[str, ServiceProcess] = {}
         self.front_door: FrontDoor | None = None
         self._specs: dict[str, str] = {}
+        #: Each service's own AMQP URI (its broker account), once provisioned.
+        self.service_amqp_uris: dict[str, str] = {}
+        #: Each service's own MongoDB URI, on the embedded store only.
+        self.service_mongo_uris: dict[str, str] = {}
+        self._account_suffix = ""
         self.ready_seconds = 0.0
 
     # -- start -----------------------------------------------------------
@@ -99,6 +114,14 @@ class Stack:
             delays = retry_delays(defaults)
             queues = declare_topology(self.amqp_uri, classes.values(), delays, defaults)
             log.info("declared %d handler queues for %d services", queues, len(classes))
+            self._provision_accounts(classes.values())
+            if self.store is not None:
+                self.service_mongo_uris = accounts.provision_database_users(
+                    self.mongo_uri,
+                    classes,
+                    {**os.environ, **env}.get("SHEQU_MONGO_DATABASE_PREFIX", ""),
+                    self.store.uri_for,
+                )
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
             for name in classes:
@@ -140,11 +163,48 @@ class Stack:
                 self.rabbit.start()
                 self.amqp_uri = self.rabbit.amqp_uri
             if not self.mongo_uri:
-                self.store = SecantusServer(self.data_dir / "secantus")
+                # With authentication: each service gets a user of its own.
+                password = self._kept_secret(
+                    STORE_ADMIN_PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+                )
+                self.store = SecantusServer(
+                    self.data_dir / "secantus", admin=(STORE_ADMIN, password)
+                )
                 self.store.start()
                 self.mongo_uri = self.store.mongo_uri
         except EmbeddedError as exc:
             raise StackError(str(exc)) from exc
+
+    def _provision_accounts(self, classes: Iterable[type]) -> None:
+        """One broker user per service, limited to its own exchanges and queues.
+
+        The stack's own URI stays the administrator's: it declared the
+        topology, and the operators' tools read it from ``endpoints.json``.
+        On the embedded broker the users are ``shequ-<service>``; on an
+        external one, which other stacks may share, they carry a suffix kept
+        in the data directory.
+        """
+        management_url = self.management_url or os.environ.get("SHEQU_RABBITMQ_MANAGEMENT_URL", "")
+        if self.rabbit is not None:
+            management_url = self.rabbit.management_url
+        else:
+            self._account_suffix = self._kept_secret(
+                ACCOUNT_SUFFIX_FILE, lambda: secrets.token_hex(3)
+            )
+        if not management_url:
+            log.warning(
+                "no RabbitMQ management URL (SHEQU_RABBITMQ_MANAGEMENT_URL): every service "
+                "connects with the stack's own broker account"
+            )
+            return
+        self.management_url = management_url
+        management, vhost = management_from(management_url, self.amqp_uri)
+        try:
+            self.service_amqp_uris = accounts.provision(
+                management, vhost, self.amqp_uri, classes, self._account_suffix
+            )
+        except BureauError as exc:
+            raise StackError(f"cannot create the services' broker accounts: {exc}") from exc
 
     def _service_classes(self) -> dict[str, type]:
         """Service classes by name: every registered one, or those asked for."""
@@ -205,6 +265,10 @@ class Stack:
         return env
 
     def _spawn(self, proc: ServiceProcess, env: dict[str, str]) -> None:
+        if proc.name in self.service_amqp_uris:
+            env = {**env, "SHEQU_AMQP_URI": self.service_amqp_uris[proc.name]}
+        if proc.name in self.service_mongo_uris:
+            env = {**env, "SHEQU_MONGO_URI": self.service_mongo_uris[proc.name]}
         handle = proc.log_path.open("ab")
         proc.process = subprocess.Popen(
             [
@@ -271,6 +335,11 @@ class Stack:
         if self.front_door is not None:
             self.front_door.stop()
             self.front_door = None
+        if self.service_amqp_uris and self.rabbit is None:
+            # An external broker outlives the stack: leave no users behind.
+            management, _ = management_from(self.management_url, self.amqp_uri)
+            accounts.remove(management, self.service_amqp_uris, self._account_suffix)
+            self.service_amqp_uris = {}
         if self.rabbit is not None:
             self.rabbit.stop()
         if self.store is not None:
@@ -289,6 +358,12 @@ class Stack:
             "services": {
                 name: {
                     "http": proc.url,
+                    "broker_user": accounts.user_name(name, self._account_suffix)
+                    if name in self.service_amqp_uris
+                    else None,
+                    "database_user": accounts.user_name(name)
+                    if name in self.service_mongo_uris
+                    else None,
                     "metrics": f"{proc.url}/metrics",
                     "log": str(proc.log_path),
                 }
@@ -300,6 +375,8 @@ class Stack:
     def _write_endpoints(self) -> None:
         path = self.data_dir / ENDPOINTS_FILE
         path.write_text(json.dumps(self.endpoints(), indent=2), encoding="utf-8")
+        # The administrators' URIs, with their passwords: for the owner only.
+        path.chmod(0o600)
 
 
 def _http_ok(url: str) -> bool:

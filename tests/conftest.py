@@ -130,6 +130,8 @@ def stack_on(
         services=services,
         amqp_uri=servers.amqp_uri,
         mongo_uri=servers.mongo_uri,
+        # Each service connects as its own broker user, as in production.
+        management_url=servers.management_url,
         extra_env={
             "SHEQU_MONGO_DATABASE_PREFIX": f"t{uuid.uuid4().hex[:8]}_",
             # Short back-offs keep the dead-letter tests quick; the rule is the same.

@@ -29,7 +29,11 @@ create() {  # create NAME KEY=VALUE...
 }
 
 create shequ-platform jwt-secret="$(random)" cursor-secret="$(random)"
-create shequ-rabbitmq-services username=shequ-services password="$(random)"
+# The install job's broker account, and one per service (deploy/k8s/base/broker-accounts.yaml).
+create shequ-rabbitmq-init username=shequ-init password="$(random)"
+for service in grid notify disclosure mediation volunteer; do
+    create "shequ-rabbitmq-$service" username="shequ-$service" password="$(random)"
+done
 keda_password=$(random)
 create shequ-keda-rabbitmq username=shequ-keda password="$keda_password" \
     host="http://shequ-keda:$keda_password@shequ-rabbitmq.$ns.svc:15672/shequ"

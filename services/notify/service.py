@@ -16,7 +16,6 @@ from typing import Any
 import marshmallow
 import yaml
 from nameko.extensions import DependencyProvider
-from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.wrappers import Request
 
 from shequ.contracts import REGISTRY, CloudEvent, EventSpec
@@ -28,6 +27,7 @@ from shequ.events import event_handler, idempotent
 from shequ.http import load_body, load_query, route
 from shequ.pagination import Cursors, InvalidCursor, query_scope
 from shequ.reconcile import Effect
+from shequ.rpc import ServiceRpcProxy, rpc_calls
 from shequ.service import PlatformService
 from shequ.store import Store
 from shequ.timers import timer
@@ -112,6 +112,7 @@ def check_rule(rule: Rule, templates_by_id: dict[str, Template]) -> None:
             raise domain.RuleError({"template": errors})
 
 
+@rpc_calls("grid.reporter_of")
 class Reporters(DependencyProvider):
     """Asks grid, over RPC, who reported an incident: a subject id, never contact data.
 
@@ -121,11 +122,13 @@ class Reporters(DependencyProvider):
 
     def setup(self) -> None:
         self.config = dict(self.container.config)
+        self.caller = self.container.service_name
         self.timeout = float(self.container.config.get("NOTIFY_RPC_TIMEOUT_SECONDS") or 5)
 
     def get_dependency(self, worker_ctx: Any) -> Callable[[str], str | None]:
         def reporter_of(incident_id: str) -> str | None:
-            with ClusterRpcProxy(self.config, timeout=self.timeout) as cluster:
+            # A reply queue named for notify, as notify's broker account requires.
+            with ServiceRpcProxy(self.caller, self.config, timeout=self.timeout) as cluster:
                 found = cluster.grid.reporter_of(incident_id)
             return str(found) if found else None
 

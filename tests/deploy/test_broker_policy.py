@@ -14,16 +14,21 @@ from __future__ import annotations
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
+import kombu
 import pika
 import pytest
 import requests
 
+from shequ import accounts
+from shequ.bureau import management_from
 from shequ.deadletters import DeadLetter, list_dead_letters, replay_dead_letters
 from shequ.discovery import load_service
+from shequ.events import declare_service_queues, verify_or_declare, verify_service_queues
 from shequ.install import prepare
-from shequ.topology import subscriptions
+from shequ.topology import RPC_EXCHANGE, broker_use, subscriptions
 from tests.conftest import Servers, wait_for
 from tests.deploy.conftest import SERVICES, of_kind, rendered
 
@@ -157,6 +162,63 @@ def test_a_delivery_over_the_limit_goes_to_the_service_dead_letters(
         assert "x-death" not in (props.headers or {})
     finally:
         connection.close()
+
+
+def rendered_permissions(service: str) -> dict[str, Any]:
+    """A service's permissions as the rendered prod manifests grant them."""
+    docs = rendered("prod")
+    user = f"shequ-{service}"
+    (permission,) = [d for d in of_kind(docs, "Permission") if d["metadata"]["name"] == user]
+    topics = [
+        d["spec"]["permissions"]
+        for d in of_kind(docs, "TopicPermission")
+        if d["spec"]["userReference"]["name"] == user
+    ]
+    return {**permission["spec"]["permissions"], "topics": topics}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_starts_on_the_account_the_manifests_give_it(
+    servers: Servers, vhost: str, service: str
+) -> None:
+    """After ``shequ init``, what the service declares and publishes at start is allowed."""
+    uri = amqp_uri(servers, vhost)
+    prepare(uri, None)
+    management, _ = management_from(servers.management_url, servers.amqp_uri)
+    user = f"shequ-{service}-{uuid.uuid4().hex[:6]}"
+    own = accounts.create_user(management, vhost, uri, user, rendered_permissions(service))
+    try:
+        use = broker_use(load_service(service))
+        delays = (1000, 5000, 30000)
+        verify_or_declare(
+            own,
+            partial(verify_service_queues, service=service, delays=delays),
+            partial(declare_service_queues, service=service, delays=delays),
+        )
+        # Confirmed publishes: a refused one raises here instead of passing unseen.
+        with kombu.Connection(own, transport_options={"confirm_publish": True}) as connection:
+            channel = connection.default_channel
+            for sub in use.subscriptions:
+                # As ReliableEventHandler declares it: the source's exchange is only found.
+                exchange = kombu.Exchange(sub.exchange, type="topic", no_declare=True)
+                kombu.Queue(sub.queue, exchange=exchange, routing_key=sub.event_name,
+                            durable=True)(channel).declare()  # fmt: skip
+            # nameko-rpc too: found (shequ.rpc.with_found_exchange), never declared.
+            rpc = kombu.Exchange(RPC_EXCHANGE, type="topic", no_declare=True)
+            if use.rpc_server:
+                kombu.Queue(f"rpc-{service}", exchange=rpc, routing_key=f"{service}.*",
+                            durable=True)(channel).declare()  # fmt: skip
+            if use.rpc_calls:
+                key = str(uuid.uuid4())
+                kombu.Queue(f"rpc.reply-{service}-{key}", exchange=rpc, routing_key=key,
+                            queue_arguments={"x-expires": 300000})(channel).declare()  # fmt: skip
+            events = kombu.Exchange(f"{service}.events", type="topic", durable=True)
+            events(channel).declare()
+            producer = kombu.Producer(channel)
+            for event in use.events:
+                producer.publish({}, exchange=events, routing_key=event)
+    finally:
+        api(servers, "DELETE", f"users/{user}")
 
 
 def test_shequ_init_creates_every_service_database_indexes(servers: Servers, vhost: str) -> None:

@@ -38,6 +38,7 @@ CRD_KINDS = {
     "MongoDBCommunity",  # MongoDB Controllers for Kubernetes
     "Permission",  # RabbitMQ Messaging Topology Operator
     "Policy",
+    "TopicPermission",
     "RabbitmqCluster",  # RabbitMQ Cluster Operator
     "ScaledObject",  # KEDA
     "PodMonitor",  # Prometheus Operator
@@ -189,6 +190,52 @@ def test_the_mongodb_users_each_reach_only_their_own_database() -> None:
     assert spec["additionalConnectionStringConfig"]["w"] == "majority"
 
 
+ACCOUNT_KINDS = ("User", "Permission", "TopicPermission")
+SERVICE_USERS = tuple(f"shequ-{service}" for service in SERVICES)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_the_broker_account_its_code_derives(overlay: str) -> None:
+    """broker-accounts.yaml is ``python -m shequ.accounts``'s output for today's services."""
+    from shequ.accounts import k8s_resources
+    from shequ.discovery import load_service
+
+    expected = k8s_resources([load_service(name) for name in SERVICES])
+    docs = rendered(overlay)
+
+    def by_name(found: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+        return {
+            (d["kind"], d["metadata"]["name"]): d["spec"]
+            for d in found
+            if d["kind"] in ACCOUNT_KINDS and d["metadata"]["name"].startswith(SERVICE_USERS)
+        }
+
+    assert by_name(docs) == by_name(expected), (
+        "deploy/k8s/base/broker-accounts.yaml is stale: python -m shequ.accounts > it"
+    )
+    # Only the install job's user may do everything.
+    for permission in of_kind(docs, "Permission"):
+        if ".*" in permission["spec"]["permissions"].values():
+            assert permission["metadata"]["name"] == "shequ-init", permission
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_connects_with_its_own_broker_credentials(overlay: str) -> None:
+    docs = rendered(overlay)
+    for service in SERVICES:
+        spec = named(docs, "Deployment", f"shequ-{service}")["spec"]["template"]["spec"]
+        for container, secret in [
+            *((c, "shequ-rabbitmq-init") for c in spec.get("initContainers", [])),
+            *((c, f"shequ-rabbitmq-{service}") for c in spec["containers"]),
+        ]:
+            refs = {
+                env["valueFrom"]["secretKeyRef"]["name"]
+                for env in container.get("env", [])
+                if env["name"].startswith("SHEQU_RABBITMQ_") and "valueFrom" in env
+            }
+            assert refs == {secret}, (service, container["name"], refs)
+
+
 def test_the_ingress_routes_the_url_layout_of_the_front_door() -> None:
     from shequ.frontdoor import ROUTES
 
@@ -256,6 +303,8 @@ def test_every_required_secret_is_created_by_the_install_script_or_the_operator(
     created = set(re.findall(r"^create (\S+)", script, re.MULTILINE))
     created |= {f"shequ-mongodb-{user}-password" for user in re.findall(
         r"for user in ([a-z ]+); do", script)[0].split()}  # fmt: skip
+    created |= {f"shequ-rabbitmq-{service}" for service in re.findall(
+        r"for service in ([a-z ]+); do", script)[0].split()}  # fmt: skip
     by_operator = {
         user["connectionStringSecretName"]
         for doc in of_kind(docs, "MongoDBCommunity")

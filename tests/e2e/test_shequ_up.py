@@ -77,10 +77,23 @@ def test_shequ_up_serves_keeps_data_across_restarts_and_stops_cleanly(tmp_path: 
     assert endpoints["front_door"] == url
     assert set(endpoints["services"]) == {"grid", "notify", "disclosure", "mediation", "volunteer"}
     assert endpoints["amqp_uri"].startswith("amqp://") and "127.0.0.1" in endpoints["amqp_uri"]
-    assert endpoints["mongo_uri"].startswith("mongodb://127.0.0.1:")
+    # The store's administrator; each service has a user of its own.
+    assert endpoints["mongo_uri"].startswith("mongodb://shequ-admin:")
+    assert "@127.0.0.1:" in endpoints["mongo_uri"]
     for urls in endpoints["services"].values():
         assert requests.get(urls["metrics"], timeout=10).status_code == 200
         assert requests.get(urls["http"] + "/healthz", timeout=10).json() == {"status": "ok"}
+    # Each service connects as its own broker user, none as the administrator.
+    users = {name: urls["broker_user"] for name, urls in endpoints["services"].items()}
+    assert users == {name: f"shequ-{name}" for name in users}
+    assert {urls["database_user"] for urls in endpoints["services"].values()} == set(users.values())
+    connections = f"{endpoints['rabbitmq_management']}/api/connections?columns=user"
+
+    def connected() -> set[str]:
+        listed = requests.get(connections, auth=("guest", "guest"), timeout=10).json()
+        return {connection["user"] for connection in listed}
+
+    wait_for(lambda: connected() == set(users.values()), timeout=30, what="one user per service")
 
     secret = (data_dir / "jwt-secret").read_text().strip()
     token = mint_token(secret, roles=["grid_worker"], sub="gw-9", communities=["hx-liushu"])

@@ -70,14 +70,14 @@ def test_the_admin_credentials_come_from_the_management_url_or_the_amqp_uri() ->
 
 
 def test_the_printed_uri_keeps_the_vhost_and_takes_the_public_address() -> None:
-    from shequ.bureau import _uri_with
+    from shequ.bureau import uri_with
 
     admin = "amqp://ops:pw@10.0.0.5:5672/shequ"
     assert (
-        _uri_with(admin, "bureau-civil", "s/cret")
+        uri_with(admin, "bureau-civil", "s/cret")
         == "amqp://bureau-civil:s%2Fcret@10.0.0.5:5672/shequ"
     )
     assert (
-        _uri_with(admin, "bureau-civil", "x", "amqps://mq.district.example:5671")
+        uri_with(admin, "bureau-civil", "x", "amqps://mq.district.example:5671")
         == "amqps://bureau-civil:x@mq.district.example:5671/shequ"
     )

@@ -106,3 +106,11 @@ def test_init_refuses_an_unknown_service_before_touching_any_server(
     monkeypatch.setenv("SHEQU_MONGO_URI", "mongodb://127.0.0.1:1/")
     assert main(["init", "--service", "nosuch"]) == 1
     assert "unknown service 'nosuch'" in capsys.readouterr().err
+
+
+def test_the_printed_endpoints_mask_passwords_and_keep_the_rest() -> None:
+    from shequ.cli import _without_password
+
+    masked = _without_password("mongodb://shequ-admin:s3cret@127.0.0.1:2701/?authSource=admin")
+    assert masked == "mongodb://shequ-admin:***@127.0.0.1:2701/?authSource=admin"
+    assert _without_password("amqp://127.0.0.1:5672/") == "amqp://127.0.0.1:5672/"
