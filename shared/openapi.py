@@ -151,6 +151,10 @@ def _operation(
         operation["description"] = description
     if route.public:
         operation["security"] = []
+    if route.action:
+        # The action in the service's authorisation table (access.yaml), which
+        # says which roles may call and which objects each reaches.
+        operation["x-shequ-action"] = route.action_for(service)
     parameters: list[dict[str, Any]] = list(path_parameters)
     if route.query is not None:
         parameters.append({"in": "query", "schema": route.query})
@@ -197,6 +201,8 @@ def _problems(route: Route) -> list[int]:
     statuses = set(route.errors)
     if not route.public:
         statuses.add(401)
+    if route.action:
+        statuses.add(403)
     if _PATH_PARAMETER.search(route.url):
         statuses.add(404)
     if route.body is not None:
