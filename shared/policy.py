@@ -360,3 +360,67 @@ def forbidden_detail(action: Action, target: Target | None = None) -> str:
 def route_actions(routes: Iterable[Any]) -> set[str]:
     """The actions a service's routes name (for the completeness test and the matrix)."""
     return {route.action for route in routes if getattr(route, "action", None)}
+
+
+# -- the published matrix ----------------------------------------------------------------
+
+
+ServiceRoute = tuple[str, str, str | None, bool]
+
+
+def service_tables() -> list[tuple[str, Policy, list[ServiceRoute]]]:
+    """Every registered service's table with its routes: (method, URL, action, public)."""
+    from shequ.discovery import discover_services, load_service
+    from shequ.openapi import routes_of
+
+    tables = []
+    for service in sorted(discover_services()):
+        service_cls = load_service(service)
+        table = policy_of(service_cls, service)
+        routes = sorted(
+            (route.method, route.rule_for(service), route.action_for(service), route.public)
+            for _, route in routes_of(service_cls)
+        )
+        tables.append((service, table, routes))
+    return tables
+
+
+def _cell(action: Action, role: str) -> str:
+    rules = [rule for rule in action.rules if rule.role == role]
+    return ", ".join(f"{r.scope} ({r.purpose})" if r.purpose else r.scope for r in rules) or "·"
+
+
+def authorisation_markdown() -> str:
+    """``docs/authorisation.md``: every service's table and which route needs which action."""
+    roles = sorted(ROLES)
+    lines = [
+        "# Authorisation matrix",
+        "",
+        "Generated from each service's `access.yaml` and its routes by",
+        "`shequ authorisation -o docs/authorisation.md` (`make authorisation`);",
+        "`tests/unit/shared/test_policy.py` fails when this file is out of date.",
+        "How the tables work: docs/security.md.",
+        "",
+        "A cell is the object scope a role reaches for the action (`own`, `cell`,",
+        "`department`, `community`, `district`; a purpose in brackets means the rule",
+        "applies only to a token declaring it); `·` means the role may not do it",
+        "and the route answers 403. Actions marked † read sensitive personal data:",
+        "each use is logged with the caller's purpose.",
+        "",
+    ]
+    for service, table, routes in service_tables():
+        lines += [f"## {service}", ""]
+        lines.append("| action | " + " | ".join(roles) + " |")
+        lines.append("| --- | " + " | ".join("---" for _ in roles) + " |")
+        for name in sorted(table.actions):
+            action = table.actions[name]
+            mark = " †" if action.sensitive else ""
+            cells = " | ".join(_cell(action, role) for role in roles)
+            lines.append(f"| `{name}`{mark} | {cells} |")
+        lines += ["", "| route | action |", "| --- | --- |"]
+        for method, url, action_name, _ in routes:
+            if action_name is None:
+                continue
+            lines.append(f"| `{method} {url}` | `{action_name}` |")
+        lines.append("")
+    return "\n".join(lines)
