@@ -570,7 +570,10 @@ class Route(HttpRequestHandler):
             raise Unauthorized("this route needs a bearer token (Authorization: Bearer ...)")
         if self.policy is not None and self.action_name and request.identity is not None:
             if not self.policy.permits(request.identity, self.action_name):  # type: ignore[attr-defined]
-                raise Forbidden(forbidden_detail(self.policy.action(self.action_name)))
+                action = self.policy.action(self.action_name)
+                raise Forbidden(
+                    forbidden_detail(action), action=action.name, allowed_roles=list(action.roles())
+                )
         check_query(request)
         if request.method in WRITE_METHODS and request.mimetype == "application/json":
             check_json_body(request)

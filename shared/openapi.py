@@ -59,6 +59,12 @@ class ProblemSchema(marshmallow.Schema):
         values=fields.Raw(),
         metadata={"description": "per-field messages, for validation errors"},
     )
+    action = fields.String(
+        metadata={"description": "on a 403 from the authorisation table: the action refused"}
+    )
+    allowed_roles = fields.List(
+        fields.String(), metadata={"description": "on such a 403: the roles that may do it"}
+    )
 
 
 def routes_of(service_cls: type) -> list[tuple[str, Route]]:

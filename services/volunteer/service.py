@@ -450,7 +450,9 @@ class VolunteerService(PlatformService):
             if query.get("team") not in led:
                 raise Forbidden("team leaders list their own team: pass team=")
         else:
-            raise Forbidden("the registry is for staff, auditors and team leaders")
+            # Reach "own" only: a volunteer who leads no team lists their own record.
+            mine = [v for v in self._own_volunteer(identity.sub) if _matches(v, query)]
+            return {"items": [self._volunteer_view(request, v, led) for v in mine], "next": None}
         found = self.tasks.volunteers(
             communities=communities,
             team=query.get("team"),
@@ -497,6 +499,12 @@ class VolunteerService(PlatformService):
         self.tasks.replace_volunteer(volunteer, datetime.now(UTC))
         self.roster.put(volunteer)
         return self._volunteer_view(request, volunteer)
+
+    def _own_volunteer(self, sub: str) -> list[domain.Volunteer]:
+        try:
+            return [self.tasks.volunteer(sub)]
+        except NotFound:
+            return []
 
     def _checked(self, volunteer: domain.Volunteer) -> domain.Volunteer:
         with _invalid("the volunteer failed validation"):
@@ -869,6 +877,16 @@ def load_query_value(month: str) -> str:
     if errors:
         raise InvalidInput("the month failed validation", errors)
     return month
+
+
+def _matches(volunteer: domain.Volunteer, query: dict[str, Any]) -> bool:
+    """Whether a volunteer passes a listing's filters (community, team, after)."""
+    team = query.get("team")
+    return (
+        query.get("community", volunteer.community) == volunteer.community
+        and (team is None or team in volunteer.teams)
+        and volunteer.id > query.get("after", "")
+    )
 
 
 def _volunteer_values(volunteer: domain.Volunteer) -> dict[str, Any]:
