@@ -597,6 +597,8 @@ class GridService(SlaPages, PlatformService):
             policy=ref.policy,
         )
         category = ref.categories[incident.category]
+        # The caller is the Open311 client its api_key names (no person's token).
+        self.incidents.actor = {"open311_client": client.name}
         self.incidents.add_reported(incident, category)
         notice = open311.service_notice(category, ref.policy)
         posted = open311.posted_view(incident, notice)
