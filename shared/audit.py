@@ -63,6 +63,8 @@ def canonical(value: Any) -> bytes:
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
     if hasattr(value, "__dict__"):
         return vars(value)
     return str(value)

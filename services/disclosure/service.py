@@ -384,6 +384,8 @@ class DisclosureService(BoardPages, PlatformService):
             raise InvalidInput(
                 "the cosignature does not verify", {"signature": [str(exc)]}
             ) from exc
+        # The caller is the witness its configured key proved; no person's token.
+        self.entries.actor = {"witness": cosignature.witness}
         return self._dump_checkpoint(self.entries.add_cosignature(size, cosignature))
 
     @route(
