@@ -91,7 +91,7 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 def append(
     db: Database[Any],
-    session: ClientSession,
+    session: ClientSession | None,
     *,
     actor: Mapping[str, Any],
     action: str,
@@ -101,7 +101,11 @@ def append(
     after: Any,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Write one record in ``session``'s transaction and return it."""
+    """Write one record in ``session``'s transaction and return it.
+
+    Without a session the record is written on its own: for a read, which
+    changes nothing and so has no transaction to join.
+    """
     counter = db[COUNTER].find_one_and_update(
         {"_id": AUDIT},
         {"$inc": {"seq": 1}},

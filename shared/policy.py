@@ -35,6 +35,7 @@ listings ``reach(identity, action)`` says which objects to select.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -208,8 +209,30 @@ def _within(scope: str, caller: Caller, target: Target) -> bool:
     return caller.sub in target.owners
 
 
+_uses = threading.local()
+
+
+def begin_uses() -> None:
+    """Start collecting this worker's uses of sensitive data (``shequ.store.Store`` does)."""
+    _uses.pending = []
+
+
+def take_uses() -> list[tuple[Caller, str, Target]]:
+    """The uses collected since ``begin_uses``, once: the store records them in the trail."""
+    found: list[tuple[Caller, str, Target]] = getattr(_uses, "pending", None) or []
+    _uses.pending = None
+    return found
+
+
 def _log_sensitive(caller: Caller, action: str, target: Target) -> None:
-    """A structured line per allowed use of sensitive data: ids, roles and purpose only."""
+    """A structured line per allowed use of sensitive data: ids, roles and purpose only.
+
+    In a worker with a store, the use also becomes a record of the service's
+    audit trail once the worker succeeded (``shequ.store.Store.worker_result``).
+    """
+    pending = getattr(_uses, "pending", None)
+    if pending is not None:
+        pending.append((caller, action, target))
     log.info(
         "sensitive access %s %s %s purpose=%s",
         action,

@@ -25,6 +25,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shequ import audit as audit_trail
+from shequ import policy
 from shequ.contracts import CloudEvent, new_event
 from shequ.contracts.registry import EventSpec
 
@@ -351,6 +352,40 @@ class Store(DependencyProvider):
 
     def kill(self) -> None:
         self.stop()
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        policy.begin_uses()
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        """A worker that succeeded leaves a record of each use of sensitive data it made.
+
+        A read changes nothing, so there is no transaction to join: each record
+        is written on its own (the actor is the caller, with the declared purpose).
+        """
+        uses = policy.take_uses()
+        if exc_info is not None or not uses or self.client is None:
+            return
+        try:
+            self._record_uses(uses)
+        except PyMongoError:
+            log.exception("recording %d use(s) of sensitive data failed", len(uses))
+
+    def _record_uses(self, uses: list[tuple[Any, str, Any]]) -> None:
+        for caller, action, target in uses:
+            audit_trail.append(
+                self.db,
+                None,
+                actor={
+                    "sub": caller.sub,
+                    "roles": sorted(caller.roles),
+                    "purpose": caller.purpose,
+                },
+                action=action,
+                kind=target.kind,
+                object_id=target.id or "-",
+                before=None,
+                after=None,
+            )
 
     def get_dependency(self, worker_ctx: Any) -> Repository:
         on_commit = self.relay.nudge if self.relay is not None else (lambda: None)

@@ -406,7 +406,8 @@ class GridService(SlaPages, PlatformService):
     def _dump(self, request: Request, incident: domain.Incident) -> dict[str, Any]:
         view = self._view(request, incident)
         category = self.reference.categories.get(incident.category)
-        if view == domain.FULL and (category is None or category.sensitive):
+        theirs = incident.reporter == request.identity.sub
+        if view == domain.FULL and not theirs and (category is None or category.sensitive):
             policy.log_sensitive_use(
                 request.identity,
                 "grid.incident.read_sensitive",

@@ -204,3 +204,26 @@ def test_the_trail_is_for_auditors_and_admins_and_holds_no_personal_data(
         assert response.status_code == 403, role
     found = records(platform, "grid", "incident", incident["id"])
     assert found and "路灯" not in str(found) and "39.9" not in str(found)
+
+
+def test_a_read_of_sensitive_data_leaves_a_record_with_the_purpose(platform: Platform) -> None:
+    body = {"category": "new_pregnancy", "grid_cell": "ls-01", "description": "孕检登记",
+            "location": {"lat": 39.9, "lon": 116.4}}  # fmt: skip
+    resident = platform.session("resident", sub=REPORTER)
+    incident = ok(resident.post(f"{platform.url}{API}/incidents", json=body, timeout=10), 201)
+    url = f"{platform.url}{API}/incidents/{incident['id']}"
+    since = datetime.now(UTC)
+    without = platform.session("community_staff", sub="mx-audit-reader", communities=(SAME,))
+    assert without.get(url, timeout=10).status_code == 404
+    reader = platform.session(
+        "community_staff", sub="mx-audit-reader", communities=(SAME,), purpose="casework"
+    )
+    assert ok(reader.get(url, timeout=10))["description"] == "孕检登记"
+    found = records(platform, "grid", "incident", incident["id"], since)
+    assert [(r["action"], r["actor"]) for r in found] == [
+        (
+            "grid.incident.read_sensitive",
+            {"sub": "mx-audit-reader", "roles": ["community_staff"], "purpose": "casework"},
+        )
+    ]
+    assert found[0]["before"] is None and found[0]["after"] is None
