@@ -312,14 +312,34 @@ def _parse_rules(at: str, raw: Any, problems: list[str]) -> list[Rule]:
     return rules
 
 
+#: Actions of the routes every service has (``shequ.service.PlatformService``), with the
+#: rules a table that does not name them gets.
+PLATFORM_ACTIONS: Mapping[str, dict[str, Any]] = {
+    "audit.read": {
+        "summary": "Read the service's audit trail (ids, roles and hashes; no personal data)",
+        "rules": {"auditor": "district", "admin": "district"},
+    },
+}
+
+
 def load_policy(service: str, path: Path) -> Policy:
-    """The table in ``path``, validated; a missing or broken file is a ``PolicyError``."""
+    """The table in ``path``, validated; a broken file is a ``PolicyError``.
+
+    A service without the file has only the platform's own actions
+    (``PLATFORM_ACTIONS``): any route of its own that names an action then
+    stops it at start, saying the action has no entry.
+    """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     except OSError as exc:
         raise PolicyError(f"{service}: cannot read its authorisation table {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise PolicyError(f"{service}: {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {"actions": {}}
+    if isinstance(raw, dict) and isinstance(raw.get("actions"), dict):
+        for name, entry in PLATFORM_ACTIONS.items():
+            raw["actions"].setdefault(f"{service}.{name}", entry)
     return parse_policy(service, raw, where=f"{service}/{path.name}")
 
 

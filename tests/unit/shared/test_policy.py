@@ -231,3 +231,18 @@ def test_the_grid_transition_gate_admits_exactly_the_roles_of_the_workflow_table
 
     in_workflow = set().union(*(rule.roles for rule in workflow.RULES.values()))
     assert set(TABLE.action("grid.incident.transition").roles()) == in_workflow
+
+
+def test_a_service_without_a_table_has_only_the_platforms_actions(tmp_path: Path) -> None:
+    loaded = policy.load_policy("plain", tmp_path / "access.yaml")
+    assert set(loaded.actions) == {"plain.audit.read"}
+    assert loaded.permits(who("auditor"), "plain.audit.read")
+    with pytest.raises(PolicyError, match="plain.own.thing"):
+        loaded.action("plain.own.thing")
+
+
+def test_a_table_that_is_not_yaml_stops_the_service(tmp_path: Path) -> None:
+    broken = tmp_path / "access.yaml"
+    broken.write_text("actions: [unclosed", encoding="utf-8")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        policy.load_policy("plain", broken)
