@@ -53,7 +53,7 @@ from werkzeug.wrappers import Request, Response
 from shequ.auth import AuthSettings, TokenVerifier
 from shequ.errors import Forbidden, InvalidInput, ShequError, Unauthorized
 from shequ.metrics import HTTP_REQUEST_SECONDS
-from shequ.policy import Policy, PolicyError, forbidden_detail, policy_of
+from shequ.policy import Policy, PolicyError, flush_uses, forbidden_detail, policy_of
 from shequ.public import route_is_public
 
 log = logging.getLogger(__name__)
@@ -577,6 +577,12 @@ class Route(HttpRequestHandler):
         check_query(request)
         if request.method in WRITE_METHODS and request.mimetype == "application/json":
             check_json_body(request)
+
+    def handle_result(self, event: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
+        # Before the response is released: the record of a read of sensitive
+        # data exists by the time the caller has the data (shequ.policy).
+        flush_uses(exc_info is None)
+        return super().handle_result(event, worker_ctx, result, exc_info)
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, dict | list):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -212,16 +212,28 @@ def _within(scope: str, caller: Caller, target: Target) -> bool:
 _uses = threading.local()
 
 
-def begin_uses() -> None:
-    """Start collecting this worker's uses of sensitive data (``shequ.store.Store`` does)."""
+Use = tuple[Caller, str, Target]
+
+
+def begin_uses(recorder: Callable[[list[Use]], None]) -> None:
+    """Collect this worker's uses of sensitive data for ``recorder`` (``shequ.store.Store``)."""
     _uses.pending = []
+    _uses.recorder = recorder
 
 
-def take_uses() -> list[tuple[Caller, str, Target]]:
-    """The uses collected since ``begin_uses``, once: the store records them in the trail."""
-    found: list[tuple[Caller, str, Target]] = getattr(_uses, "pending", None) or []
+def flush_uses(succeeded: bool) -> None:
+    """Hand the collected uses to the recorder once, if the work succeeded.
+
+    The route calls this before its response is released, so the record
+    exists by the time the caller has the data; the store calls it again
+    when the worker ends (a no-op after the first).
+    """
+    found: list[Use] = getattr(_uses, "pending", None) or []
+    recorder = getattr(_uses, "recorder", None)
     _uses.pending = None
-    return found
+    _uses.recorder = None
+    if succeeded and found and recorder is not None:
+        recorder(found)
 
 
 def _log_sensitive(caller: Caller, action: str, target: Target) -> None:

@@ -354,16 +354,17 @@ class Store(DependencyProvider):
         self.stop()
 
     def worker_setup(self, worker_ctx: Any) -> None:
-        policy.begin_uses()
+        policy.begin_uses(self._record_uses_safely)
 
     def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
-        """A worker that succeeded leaves a record of each use of sensitive data it made.
+        """A worker that succeeded leaves a record of each use of sensitive data it made."""
+        policy.flush_uses(exc_info is None)
 
-        A read changes nothing, so there is no transaction to join: each record
-        is written on its own (the actor is the caller, with the declared purpose).
-        """
-        uses = policy.take_uses()
-        if exc_info is not None or not uses or self.client is None:
+    def _record_uses_safely(self, uses: list[Any]) -> None:
+        """One record per use. A read changes nothing, so there is no transaction to
+        join: each record is written on its own (the actor is the caller, with the
+        declared purpose)."""
+        if self.client is None:
             return
         try:
             self._record_uses(uses)
