@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: setup system-packages demo up catalogue test test-unit test-integration test-e2e test-browser test-fault test-deploy test-monitoring bench bench-volunteer soak fault-figures lint format clean
+.PHONY: setup system-packages demo up catalogue authorisation test test-unit test-integration test-e2e test-browser test-fault test-deploy test-monitoring bench bench-volunteer soak fault-figures lint format clean
 
 setup: system-packages $(STAMP)
 
@@ -87,6 +87,11 @@ bench-volunteer: setup
 catalogue: $(STAMP)
 	$(BIN)/shequ asyncapi -o docs/asyncapi.yaml
 	$(BIN)/shequ catalogue -o docs/event-catalogue.md
+
+# Regenerates the authorisation matrix after an access.yaml or a route changed
+# (tests/unit/shared/test_policy.py checks it).
+authorisation: $(STAMP)
+	$(BIN)/shequ authorisation -o docs/authorisation.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench examples

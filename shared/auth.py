@@ -86,6 +86,8 @@ class Identity:
     purpose: str | None = None
     #: What a machine client may do (``scope`` claim); empty for people's tokens.
     scopes: frozenset[str] = field(default=frozenset())
+    #: The grid cells a grid worker covers (``cells`` claim): the ``cell`` object scope.
+    cells: tuple[str, ...] = field(default=())
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -219,6 +221,9 @@ def identity_of(claims: Mapping[str, Any]) -> Identity:
     purpose = claims.get("purpose")
     if purpose is not None and purpose not in PURPOSES:
         raise Unauthorized("the token's purpose claim names an unknown purpose")
+    cells = claims.get("cells") or []
+    if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
+        raise Unauthorized("the token's cells claim must be a list of ids")
     department = claims.get("department")
     if department is not None and not isinstance(department, str):
         raise Unauthorized("the token's department claim must be a string")
@@ -233,6 +238,7 @@ def identity_of(claims: Mapping[str, Any]) -> Identity:
         department=department,
         purpose=purpose,
         scopes=frozenset(item for item in scopes if item),
+        cells=tuple(cells),
     )
 
 
@@ -250,6 +256,7 @@ def mint_token(
     department: str | None = None,
     purpose: str | None = None,
     scopes: Iterable[str] = (),
+    cells: Iterable[str] = (),
     ttl: timedelta = timedelta(hours=12),
     issuer: str = DEFAULT_ISSUER,
     audience: str = DEFAULT_AUDIENCE,
@@ -284,6 +291,9 @@ def mint_token(
         claims["purpose"] = purpose
     if scopes:
         claims["scope"] = " ".join(scopes)
+    cells = sorted(set(cells))
+    if cells:
+        claims["cells"] = cells
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -348,6 +348,19 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_authorisation(args: argparse.Namespace) -> int:
+    """Print (or write) the authorisation matrix of every service (docs/authorisation.md)."""
+    from shequ.policy import authorisation_markdown
+
+    text = authorisation_markdown()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_contracts(args: argparse.Namespace) -> int:
     """Compare the contracts with the released snapshot; on release, replace the snapshot."""
     from shequ.catalogue import snapshot
@@ -463,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (
         ("asyncapi", "print the AsyncAPI 3.0 document of every event (YAML)"),
         ("catalogue", "print the readable event catalogue (Markdown)"),
+        ("authorisation", "print every service's authorisation matrix (Markdown)"),
     ):
         generated = sub.add_parser(name, help=what)
         generated.add_argument("-o", "--output", type=Path, help="write to this file instead")
@@ -563,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_disclosure(args)
     if args.command in ("asyncapi", "catalogue"):
         return cmd_asyncapi(args)
+    if args.command == "authorisation":
+        return cmd_authorisation(args)
     if args.command == "contracts":
         return cmd_contracts(args)
     if args.command == "bureau":

@@ -403,6 +403,8 @@ def idempotent(repository: str) -> Callable[[Callable[..., Any]], Callable[..., 
             except EnvelopeError as exc:
                 raise PoisonMessage(str(exc)) from exc
             repo = getattr(self, repository)
+            repo.actor = {"event_id": event.id, "source": event.source, "type": event.type}
+            repo.action = event.type
 
             def work() -> Any:
                 repo.mark_processed(method.__name__, event)

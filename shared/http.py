@@ -6,6 +6,9 @@ to every request, so a service's route bodies stay a few lines long:
 * authentication: a valid bearer token (``shequ.auth.TokenVerifier``) unless
   the route is on the public allow-list (``shequ.public``); the caller's
   ``Identity`` is ``request.identity``;
+* authorisation: every other route names its ``action``, and a caller none of
+  whose roles has a rule for it in the service's table (``shequ.policy``)
+  gets 403 before the route runs;
 * a body size limit (``MAX_BODY_BYTES``, 64 KiB by default), and in every
   JSON body and query string no key that begins with ``$`` or contains
   ``.`` (a MongoDB operator or path smuggled into a filter or update), no
@@ -48,8 +51,9 @@ from werkzeug.routing import IntegerConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from shequ.auth import AuthSettings, TokenVerifier
-from shequ.errors import InvalidInput, ShequError, Unauthorized
+from shequ.errors import Forbidden, InvalidInput, ShequError, Unauthorized
 from shequ.metrics import HTTP_REQUEST_SECONDS
+from shequ.policy import Policy, PolicyError, flush_uses, forbidden_detail, policy_of
 from shequ.public import route_is_public
 
 log = logging.getLogger(__name__)
@@ -447,6 +451,12 @@ class Route(HttpRequestHandler):
     Whether a route needs a token is decided by ``shequ.public`` alone;
     ``public`` here records what the route's author meant, and a unit test
     requires the two to agree.
+
+    ``action`` names what the route does in the service's authorisation
+    table (``access.yaml``, ``shequ.policy``); ``{service}`` in it stands for
+    the service's name. Every non-public route must name one: the service
+    refuses to start otherwise, and a caller whose roles have no rule for
+    it is refused (403) before the route runs.
     """
 
     server = PlatformWebServer()
@@ -457,6 +467,7 @@ class Route(HttpRequestHandler):
         url: str,
         *,
         public: bool = False,
+        action: str | None = None,
         summary: str | None = None,
         body: SchemaRef | None = None,
         query: SchemaRef | None = None,
@@ -471,6 +482,7 @@ class Route(HttpRequestHandler):
     ) -> None:
         self.declared_public = public
         self.public = route_is_public(method, url)
+        self.action = action
         self.summary = summary
         self.body = body
         self.query = query
@@ -487,6 +499,10 @@ class Route(HttpRequestHandler):
         """The werkzeug rule this route serves in the service named ``service``."""
         return self.url.replace("{service}", service)
 
+    def action_for(self, service: str) -> str | None:
+        """The action this route names in the service named ``service``."""
+        return self.action.replace("{service}", service) if self.action else None
+
     def get_url_rule(self) -> Rule:
         return Rule(self.rule_for(self.container.service_name), methods=self.method.split(","))
 
@@ -499,6 +515,16 @@ class Route(HttpRequestHandler):
             float(config.get("RATE_LIMIT_PER_MINUTE", 30)), int(config.get("RATE_LIMIT_BURST", 10))
         )
         self.trusted_hops = int(config.get("TRUSTED_PROXY_HOPS", 1))
+        self.policy: Policy | None = None
+        self.action_name = self.action_for(self.container.service_name)
+        if self.action_name:
+            self.policy = policy_of(self.container.service_cls, self.container.service_name)
+            self.policy.action(self.action_name)
+        elif not self.public:
+            raise PolicyError(
+                f"{self.container.service_name}: {self.method} {self.url} is not public "
+                "and names no action="
+            )
         super().setup()
 
     def handle_request(self, request: Request) -> Response:
@@ -542,9 +568,21 @@ class Route(HttpRequestHandler):
             request.identity = self.verifier.verify(header[7:].strip())  # type: ignore[attr-defined]
         elif not self.public:
             raise Unauthorized("this route needs a bearer token (Authorization: Bearer ...)")
+        if self.policy is not None and self.action_name and request.identity is not None:
+            if not self.policy.permits(request.identity, self.action_name):  # type: ignore[attr-defined]
+                action = self.policy.action(self.action_name)
+                raise Forbidden(
+                    forbidden_detail(action), action=action.name, allowed_roles=list(action.roles())
+                )
         check_query(request)
         if request.method in WRITE_METHODS and request.mimetype == "application/json":
             check_json_body(request)
+
+    def handle_result(self, event: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
+        # Before the response is released: the record of a read of sensitive
+        # data exists by the time the caller has the data (shequ.policy).
+        flush_uses(exc_info is None)
+        return super().handle_result(event, worker_ctx, result, exc_info)
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, dict | list):

@@ -59,6 +59,12 @@ class ProblemSchema(marshmallow.Schema):
         values=fields.Raw(),
         metadata={"description": "per-field messages, for validation errors"},
     )
+    action = fields.String(
+        metadata={"description": "on a 403 from the authorisation table: the action refused"}
+    )
+    allowed_roles = fields.List(
+        fields.String(), metadata={"description": "on such a 403: the roles that may do it"}
+    )
 
 
 def routes_of(service_cls: type) -> list[tuple[str, Route]]:
@@ -151,6 +157,10 @@ def _operation(
         operation["description"] = description
     if route.public:
         operation["security"] = []
+    if route.action:
+        # The action in the service's authorisation table (access.yaml), which
+        # says which roles may call and which objects each reaches.
+        operation["x-shequ-action"] = route.action_for(service)
     parameters: list[dict[str, Any]] = list(path_parameters)
     if route.query is not None:
         parameters.append({"in": "query", "schema": route.query})
@@ -197,6 +207,8 @@ def _problems(route: Route) -> list[int]:
     statuses = set(route.errors)
     if not route.public:
         statuses.add(401)
+    if route.action:
+        statuses.add(403)
     if _PATH_PARAMETER.search(route.url):
         statuses.add(404)
     if route.body is not None:

@@ -14,12 +14,13 @@ from typing import Any, ClassVar
 
 import kombu
 import marshmallow
-from marshmallow import fields
+from marshmallow import fields, validate
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request, Response
 
+from shequ import audit
 from shequ.events import TrackedQueueConsumer
-from shequ.http import json_response, route
+from shequ.http import json_response, load_query, route
 from shequ.metrics import exposition
 from shequ.openapi import build_spec
 from shequ.reconcile import Effect
@@ -65,6 +66,42 @@ class ReadinessSchema(marshmallow.Schema):
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
 
 
+class AuditQuerySchema(marshmallow.Schema):
+    object_kind = fields.String(validate=validate.Length(min=1, max=64))
+    object_id = fields.String(validate=validate.Length(min=1, max=200))
+    actor = fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": "a subject"}
+    )
+    action = fields.String(validate=validate.Length(min=1, max=200))
+    from_ = fields.AwareDateTime(data_key="from", metadata={"description": "at or after"})
+    to = fields.AwareDateTime(metadata={"description": "before"})
+    after = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=0, max=2**62),
+        metadata={"description": "the next page: records after this seq"},
+    )
+    limit = fields.Integer(strict=False, load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class AuditRecordSchema(marshmallow.Schema):
+    seq = fields.Integer()
+    at = fields.String(metadata={"description": "UTC, fixed width"})
+    action = fields.String()
+    actor = fields.Dict(
+        metadata={"description": "sub and roles; or event_id, source, type; or timer"}
+    )
+    object = fields.Dict(metadata={"description": "kind and id"})
+    before = fields.String(allow_none=True, metadata={"description": "SHA-256 of the object"})
+    after = fields.String(allow_none=True, metadata={"description": "SHA-256 of the object"})
+    prev = fields.String(allow_none=True, metadata={"description": "an earlier record's hash"})
+    hash = fields.String(metadata={"description": "SHA-256 of this record"})
+
+
+class AuditPageSchema(marshmallow.Schema):
+    items = fields.List(fields.Nested(AuditRecordSchema))
+    next_after = fields.Integer(allow_none=True, metadata={"description": "pass as after="})
+
+
 class PlatformService:
     """Mixin for service classes: the platform's operational routes."""
 
@@ -106,6 +143,32 @@ class PlatformService:
             log.exception("refreshing the store-computed metrics failed; serving the last values")
         body, content_type = exposition()
         return Response(body, status=200, headers={"Content-Type": content_type})
+
+    @route(
+        "GET",
+        "/api/v1/{service}/audit",
+        action="{service}.audit.read",
+        summary="The audit trail: who changed what and when, with before/after hashes",
+        query=AuditQuerySchema,
+        response=AuditPageSchema,
+    )
+    def audit_trail(self, request: Request) -> dict[str, Any]:
+        """Records in the order they were written, filtered by object, actor, action and time."""
+        query = load_query(request, AuditQuerySchema())
+        db = self._audit_database()
+        if db is None:
+            return {"items": [], "next_after": None}
+        limit, after = query.pop("limit"), query.pop("after", None)
+        items, next_after = audit.query(db, query, after=after, limit=limit)
+        return AuditPageSchema().dump({"items": items, "next_after": next_after})
+
+    def _audit_database(self) -> Any:
+        """The service's own database, through the first store it declares (None: it has none)."""
+        for klass in type(self).__mro__:
+            for name, value in vars(klass).items():
+                if isinstance(value, Store):
+                    return getattr(self, name).db
+        return None
 
     def refresh_metrics(self) -> None:
         """Set the gauges a service computes from its store, just before a scrape.

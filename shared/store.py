@@ -24,6 +24,8 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from shequ import audit as audit_trail
+from shequ import policy
 from shequ.contracts import CloudEvent, new_event
 from shequ.contracts.registry import EventSpec
 
@@ -82,6 +84,7 @@ def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
     indexes: dict[str, list[IndexModel]] = {
         OUTBOX: [IndexModel(OUTBOX_PENDING_INDEX)],
         PROCESSED: [IndexModel([("processed_at", 1)])],
+        **{name: list(models) for name, models in audit_trail.INDEXES.items()},
     }
     for collection, models in repository_cls.INDEXES.items():
         indexes.setdefault(collection, []).extend(models)
@@ -129,6 +132,11 @@ class Repository:
         self.session: ClientSession | None = None
         self._on_commit = on_commit
         self._emitted = False
+        #: Who is changing things through this repository, for the audit trail
+        #: (``audit``): set from the worker (the route's caller, the event) by ``Store``.
+        self.actor: dict[str, Any] = {"system": service}
+        #: What they are doing: the route's action, the event's type, the timer's name.
+        self.action: str = f"{service}.system"
 
     @contextmanager
     def writes(self) -> Iterator[None]:
@@ -291,6 +299,27 @@ class Repository:
         self._emitted = True
         return emitted
 
+    def audit(self, kind: str, object_id: str, before: Any, after: Any) -> dict[str, Any]:
+        """Record a state change in the service's audit trail, in the current transaction.
+
+        ``before`` and ``after`` are the object as stored (or as the API shows
+        it), None where it does not exist; only their hashes are kept. Like
+        ``emit``, outside a transaction this is a programming error: a change
+        must not commit without its record.
+        """
+        if self.session is None:
+            raise RuntimeError("audit() must be called inside transaction()")
+        return audit_trail.append(
+            self.db,
+            self.session,
+            actor=self.actor,
+            action=self.action,
+            kind=kind,
+            object_id=object_id,
+            before=before,
+            after=after,
+        )
+
     def mark_processed(self, handler: str, event: CloudEvent) -> None:
         """Record in the current transaction that ``handler`` has handled ``event``.
 
@@ -372,11 +401,48 @@ class Store(DependencyProvider):
     def kill(self) -> None:
         self.stop()
 
+    def worker_setup(self, worker_ctx: Any) -> None:
+        policy.begin_uses(self._record_uses_safely)
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        """A worker that succeeded leaves a record of each use of sensitive data it made."""
+        policy.flush_uses(exc_info is None)
+
+    def _record_uses_safely(self, uses: list[Any]) -> None:
+        """One record per use. A read changes nothing, so there is no transaction to
+        join: each record is written on its own (the actor is the caller, with the
+        declared purpose)."""
+        if self.client is None:
+            return
+        try:
+            self._record_uses(uses)
+        except PyMongoError:
+            log.exception("recording %d use(s) of sensitive data failed", len(uses))
+
+    def _record_uses(self, uses: list[tuple[Any, str, Any]]) -> None:
+        for caller, action, target in uses:
+            audit_trail.append(
+                self.db,
+                None,
+                actor={
+                    "sub": caller.sub,
+                    "roles": sorted(caller.roles),
+                    "purpose": caller.purpose,
+                },
+                action=action,
+                kind=target.kind,
+                object_id=target.id or "-",
+                before=None,
+                after=None,
+            )
+
     def get_dependency(self, worker_ctx: Any) -> Repository:
         on_commit = self.relay.nudge if self.relay is not None else (lambda: None)
-        return self.repository_cls(
+        repository = self.repository_cls(
             self.db, service=self.service, district=self.district, on_commit=on_commit
         )
+        bind_actor(repository, worker_ctx)
+        return repository
 
     def is_ready(self) -> bool:
         """The database answers a ping and the relay is running."""
@@ -385,3 +451,25 @@ class Store(DependencyProvider):
         except PyMongoError:
             return False
         return self.relay is not None and self.relay.running
+
+
+def bind_actor(repository: Repository, worker_ctx: Any) -> None:
+    """Tell the repository who acts in this worker: a route's caller, or the timer.
+
+    Event handlers bind the event themselves (``shequ.events.idempotent``):
+    the worker's argument is the raw message there, not yet parsed.
+    """
+    entrypoint = getattr(worker_ctx, "entrypoint", None)
+    args = getattr(worker_ctx, "args", ()) or ()
+    action = getattr(entrypoint, "action_name", None)
+    if action is not None or hasattr(entrypoint, "url"):
+        identity = getattr(args[0], "identity", None) if args else None
+        repository.action = action or f"{repository.service}.{entrypoint.method_name}"
+        repository.actor = (
+            {"sub": identity.sub, "roles": sorted(identity.roles)}
+            if identity is not None
+            else {"anonymous": True}
+        )
+    elif entrypoint is not None and hasattr(entrypoint, "interval"):
+        repository.action = f"{repository.service}.timer.{entrypoint.method_name}"
+        repository.actor = {"timer": entrypoint.method_name}

@@ -73,10 +73,9 @@ class EntryRepository(Repository):
 
     def enqueue(self, draft: EntryDraft) -> None:
         """Queue an event-fed draft for the sequencer, in the current transaction."""
-        self.db[PENDING].insert_one(
-            {"draft": _draft_document(draft), "accepted_at": _now_ms(), "refused": None},
-            session=self.session,
-        )
+        document = {"draft": _draft_document(draft), "accepted_at": _now_ms(), "refused": None}
+        queued = self.db[PENDING].insert_one(document, session=self.session)
+        self.audit("queued_draft", str(queued.inserted_id), None, document)
 
     def pending(self) -> int:
         """Queued drafts not yet appended (refused ones included)."""
@@ -141,9 +140,10 @@ class EntryRepository(Repository):
             {"$set": {"frontier": [Binary(h) for h in frontier]}},
             session=self.session,
         )
-        self.db[ENTRIES].insert_many(
-            [_entry_document(entry) for entry in entries], session=self.session
-        )
+        documents = [_entry_document(entry) for entry in entries]
+        self.db[ENTRIES].insert_many(documents, session=self.session)
+        for document in documents:
+            self.audit("entry", str(document["_id"]), None, document)
         if nodes:
             self.db[NODES].insert_many(nodes, session=self.session)
         self.emit_many(
@@ -307,12 +307,20 @@ class EntryRepository(Repository):
     # What the log knows of categories: only whether each one is sensitive.
 
     def remember_category(self, code: str, *, name_zh: str, sensitive: bool) -> None:
-        self.db[CATEGORIES].update_one(
-            {"_id": code},
-            {"$set": {"name_zh": name_zh, "sensitive": sensitive}},
-            upsert=True,
-            session=self.session,
-        )
+        """Keep a category's name and flag (in the current transaction, or one of its own)."""
+
+        def work() -> None:
+            before = self.db[CATEGORIES].find_one_and_update(
+                {"_id": code},
+                {"$set": {"name_zh": name_zh, "sensitive": sensitive}},
+                upsert=True,
+                session=self.session,
+            )
+            after = {**(before or {"_id": code}), "name_zh": name_zh, "sensitive": sensitive}
+            if before != after:
+                self.audit("category", code, before, after)
+
+        self.run_in_transaction(work)
 
     def is_sensitive(self, code: str) -> bool:
         """A category never seen in a report counts as sensitive: publish less, not more."""
@@ -369,17 +377,16 @@ class EntryRepository(Repository):
         """Store a signed checkpoint once; a replica that signed the same size gets the first."""
 
         def work() -> Checkpoint:
-            self.db[CHECKPOINTS].insert_one(
-                {
-                    "_id": checkpoint.size,
-                    "origin": checkpoint.origin,
-                    "root_hash": Binary(checkpoint.root_hash),
-                    "signature": Binary(checkpoint.signature),
-                    "signed_at": checkpoint.signed_at,
-                    "cosignatures": {},
-                },
-                session=self.session,
-            )
+            document = {
+                "_id": checkpoint.size,
+                "origin": checkpoint.origin,
+                "root_hash": Binary(checkpoint.root_hash),
+                "signature": Binary(checkpoint.signature),
+                "signed_at": checkpoint.signed_at,
+                "cosignatures": {},
+            }
+            self.db[CHECKPOINTS].insert_one(document, session=self.session)
+            self.audit("checkpoint", str(checkpoint.size), None, document)
             self.emit(
                 contract.CHECKPOINT_SIGNED_V1,
                 subject=str(checkpoint.size),
@@ -399,18 +406,27 @@ class EntryRepository(Repository):
 
     def add_cosignature(self, size: int, cosignature: Cosignature) -> Checkpoint:
         """Record a witness's signature (its latest for this checkpoint wins)."""
-        document = self.db[CHECKPOINTS].find_one_and_update(
-            {"_id": size},
-            {
-                "$set": {
-                    f"cosignatures.{cosignature.witness}": {
-                        "timestamp": cosignature.timestamp,
-                        "signature": Binary(cosignature.signature),
+
+        def work() -> dict[str, Any] | None:
+            before = self.db[CHECKPOINTS].find_one({"_id": size}, session=self.session)
+            document = self.db[CHECKPOINTS].find_one_and_update(
+                {"_id": size},
+                {
+                    "$set": {
+                        f"cosignatures.{cosignature.witness}": {
+                            "timestamp": cosignature.timestamp,
+                            "signature": Binary(cosignature.signature),
+                        }
                     }
-                }
-            },
-            return_document=ReturnDocument.AFTER,
-        )
+                },
+                return_document=ReturnDocument.AFTER,
+                session=self.session,
+            )
+            if document is not None:
+                self.audit("checkpoint", str(size), before, document)
+            return document
+
+        document = self.run_in_transaction(work)
         if document is None:
             raise NotFound(f"no checkpoint of size {size}")
         return _to_checkpoint(document)
@@ -434,15 +450,23 @@ class EntryRepository(Repository):
     def _tally(
         self, source: str, community: str, month: str, increments: Mapping[str, int]
     ) -> None:
-        self.db[TALLIES].update_one(
-            {"_id": _tally_id(source, community, month)},
-            {
-                "$inc": dict(increments),
-                "$setOnInsert": {"source": source, "community": community, "month": month},
-            },
-            upsert=True,
-            session=self.session,
-        )
+        key = _tally_id(source, community, month)
+
+        def work() -> None:
+            before = self.db[TALLIES].find_one({"_id": key}, session=self.session)
+            after = self.db[TALLIES].find_one_and_update(
+                {"_id": key},
+                {
+                    "$inc": dict(increments),
+                    "$setOnInsert": {"source": source, "community": community, "month": month},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+                session=self.session,
+            )
+            self.audit("tally", key, before, after)
+
+        self.run_in_transaction(work)
 
 
 def _tally_id(source: str, community: str, month: str) -> str:

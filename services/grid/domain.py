@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from shequ.policy import Policy
 from shequ_services.grid import deadlines
+from shequ_services.grid.access import TABLE
 from shequ_services.grid.deadlines import Clock
 
 URGENCY_TIERS = ("urgent", "simple", "ordinary", "complex")
@@ -256,14 +258,62 @@ class ReadRule:
     with_purpose: str
 
 
-READ_RULES: tuple[ReadRule, ...] = (
-    ReadRule(None, "own", FULL, FULL, FULL),
-    ReadRule(frozenset({"grid_worker", "community_staff"}), "community", FULL, HIDDEN, FULL),
-    ReadRule(frozenset({"department"}), "department", FULL, HIDDEN, FULL),
-    ReadRule(frozenset({"department"}), "co_handling", FULL, HIDDEN, FULL),
-    ReadRule(frozenset({"auditor"}), "all", FULL, REDACTED, REDACTED),
-    ReadRule(frozenset({"admin"}), "all", FULL, REDACTED, FULL),
-)
+#: How a table scope reaches incidents (``REACHES`` keys): a department
+#: reaches the incidents it leads and those it co-handles.
+SCOPE_REACHES: dict[str, tuple[str, ...]] = {
+    "own": ("own",),
+    "community": ("community",),
+    "department": ("department", "co_handling"),
+    "district": ("all",),
+}
+#: The actions of the grid's access table that make up the read table.
+READ_ACTION = "grid.incident.read"
+SENSITIVE_ACTION = "grid.incident.read_sensitive"
+REDACTED_ACTION = "grid.incident.read_redacted"
+
+
+def read_rules_from(table: Policy) -> tuple[ReadRule, ...]:
+    """The read table, derived from the grid's access table (``access.yaml``).
+
+    For each role and each scope its ``grid.incident.read`` rule reaches,
+    ordinary incidents are seen in full; sensitive ones in full if
+    ``grid.incident.read_sensitive`` grants the same scope (without a
+    purpose, or with ``SENSITIVE_PURPOSE`` for ``with_purpose``), redacted if
+    ``grid.incident.read_redacted`` does, else hidden. Roles with the same
+    reach and views share one rule.
+    """
+
+    def grants(action: str, role: str, scope: str, purposes: tuple[str | None, ...]) -> bool:
+        return any(
+            rule.role == role and rule.purpose in purposes and rule.scope in (scope, "district")
+            for rule in table.action(action).rules
+        )
+
+    def view(role: str, scope: str, purposes: tuple[str | None, ...]) -> str:
+        if grants(SENSITIVE_ACTION, role, scope, purposes):
+            return FULL
+        if grants(REDACTED_ACTION, role, scope, purposes):
+            return REDACTED
+        return HIDDEN
+
+    grouped: dict[tuple[str, str, str], set[str]] = {}
+    for rule in table.action(READ_ACTION).rules:
+        if rule.purpose is not None or rule.scope not in SCOPE_REACHES:
+            raise ValueError(
+                f"{READ_ACTION}: {rule.role}: the grid reads by own, community, department "
+                "or district, without a purpose"
+            )
+        sensitive = view(rule.role, rule.scope, (None,))
+        with_purpose = view(rule.role, rule.scope, (None, SENSITIVE_PURPOSE))
+        for reach in SCOPE_REACHES[rule.scope]:
+            grouped.setdefault((reach, sensitive, with_purpose), set()).add(rule.role)
+    return tuple(
+        ReadRule(frozenset(roles), reach, FULL, sensitive, with_purpose)
+        for (reach, sensitive, with_purpose), roles in grouped.items()
+    )
+
+
+READ_RULES: tuple[ReadRule, ...] = read_rules_from(TABLE)
 
 
 @dataclass(frozen=True)

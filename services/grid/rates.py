@@ -59,15 +59,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from shequ_services.grid.access import TABLE
 from shequ_services.grid.deadlines import Clock
-from shequ_services.grid.domain import GridError
+from shequ_services.grid.domain import GridError, ReaderClaims
 
 RESPONSE_CLOCK = "acknowledge"
 SATISFIED_SCORES = frozenset({4, 5})
 MAX_PERIOD_DAYS = 366
 DEFAULT_PERIOD_DAYS = 30
 GROUPINGS = ("community", "category", "department", "day", "month")
-READER_ROLES = ("admin", "auditor", "community_staff")
+#: The action of the grid's access table that says who reads the rates.
+READ_ACTION = "grid.rates.read"
 
 #: The one-line definitions the API returns beside the figures.
 DEFINITIONS = {
@@ -169,18 +171,20 @@ def readable_communities(
 ) -> tuple[str, ...] | None:
     """The communities whose rates the caller may read; ``None`` means every one.
 
-    Admins and auditors read every community; community staff their own
-    communities only; nobody else reads the rates through this API.
+    The reach of ``grid.rates.read`` in the grid's access table: admins and
+    auditors read every community, community staff their own communities.
     """
-    if roles & {"admin", "auditor"}:
+    reader = ReaderClaims("", frozenset(roles), tuple(own))
+    if not TABLE.permits(reader, READ_ACTION):
+        raise NotAllowed(f"the rates are for {TABLE.action(READ_ACTION).describe_roles()}")
+    reach = TABLE.reach(reader, READ_ACTION)
+    if reach.everything:
         return None if asked is None else (asked,)
-    if "community_staff" in roles:
-        if asked is None:
-            return tuple(own)
-        if asked in own:
-            return (asked,)
-        raise NotAllowed(f"community staff read the rates of their own communities, not {asked}")
-    raise NotAllowed("the rates are for community staff, auditors and admins")
+    if asked is None:
+        return reach.communities
+    if asked in reach.communities:
+        return (asked,)
+    raise NotAllowed(f"community staff read the rates of their own communities, not {asked}")
 
 
 def response(facts: Iterable[Facts], now: datetime) -> Ratio:

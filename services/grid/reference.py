@@ -30,7 +30,7 @@ import yaml
 from nameko.extensions import DependencyProvider
 from pymongo.errors import PyMongoError
 
-from shequ.store import Store
+from shequ.store import Store, bind_actor
 from shequ_services.grid import registry
 from shequ_services.grid.deadlines import Policy, parse_policy
 from shequ_services.grid.domain import Category, GridCell, parse_categories
@@ -172,7 +172,9 @@ class RegistryAdmin(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> RegistryRepository:
         reference = next(ext for ext in self.container.dependencies if isinstance(ext, Reference))
-        return reference.repository()
+        repository = reference.repository()
+        bind_actor(repository, worker_ctx)
+        return repository
 
 
 def _read(path: Path) -> Any:

@@ -171,15 +171,31 @@ class RegistryRepository(Repository):
         return entries, last
 
     def save(self, kind: str, entry: Any, *, new: bool) -> Any:
-        """Store what ``registry.create`` or ``registry.change`` decided; return the entry."""
-        if isinstance(entry, CellEdit):
-            self.store_cell(entry, new=new)
-            return entry.cell
-        if new:
-            self.insert(kind, entry)
-        else:
-            self.replace(kind, entry)
-        return entry
+        """Store what ``registry.create`` or ``registry.change`` decided; return the entry.
+
+        One transaction with its audit record (the entry as stored, before and after).
+        """
+        collection = self.db[KINDS[kind].collection]
+        key = _document(entry.cell if isinstance(entry, CellEdit) else entry)["_id"]
+
+        def work() -> Any:
+            before = collection.find_one({"_id": key}, session=self.session)
+            if isinstance(entry, CellEdit):
+                self.store_cell(entry, new=new)
+                saved = entry.cell
+            elif new:
+                self.insert(kind, entry)
+                saved = entry
+            else:
+                self.replace(kind, entry)
+                saved = entry
+            after = collection.find_one({"_id": key}, session=self.session)
+            self.audit(f"registry.{kind}", str(key), before, after)
+            return saved
+
+        saved = self.run_in_transaction(work)
+        self.on_change()
+        return saved
 
     def insert(self, kind: str, entry: Any) -> None:
         document = _document(entry)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request, Response
 
+from shequ import policy
 from shequ.contracts import CloudEvent
 from shequ.contracts import mediation as mediation_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -77,8 +78,6 @@ from shequ_services.grid.store import (
 
 log = logging.getLogger(__name__)
 
-REPORTER_ROLES = ("resident", "grid_worker", "community_staff", "admin")
-REGISTRY_READERS = ("admin", "auditor", "community_staff")
 REGISTRY_KIND = f"<any({', '.join(repr(k) for k in registry_rules.KINDS)}):kind>"
 
 
@@ -144,6 +143,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "POST",
         "/api/v1/grid/incidents",
+        action="grid.incident.report",
         summary="Report an incident",
         body=IncidentReportSchema,
         response=IncidentSchema,
@@ -152,8 +152,6 @@ class GridService(SlaPages, PlatformService):
     )
     def report_incident(self, request: Request) -> Response:
         identity = request.identity
-        if not identity.has_role(*REPORTER_ROLES):
-            raise Forbidden("only residents, grid workers and community staff report incidents")
         report = load_body(request, IncidentReportSchema())
         channel = report["channel"] or (
             "patrol" if identity.has_role("grid_worker") else "resident_app"
@@ -191,6 +189,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         "/api/v1/grid/incidents/<string:incident_id>",
+        action="grid.incident.read",
         summary="One incident, as the caller may see it",
         response=IncidentSchema,
     )
@@ -201,6 +200,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         "/api/v1/grid/incidents/<string:incident_id>/history",
+        action="grid.incident.read",
         summary="Every lifecycle step of an incident",
         response=HistorySchema,
     )
@@ -214,6 +214,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "POST",
         "/api/v1/grid/incidents/<string:incident_id>/transitions",
+        action="grid.incident.transition",
         summary="Take one lifecycle step (the table is workflow.RULES)",
         body=TransitionRequestSchema,
         response=IncidentSchema,
@@ -409,7 +410,16 @@ class GridService(SlaPages, PlatformService):
         return domain.read_view(incident, request.identity, sensitive=sensitive)
 
     def _dump(self, request: Request, incident: domain.Incident) -> dict[str, Any]:
-        redacted = self._view(request, incident) == domain.REDACTED
+        view = self._view(request, incident)
+        category = self.reference.categories.get(incident.category)
+        theirs = incident.reporter == request.identity.sub
+        if view == domain.FULL and not theirs and (category is None or category.sensitive):
+            policy.log_sensitive_use(
+                request.identity,
+                "grid.incident.read_sensitive",
+                policy.Target("incident", incident.id, community=incident.community),
+            )
+        redacted = view == domain.REDACTED
         exclude = domain.REDACTED_FIELDS if redacted else ()
         return incident_schema(request.identity.roles, exclude=exclude).dump(incident)
 
@@ -419,6 +429,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         "/api/v1/grid/incidents",
+        action="grid.incident.read",
         summary="The incidents the caller may see, newest first, filtered, one page at a time",
         query=IncidentListQuerySchema,
         response=IncidentPageSchema,
@@ -442,6 +453,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "POST",
         "/api/v1/grid/incidents/<string:incident_id>/rating",
+        action="grid.incident.rate",
         summary="The reporter rates a closed incident 1 to 5 (评)",
         body=RatingRequestSchema,
         response=IncidentSchema,
@@ -478,6 +490,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         "/api/v1/grid/rates",
+        action="grid.rates.read",
         summary="Response, resolution and satisfaction rates, and time per clock",
         query=RatesQuerySchema,
         response=RatesSchema,
@@ -485,8 +498,6 @@ class GridService(SlaPages, PlatformService):
     )
     def get_rates(self, request: Request) -> dict[str, Any]:
         identity = request.identity
-        if not identity.has_role(*rates.READER_ROLES):
-            raise Forbidden("the rates are for community staff, auditors and admins")
         query = load_query(request, RatesQuerySchema())
         calendar = self.reference.policy.calendar
         now = datetime.now(UTC)
@@ -593,6 +604,8 @@ class GridService(SlaPages, PlatformService):
             policy=ref.policy,
         )
         category = ref.categories[incident.category]
+        # The caller is the Open311 client its api_key names (no person's token).
+        self.incidents.actor = {"open311_client": client.name}
         self.incidents.add_reported(incident, category)
         notice = open311.service_notice(category, ref.policy)
         posted = open311.posted_view(incident, notice)
@@ -678,6 +691,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         "/api/v1/grid/registry",
+        action="grid.registry.read",
         summary="The sub-district and the kinds of registry entry",
         response=RegistryOverviewSchema,
         errors=(403,),
@@ -693,6 +707,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         f"/api/v1/grid/registry/{REGISTRY_KIND}",
+        action="grid.registry.read",
         summary="Registry entries of one kind, in id order, one page at a time",
         query=RegistryListQuerySchema,
         response=REGISTRY_PAGE_DOC,
@@ -708,6 +723,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "GET",
         f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>",
+        action="grid.registry.read",
         summary="One registry entry",
         response=REGISTRY_ENTRY_DOC,
         errors=(403,),
@@ -723,6 +739,7 @@ class GridService(SlaPages, PlatformService):
     @route(
         "POST",
         f"/api/v1/grid/registry/{REGISTRY_KIND}",
+        action="grid.registry.change",
         summary="Add a registry entry (admin)",
         body=REGISTRY_CREATE_DOC,
         response=REGISTRY_ENTRY_DOC,
@@ -730,7 +747,6 @@ class GridService(SlaPages, PlatformService):
         errors=(403, 409),
     )
     def create_registry_entry(self, request: Request, kind: str) -> Response:
-        _registry_admin(request)
         values = load_body(request, REGISTRY_SCHEMAS[kind].create())
         with _registry_errors():
             decided = registry_rules.create(self.registry.load(), kind, values)
@@ -744,13 +760,13 @@ class GridService(SlaPages, PlatformService):
     @route(
         "PATCH",
         f"/api/v1/grid/registry/{REGISTRY_KIND}/<string:key>",
+        action="grid.registry.change",
         summary="Change a registry entry, or retire a category (admin)",
         body=REGISTRY_CHANGE_DOC,
         response=REGISTRY_ENTRY_DOC,
         errors=(403,),
     )
     def change_registry_entry(self, request: Request, kind: str, key: str) -> dict[str, Any]:
-        _registry_admin(request)
         values = load_body(request, REGISTRY_SCHEMAS[kind].change())
         with _registry_errors():
             current = self.registry.get(kind, key)
@@ -760,17 +776,8 @@ class GridService(SlaPages, PlatformService):
 
     def _registry_reader(self, request: Request) -> tuple[str, ...] | None:
         """None for callers who read the whole registry, else the communities they may read."""
-        identity = request.identity
-        if identity.has_role("admin", "auditor"):
-            return None
-        if identity.has_role(*REGISTRY_READERS):
-            return identity.communities
-        raise Forbidden("the registry is for admins, auditors and community staff")
-
-
-def _registry_admin(request: Request) -> None:
-    if not request.identity.has_role("admin"):
-        raise Forbidden("only admins change the registry")
+        reach = policy.reach(request.identity, "grid.registry.read")
+        return None if reach.everything else reach.communities
 
 
 def _require_departments(known: Mapping[str, Any], fields: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from shequ_services.grid import rates
+from shequ_services.grid.access import TABLE
 from shequ_services.grid.deadlines import CO_HANDLING, Clock
 from shequ_services.grid.domain import Grant, Reader, read_grants
 
@@ -42,8 +43,8 @@ CHART_DAYS = 30
 DUE_SOON = timedelta(hours=24)
 DEFAULT_REFRESH_SECONDS = 60
 DEFAULT_CHART_SECONDS = 300
-#: Who reads the board: the roles grid's listing gives a community, a department or all.
-READER_ROLES = frozenset({"admin", "auditor", "community_staff", "grid_worker", "department"})
+#: Who reads the board: the roles with a rule for ``grid.sla.read`` in the grid's access table.
+READER_ROLES = frozenset(TABLE.action("grid.sla.read").roles())
 #: ``domain.REACHES`` a board reader may see through; "own" (what the caller reported) is
 #: left out, so a member of staff who once reported elsewhere sees only their scope.
 BOARD_REACHES = frozenset({"community", "department", "subtasks.department"})

@@ -111,6 +111,7 @@ class IncidentRepository(Repository):
             document = asdict(incident)
             document["_id"] = document.pop("id")
             self.db[INCIDENTS].insert_one(document, session=self.session)
+            self.audit("incident", incident.id, None, asdict(incident))
             self.emit(
                 contract.INCIDENT_REPORTED_V1,
                 subject=incident.id,
@@ -177,6 +178,7 @@ class IncidentRepository(Repository):
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
             updated = _to_incident(document)
+            self.audit("incident", incident.id, asdict(incident), asdict(updated))
             name = contract.transition_event(step.action, step.to_state)
             self.emit(
                 contract.TRANSITION_SPECS[name],
@@ -202,9 +204,14 @@ class IncidentRepository(Repository):
         The version does not move: nothing a person could act on changed, so a
         step decided meanwhile on the same version stays valid.
         """
-        self.db[INCIDENTS].update_one(
+        before = self.db[INCIDENTS].find_one_and_update(
             {"_id": incident_id}, {"$set": {"mediation": outcome}}, session=self.session
         )
+        if before is not None and self.session is not None:
+            after = {**before, "mediation": outcome}
+            self.audit(
+                "incident", incident_id, asdict(_to_incident(before)), asdict(_to_incident(after))
+            )
 
     def due(self, now: datetime, limit: int) -> list[Incident]:
         """Incidents with a clock alert due at ``now``, earliest first."""
@@ -246,6 +253,7 @@ class IncidentRepository(Repository):
             )
             if document is None:
                 raise IncidentChanged(f"incident {incident.id} changed since it was scanned")
+            self.audit("incident", incident.id, asdict(incident), asdict(_to_incident(document)))
             for offset, alert in enumerate(alerts, start=1):
                 clock = clocks[alert.clock]
                 data: dict[str, Any] = {
@@ -291,6 +299,7 @@ class IncidentRepository(Repository):
             if document is None:
                 raise StaleVersion(expected=incident.version, actual=self.get(incident.id).version)
             updated = _to_incident(document)
+            self.audit("incident", incident.id, asdict(incident), asdict(updated))
             self.emit(
                 contract.INCIDENT_RATED_V1,
                 subject=incident.id,

@@ -2,7 +2,8 @@
 
 Plain Python: no framework, no database. Personal data exists here only in
 the clear, as the parties' own words; sealing it at rest is the store's job
-(``sealing``), deciding who may see it unmasked is ``can_see_parties``.
+(``sealing``); who may see it unmasked is the service's authorisation table
+(``access.yaml``: ``mediation.case.read_parties``).
 
 The lifecycle table is in ``workflow``, the roster and recusal rules in
 ``roster``.
@@ -26,9 +27,6 @@ PARTY_ROLES = ("applicant", "respondent", "third_party")
 PARTY_FIELDS = ("name", "phone", "id_number", "address", "building")
 #: States in which mediation is still running: the time limit counts only here.
 RUNNING = ("intake", "assigned", "in_session")
-#: Roles that read and work on cases; parties unmasked only for the assigned
-#: mediator and admins.
-READER_ROLES = ("mediator", "community_staff", "admin", "auditor")
 
 
 class MediationError(Exception):
@@ -261,14 +259,6 @@ def add_parties(
 
 
 # -- who sees what ------------------------------------------------------------------
-
-
-def can_see_parties(case: Case, sub: str, roles: Iterable[str]) -> bool:
-    """Parties in the clear only for the assigned mediator and for admins."""
-    roles = set(roles)
-    if "admin" in roles:
-        return True
-    return "mediator" in roles and case.mediator_id is not None and case.mediator_id == sub
 
 
 def masked_party(party: Party) -> dict[str, Any]:

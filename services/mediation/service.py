@@ -9,6 +9,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from shequ import policy
 from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -39,8 +40,6 @@ from shequ_services.mediation.schemas import (
 )
 from shequ_services.mediation.store import CaseChanged, CaseRepository, CaseStore
 
-READER_ROLES = domain.READER_ROLES
-OPENER_ROLES = ("mediator", "community_staff", "admin")
 WORKFLOW_DOC = {"type": "array", "items": {"type": "object"}}
 HTML_DOC = {"type": "string", "description": "zh-CN HTML with print CSS"}
 #: The window of the closed-cases gauge (shequ_mediation_cases_closed).
@@ -75,13 +74,13 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/cases",
+        action="mediation.case.read",
         summary="Cases by incident, community or status (summaries: no parties, no text)",
         query=CaseQuerySchema,
         response=CaseListSchema,
         errors=(403,),
     )
     def list_cases(self, request: Request) -> dict[str, Any]:
-        _require(request, READER_ROLES, "mediation cases are for mediators and community staff")
         query = load_query(request, CaseQuerySchema())
         if query.get("incident_id"):
             found = self.cases.for_incident(query["incident_id"])
@@ -94,6 +93,7 @@ class MediationService(PlatformService):
     @route(
         "POST",
         "/api/v1/mediation/cases",
+        action="mediation.case.open",
         summary="Open a case directly (walk-in, 来访) with its parties",
         body=CaseOpenSchema,
         response=CaseSchema,
@@ -101,9 +101,12 @@ class MediationService(PlatformService):
         errors=(403, 409),
     )
     def open_case(self, request: Request) -> Response:
-        _require(request, OPENER_ROLES, "cases are opened by mediators and community staff")
         body = load_body(request, CaseOpenSchema())
-        _in_community(request, body["community"])
+        policy.require(
+            request.identity,
+            "mediation.case.open",
+            policy.Target("case", community=body["community"]),
+        )
         with _domain_errors():
             case = domain.walk_in_case(**body, now=datetime.now(UTC), policy=self.policy)
         if not self.cases.open(case):
@@ -117,26 +120,26 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/cases/<string:case_id>",
+        action="mediation.case.read",
         summary="One case; parties masked unless the caller is its mediator or an admin",
         response=CaseSchema,
         errors=(403,),
     )
     def get_case(self, request: Request, case_id: str) -> dict[str, Any]:
-        _require(request, READER_ROLES, "mediation cases are for mediators and community staff")
         return self._dump(request, self.cases.get(case_id))
 
     @route(
         "POST",
         "/api/v1/mediation/cases/<string:case_id>/parties",
+        action="mediation.case.work",
         summary="Add parties (and the facts) to a running case",
         body=PartiesAddSchema,
         response=CaseSchema,
         errors=(403, 409),
     )
     def add_parties(self, request: Request, case_id: str) -> dict[str, Any]:
-        _require(request, OPENER_ROLES, "parties are recorded by mediators and community staff")
         case = self.cases.get(case_id)
-        _in_community(request, case.community)
+        policy.require(request.identity, "mediation.case.work", _target(case))
         body = load_body(request, PartiesAddSchema())
         with _domain_errors():
             updated = domain.add_parties(
@@ -155,6 +158,7 @@ class MediationService(PlatformService):
     @route(
         "POST",
         "/api/v1/mediation/cases/<string:case_id>/assignment",
+        action="mediation.case.work",
         summary="Assign a mediator: by the roster rule, or named (override needs a reason)",
         body=AssignmentRequestSchema,
         response=CaseSchema,
@@ -162,7 +166,7 @@ class MediationService(PlatformService):
     )
     def assign(self, request: Request, case_id: str) -> dict[str, Any]:
         case = self.cases.get(case_id)
-        _in_community(request, case.community)
+        policy.require(request.identity, "mediation.case.work", _target(case))
         body = load_body(request, AssignmentRequestSchema())
         now = datetime.now(UTC)
         try:
@@ -189,6 +193,7 @@ class MediationService(PlatformService):
     @route(
         "POST",
         "/api/v1/mediation/cases/<string:case_id>/transitions",
+        action="mediation.case.work",
         summary="Take one lifecycle step (the table is workflow.RULES)",
         body=TransitionRequestSchema,
         response=CaseSchema,
@@ -196,7 +201,7 @@ class MediationService(PlatformService):
     )
     def transition(self, request: Request, case_id: str) -> dict[str, Any]:
         case = self.cases.get(case_id)
-        _in_community(request, case.community)
+        policy.require(request.identity, "mediation.case.work", _target(case))
         body = load_body(request, TransitionRequestSchema())
         action, expected = body.pop("action"), body.pop("expected_version")
         return self._step(request, case, action, expected, body)
@@ -204,6 +209,7 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/workflow",
+        action="mediation.workflow.read",
         summary="The case lifecycle table: actions, states, roles, required fields",
         response=WORKFLOW_DOC,
     )
@@ -213,6 +219,7 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/cases/<string:case_id>/agreement",
+        action="mediation.case.read_parties",
         summary="The agreement as a printable zh-CN document (人民调解协议书)",
         response=HTML_DOC,
         media_type="text/html",
@@ -229,6 +236,7 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/cases/<string:case_id>/referral",
+        action="mediation.case.read_parties",
         summary="The referral packet for the court (诉非对接): only what the court needs",
         response=ReferralPacketSchema,
         errors=(403, 409),
@@ -242,13 +250,13 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/rates",
+        action="mediation.rates.read",
         summary="Cases closed in a period by outcome, and the agreement rate",
         query=RatesQuerySchema,
         response=RatesSchema,
         errors=(403,),
     )
     def get_rates(self, request: Request) -> dict[str, Any]:
-        _require(request, READER_ROLES, "the rates are for mediators, staff and auditors")
         query = load_query(request, RatesQuerySchema())
         if query["to"] <= query["from_"]:
             raise InvalidInput("the period failed validation", {"to": ["must be after from"]})
@@ -281,13 +289,13 @@ class MediationService(PlatformService):
     @route(
         "GET",
         "/api/v1/mediation/mediators",
+        action="mediation.mediator.read",
         summary="A community committee's roster with each mediator's current load",
         query=MediatorQuerySchema,
         response=MediatorListSchema,
         errors=(403,),
     )
     def list_mediators(self, request: Request) -> dict[str, Any]:
-        _require(request, READER_ROLES, "the roster is for mediators and community staff")
         community = load_query(request, MediatorQuerySchema())["community"]
         loads = self.cases.loads(community)
         items = [
@@ -298,13 +306,13 @@ class MediationService(PlatformService):
     @route(
         "PUT",
         "/api/v1/mediation/mediators/<string:mediator_id>",
+        action="mediation.mediator.change",
         summary="Add or replace a roster entry (admin); relatives kept as blind indexes only",
         body=MediatorInputSchema,
         response=MediatorSchema,
         errors=(403,),
     )
     def put_mediator(self, request: Request, mediator_id: str) -> dict[str, Any]:
-        _require(request, ("admin",), "only admins change the roster")
         body = load_body(request, MediatorInputSchema())
         mediator = self.cases.put_mediator({**body, "id": mediator_id})
         load = self.cases.loads(mediator.community).get(mediator.id, 0)
@@ -376,14 +384,11 @@ class MediationService(PlatformService):
 
     def _clear_reader(self, request: Request, case_id: str, what: str) -> Case:
         case = self.cases.get(case_id)
-        identity = request.identity
-        if not domain.can_see_parties(case, identity.sub, identity.roles):
-            raise Forbidden(f"{what} is for the case's mediator and admins")
+        policy.require(request.identity, "mediation.case.read_parties", _target(case))
         return case
 
     def _view(self, request: Request, case: Case) -> dict[str, Any]:
-        identity = request.identity
-        clear = domain.can_see_parties(case, identity.sub, identity.roles)
+        clear = policy.allows(request.identity, "mediation.case.read_parties", _target(case))
         view = dict(case.__dict__)
         view["parties"] = [
             domain.clear_party(p) if clear else domain.masked_party(p) for p in case.parties
@@ -406,18 +411,10 @@ class MediationService(PlatformService):
         return CaseSchema().dump(self._view(request, case))
 
 
-def _require(request: Request, roles: tuple[str, ...], message: str) -> None:
-    if not request.identity.has_role(*roles):
-        raise Forbidden(message)
-
-
-def _in_community(request: Request, community: str) -> None:
-    """Writes stay within the caller's communities (admins act anywhere)."""
-    identity = request.identity
-    if not identity.has_role(*OPENER_ROLES):
-        raise Forbidden("cases are worked on by mediators and community staff")
-    if not identity.has_role("admin") and community not in identity.communities:
-        raise Forbidden(f"the case belongs to community {community}, not one of yours")
+def _target(case: Case) -> policy.Target:
+    """A case as the authorisation table sees it: its mediator owns it."""
+    owners = (case.mediator_id,) if case.mediator_id else ()
+    return policy.Target("case", case.id, owners=owners, community=case.community)
 
 
 @contextmanager

@@ -18,11 +18,12 @@ import yaml
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request
 
+from shequ import policy
 from shequ.contracts import REGISTRY, CloudEvent, EventSpec
 from shequ.contracts import grid as grid_events
 from shequ.contracts import mediation as mediation_events
 from shequ.contracts import volunteer as volunteer_events
-from shequ.errors import Forbidden, InvalidInput, NotFound
+from shequ.errors import InvalidInput, NotFound
 from shequ.events import event_handler, idempotent
 from shequ.http import load_body, load_query, route
 from shequ.pagination import Cursors, InvalidCursor, query_scope
@@ -67,9 +68,6 @@ from shequ_services.notify.schemas import (
 )
 from shequ_services.notify.store import NotifyRepository, NotifyStore, Position
 
-READER_ROLES = ("community_staff", "grid_worker", "admin", "auditor")
-AUDIT_ROLES = ("community_staff", "admin", "auditor")
-SUBSCRIBER_ROLES = ("bureau", "admin")
 SEED_FILE = Path(__file__).with_name("rules.yaml")
 RECIPIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,159}")
 
@@ -328,14 +326,13 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/notifications",
+        action="notify.notification.read",
         summary="The notifications recorded about one subject (an incident, a case)",
         query=NotificationQuerySchema,
         response=DeliveryListSchema,
         errors=(403,),
     )
     def list_notifications(self, request: Request) -> dict[str, Any]:
-        if not request.identity.has_role(*READER_ROLES):
-            raise Forbidden("notifications are visible to community staff and grid workers")
         query = load_query(request, NotificationQuerySchema())
         found = self.notifications.about(query["subject_ref"], query["limit"])
         return {"items": DeliverySchema(many=True).dump(found)}
@@ -345,24 +342,24 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/rules",
+        action="notify.rule.read",
         summary="Every notification rule",
         response=RuleListSchema,
         errors=(403,),
     )
     def list_rules(self, request: Request) -> dict[str, Any]:
-        _require(request, *AUDIT_ROLES)
         return {"items": RuleSchema(many=True).dump(self.notifications.rules())}
 
     @route(
         "PUT",
         "/api/v1/notify/rules/<string:rule_id>",
+        action="notify.rule.change",
         summary="Create or replace a rule; its template is rendered against the event's sample",
         body=RuleBodySchema,
         response=RuleSchema,
         errors=(403,),
     )
     def put_rule(self, request: Request, rule_id: str) -> dict[str, Any]:
-        _require(request, "admin")
         _check_id(rule_id, "rule_id")
         body = load_body(request, RuleBodySchema())
         rule = Rule(id=rule_id, **{**body, "audiences": tuple(body["audiences"])})
@@ -377,12 +374,12 @@ class NotifyService(PlatformService):
     @route(
         "DELETE",
         "/api/v1/notify/rules/<string:rule_id>",
+        action="notify.rule.change",
         summary="Delete a rule",
         response={"type": "object"},
         errors=(403,),
     )
     def delete_rule(self, request: Request, rule_id: str) -> dict[str, Any]:
-        _require(request, "admin")
         if not self.notifications.delete_rule(rule_id):
             raise NotFound(f"no rule {rule_id}")
         return {"deleted": rule_id}
@@ -390,12 +387,12 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/templates",
+        action="notify.template.read",
         summary="Every message template",
         response=TemplateListSchema,
         errors=(403,),
     )
     def list_templates(self, request: Request) -> dict[str, Any]:
-        _require(request, *AUDIT_ROLES)
         found = [
             {"id": t.id, "body": dict(t.body), "subject": dict(t.subject)}
             for t in self.notifications.templates()
@@ -405,6 +402,7 @@ class NotifyService(PlatformService):
     @route(
         "PUT",
         "/api/v1/notify/templates/<string:template_id>",
+        action="notify.template.change",
         summary="Create or replace a template; rendered now against every event that uses it",
         body=TemplateBodySchema,
         response=TemplateSchema,
@@ -413,7 +411,6 @@ class NotifyService(PlatformService):
     def put_template(self, request: Request, template_id: str) -> dict[str, Any]:
         """A template in use is rendered against each rule's event sample, so a
         field that one of those events lacks is refused here rather than at send time."""
-        _require(request, "admin")
         _check_id(template_id, "template_id")
         body = load_body(request, TemplateBodySchema())
         template = Template(id=template_id, body=body["body"], subject=body.get("subject") or {})
@@ -433,12 +430,13 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/contacts/<string:recipient>",
+        action="notify.contact.read",
         summary="A recipient's contact points (admins, or the user themself)",
         response=ContactSchema,
         errors=(403,),
     )
     def get_contact(self, request: Request, recipient: str) -> dict[str, Any]:
-        _may_manage_contact(request, recipient)
+        policy.require(request.identity, "notify.contact.read", _contact(recipient))
         found = self.notifications.contact_record(recipient)
         if found is None:
             raise NotFound(f"no contact points for {recipient}")
@@ -447,6 +445,7 @@ class NotifyService(PlatformService):
     @route(
         "PUT",
         "/api/v1/notify/contacts/<string:recipient>",
+        action="notify.contact.change",
         summary="Set a recipient's ordered channels, language, quiet hours and digest choice",
         body=ContactBodySchema,
         response=ContactSchema,
@@ -455,7 +454,7 @@ class NotifyService(PlatformService):
     def put_contact(self, request: Request, recipient: str) -> dict[str, Any]:
         """``recipient`` is a user's subject or a group id such as ``department:<code>``,
         ``grid_worker:<cell>``, ``staff:<community>``, ``volunteers:<cell>``."""
-        _may_manage_contact(request, recipient)
+        policy.require(request.identity, "notify.contact.change", _contact(recipient))
         _check_id(recipient, "recipient")
         body = load_body(request, ContactBodySchema())
         errors: dict[str, Any] = {}
@@ -483,12 +482,13 @@ class NotifyService(PlatformService):
     @route(
         "DELETE",
         "/api/v1/notify/contacts/<string:recipient>",
+        action="notify.contact.change",
         summary="Forget a recipient's contact points",
         response={"type": "object"},
         errors=(403,),
     )
     def delete_contact(self, request: Request, recipient: str) -> dict[str, Any]:
-        _may_manage_contact(request, recipient)
+        policy.require(request.identity, "notify.contact.change", _contact(recipient))
         if not self.notifications.delete_contact(recipient):
             raise NotFound(f"no contact points for {recipient}")
         return {"deleted": recipient}
@@ -513,6 +513,7 @@ class NotifyService(PlatformService):
     @route(
         "POST",
         "/api/v1/notify/subscriptions",
+        action="notify.subscription.create",
         summary="Subscribe an HTTPS endpoint to event types; the answer holds its secret",
         body=SubscriptionBodySchema,
         response=SubscriptionCreatedSchema,
@@ -520,7 +521,6 @@ class NotifyService(PlatformService):
         errors=(403,),
     )
     def create_subscription(self, request: Request) -> tuple[int, dict[str, Any]]:
-        _require(request, *SUBSCRIBER_ROLES)
         body = load_body(request, SubscriptionBodySchema())
         errors: dict[str, Any] = {}
         try:
@@ -548,28 +548,33 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/subscriptions",
+        action="notify.subscription.read",
         summary="The caller's subscriptions (every one for admins and auditors)",
         response=SubscriptionListSchema,
         errors=(403,),
     )
     def list_subscriptions(self, request: Request) -> dict[str, Any]:
-        _require(request, *SUBSCRIBER_ROLES, "auditor")
-        owner = None if request.identity.has_role("admin", "auditor") else request.identity.sub
+        reach = policy.reach(request.identity, "notify.subscription.read")
+        owner = None if reach.everything else request.identity.sub
         found = self.notifications.subscriptions(owner)
         return {"items": SubscriptionSchema(many=True).dump(found)}
 
     @route(
         "GET",
         "/api/v1/notify/subscriptions/<string:subscription_id>",
+        action="notify.subscription.read",
         summary="One subscription",
         response=SubscriptionSchema,
     )
     def get_subscription(self, request: Request, subscription_id: str) -> dict[str, Any]:
-        return SubscriptionSchema().dump(self._own_subscription(request, subscription_id))
+        return SubscriptionSchema().dump(
+            self._own_subscription(request, subscription_id, "notify.subscription.read")
+        )
 
     @route(
         "POST",
         "/api/v1/notify/subscriptions/<string:subscription_id>/pause",
+        action="notify.subscription.change",
         summary="Pause a subscription: its deliveries wait until it is resumed",
         response=SubscriptionSchema,
     )
@@ -579,6 +584,7 @@ class NotifyService(PlatformService):
     @route(
         "POST",
         "/api/v1/notify/subscriptions/<string:subscription_id>/resume",
+        action="notify.subscription.change",
         summary="Resume a paused subscription; what waited is delivered",
         response=SubscriptionSchema,
     )
@@ -588,22 +594,24 @@ class NotifyService(PlatformService):
     @route(
         "DELETE",
         "/api/v1/notify/subscriptions/<string:subscription_id>",
+        action="notify.subscription.change",
         summary="Delete a subscription; its undelivered events are marked dead",
         response=SubscriptionSchema,
     )
     def delete_subscription(self, request: Request, subscription_id: str) -> dict[str, Any]:
-        self._own_subscription(request, subscription_id)
+        self._own_subscription(request, subscription_id, "notify.subscription.change")
         self.notifications.delete_subscription(subscription_id, datetime.now(UTC))
         return SubscriptionSchema().dump(self.notifications.subscription(subscription_id))
 
     @route(
         "POST",
         "/api/v1/notify/subscriptions/<string:subscription_id>/rotate-secret",
+        action="notify.subscription.change",
         summary="Replace a subscription's secret; the new one signs every later attempt",
         response=SecretSchema,
     )
     def rotate_secret(self, request: Request, subscription_id: str) -> dict[str, Any]:
-        self._own_subscription(request, subscription_id)
+        self._own_subscription(request, subscription_id, "notify.subscription.change")
         secret = signing.new_secret()
         self.notifications.rotate_secret(subscription_id, secret, datetime.now(UTC))
         return {"id": subscription_id, "secret": secret}
@@ -611,12 +619,13 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/subscriptions/<string:subscription_id>/deliveries",
+        action="notify.subscription.read",
         summary="A subscription's delivery log: each event, its state and attempts",
         query=DeliveryQuerySchema,
         response=DeliveryPageSchema,
     )
     def subscription_deliveries(self, request: Request, subscription_id: str) -> dict[str, Any]:
-        self._own_subscription(request, subscription_id)
+        self._own_subscription(request, subscription_id, "notify.subscription.read")
         query = load_query(request, DeliveryQuerySchema())
         filters = {**_delivery_filters(query), "subscription": subscription_id}
         return self._page(
@@ -626,18 +635,21 @@ class NotifyService(PlatformService):
             DeliverySchema(many=True),
         )
 
-    def _own_subscription(self, request: Request, subscription_id: str) -> dict[str, Any]:
-        _require(request, *SUBSCRIBER_ROLES, "auditor")
+    def _own_subscription(
+        self, request: Request, subscription_id: str, action: str
+    ) -> dict[str, Any]:
+        """The subscription if the caller may do ``action`` to it; a stranger's is 404."""
         found = self.notifications.subscription(subscription_id)
-        identity = request.identity
-        if found is None or (
-            not identity.has_role("admin", "auditor") and found["owner"] != identity.sub
+        if found is None or not policy.allows(
+            request.identity,
+            action,
+            policy.Target("subscription", subscription_id, owners=(found["owner"],)),
         ):
             raise NotFound(f"no subscription {subscription_id}")
         return found
 
     def _set_status(self, request: Request, subscription_id: str, status: str) -> dict[str, Any]:
-        current = self._own_subscription(request, subscription_id)
+        current = self._own_subscription(request, subscription_id, "notify.subscription.change")
         if current["status"] == "deleted":
             raise NotFound(f"subscription {subscription_id} was deleted")
         self.notifications.set_subscription_status(subscription_id, status, datetime.now(UTC))
@@ -648,13 +660,13 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/deliveries",
+        action="notify.delivery.read",
         summary="Deliveries by event, recipient, state or kind (dead ones included)",
         query=DeliveryQuerySchema,
         response=DeliveryPageSchema,
         errors=(403,),
     )
     def list_deliveries(self, request: Request) -> dict[str, Any]:
-        _require(request, *AUDIT_ROLES)
         query = load_query(request, DeliveryQuerySchema())
         filters = _delivery_filters(query)
         return self._page(
@@ -667,12 +679,12 @@ class NotifyService(PlatformService):
     @route(
         "POST",
         "/api/v1/notify/deliveries/<string:delivery_id>/retry",
+        action="notify.delivery.retry",
         summary="Give a dead delivery a fresh retry horizon (admin)",
         response={"type": "object"},
         errors=(403,),
     )
     def retry_delivery(self, request: Request, delivery_id: str) -> dict[str, Any]:
-        _require(request, "admin")
         if not self.notifications.requeue(delivery_id, datetime.now(UTC)):
             raise NotFound(f"no dead delivery {delivery_id}")
         return {"requeued": delivery_id}
@@ -680,13 +692,13 @@ class NotifyService(PlatformService):
     @route(
         "GET",
         "/api/v1/notify/attempts",
+        action="notify.delivery.read",
         summary="Every delivery attempt for an event, a recipient or a delivery",
         query=AttemptQuerySchema,
         response=AttemptPageSchema,
         errors=(403,),
     )
     def list_attempts(self, request: Request) -> dict[str, Any]:
-        _require(request, *AUDIT_ROLES)
         query = load_query(request, AttemptQuerySchema())
         filters = {k: query[k] for k in ("event_id", "recipient", "delivery_id") if k in query}
         return self._page(
@@ -721,15 +733,9 @@ class NotifyService(PlatformService):
         return {"items": schema.dump(found), "next_cursor": next_cursor}
 
 
-def _require(request: Request, *roles: str) -> None:
-    if not request.identity.has_role(*roles):
-        raise Forbidden(f"this needs one of the roles {', '.join(roles)}")
-
-
-def _may_manage_contact(request: Request, recipient: str) -> None:
-    identity = request.identity
-    if not (identity.has_role("admin") or identity.sub == recipient):
-        raise Forbidden("contact points are managed by admins or by the user themself")
+def _contact(recipient: str) -> policy.Target:
+    """A recipient's contact points belong to the recipient (a user's subject)."""
+    return policy.Target("contact", recipient, owners=(recipient,))
 
 
 def _check_id(value: str, name: str) -> None:

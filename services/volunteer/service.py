@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 from werkzeug.wrappers import Request, Response
 
+from shequ import policy
 from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -60,8 +61,6 @@ from shequ_services.volunteer.store import (
     VolunteerStore,
 )
 
-READER_ROLES = ("volunteer", "community_staff", "grid_worker", "admin", "auditor")
-STAFF_ROLES = ("community_staff", "admin")
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
@@ -132,6 +131,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/tasks",
+        action="volunteer.task.create",
         summary="Create a task (staff) and offer it to the best-ranked volunteers",
         body=TaskCreateSchema,
         response=TaskSchema,
@@ -140,7 +140,7 @@ class VolunteerService(PlatformService):
     )
     def create_task(self, request: Request) -> Response:
         body = load_body(request, TaskCreateSchema())
-        self._require_staff(request, body["community"])
+        self._require_staff(request, "volunteer.task.create", body["community"])
         self._require_cell(body["grid_cell"], "grid_cell")
         now = datetime.now(UTC)
         with _invalid("the task failed validation"):
@@ -155,6 +155,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/tasks",
+        action="volunteer.task.read",
         summary="Tasks: by incident, status, source, cell or month (staff: their communities)",
         query=TaskQuerySchema,
         response=TaskListSchema,
@@ -162,24 +163,21 @@ class VolunteerService(PlatformService):
     )
     def list_tasks(self, request: Request) -> dict[str, Any]:
         """A volunteer without a staff role sees only tasks offered or assigned to them."""
-        identity = request.identity
-        if not identity.has_role(*READER_ROLES):
-            raise Forbidden("volunteer tasks are visible to volunteers and community staff")
+        reach = policy.reach(request.identity, "volunteer.task.read")
         query = load_query(request, TaskQuerySchema())
         limit = query.pop("limit")
         communities: list[str] | None = None
-        if identity.has_role("admin", "auditor"):
-            pass
-        elif identity.has_role("community_staff", "grid_worker"):
-            communities = list(identity.communities)
-        else:
-            query["offers.volunteer_id"] = identity.sub
+        if reach.owner and not reach.everything and not reach.communities:
+            query["offers.volunteer_id"] = reach.owner
+        elif not reach.everything:
+            communities = list(reach.communities)
         found = self.tasks.tasks(communities=communities, filters=query, limit=limit)
         return {"items": TaskSchema(many=True).dump(found)}
 
     @route(
         "GET",
         "/api/v1/volunteer/tasks/<string:task_id>",
+        action="volunteer.task.read",
         summary="One task with its offers",
         response=TaskSchema,
     )
@@ -189,26 +187,24 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/offers",
+        action="volunteer.offer.read",
         summary="The caller's own open offers (role volunteer; the token's sub is the volunteer)",
         response=TaskListSchema,
         errors=(403,),
     )
     def my_offers(self, request: Request) -> dict[str, Any]:
-        if not request.identity.has_role("volunteer"):
-            raise Forbidden("offers are for volunteers")
         return {"items": TaskSchema(many=True).dump(self.tasks.offered_to(request.identity.sub))}
 
     @route(
         "POST",
         "/api/v1/volunteer/tasks/<string:task_id>/answer",
+        action="volunteer.offer.answer",
         summary="Accept or decline the caller's open offer before its deadline",
         body=AnswerSchema,
         response=TaskSchema,
         errors=(403, 409),
     )
     def answer_offer(self, request: Request, task_id: str) -> dict[str, Any]:
-        if not request.identity.has_role("volunteer"):
-            raise Forbidden("only the volunteer an offer went to answers it")
         body = load_body(request, AnswerSchema())
         accept = body["answer"] == "accept"
         rules = self.roster.rules
@@ -224,6 +220,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/tasks/<string:task_id>/assign",
+        action="volunteer.task.assign",
         summary="Staff assign an open or escalated task to a volunteer",
         body=AssignSchema,
         response=TaskSchema,
@@ -232,7 +229,7 @@ class VolunteerService(PlatformService):
     def assign_task(self, request: Request, task_id: str) -> dict[str, Any]:
         body = load_body(request, AssignSchema())
         task = self.tasks.task(task_id)
-        self._require_staff(request, task.community)
+        self._require_staff(request, "volunteer.task.assign", task.community)
         try:
             volunteer = self.tasks.volunteer(body["volunteer_id"])
         except NotFound as exc:
@@ -251,6 +248,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/tasks/<string:task_id>/check-in",
+        action="volunteer.task.work",
         summary="The assigned volunteer starts work (the time is the server's)",
         response=TaskSchema,
         errors=(403, 409),
@@ -264,6 +262,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/tasks/<string:task_id>/check-out",
+        action="volunteer.task.work",
         summary="The assigned volunteer finishes; a pending ledger entry records the time",
         response=CheckOutResultSchema,
         errors=(403, 409),
@@ -326,13 +325,10 @@ class VolunteerService(PlatformService):
     def _visible_task(self, request: Request, task_id: str) -> domain.Task:
         identity = request.identity
         task = self.tasks.task(task_id)
-        if identity.has_role("admin", "auditor"):
-            return task
-        if identity.has_role("community_staff", "grid_worker") and (
-            task.community in identity.communities
-        ):
-            return task
-        if identity.has_role("volunteer") and identity.sub in task.offered_to():
+        target = policy.Target(
+            "task", task_id, owners=tuple(task.offered_to()), community=task.community
+        )
+        if policy.allows(identity, "volunteer.task.read", target):
             return task
         raise NotFound(f"no task {task_id!r}")
 
@@ -400,14 +396,13 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/rounds/<string:month>",
+        action="volunteer.round.run",
         summary="Generate a month's missing visit tasks now (admin; the timer does it anyway)",
         response=RoundResultSchema,
         errors=(403, 422),
     )
     def run_round(self, request: Request, month: str) -> dict[str, Any]:
         """For catching up by hand, and for tests; creating twice creates nothing more."""
-        if not request.identity.has_role("admin"):
-            raise Forbidden("only admins run a round by hand")
         loaded = load_query_value(month)
         return {"month": loaded, "created": self.generate_round(loaded)}
 
@@ -416,6 +411,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/volunteers",
+        action="volunteer.volunteer.register",
         summary="Register a volunteer (admin, or the community's staff)",
         body=VolunteerCreateSchema,
         response=VolunteerSchema,
@@ -424,7 +420,7 @@ class VolunteerService(PlatformService):
     )
     def register_volunteer(self, request: Request) -> Response:
         values = load_body(request, VolunteerCreateSchema())
-        self._require_staff(request, values["community"])
+        self._require_staff(request, "volunteer.volunteer.register", values["community"])
         volunteer = self._checked(volunteer_from(values))
         try:
             self.tasks.add_volunteer(volunteer, datetime.now(UTC))
@@ -440,6 +436,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/volunteers",
+        action="volunteer.volunteer.read",
         summary="Volunteers in id order, personal data masked unless the caller needs it",
         query=VolunteerListQuerySchema,
         response=VolunteerPageSchema,
@@ -449,16 +446,19 @@ class VolunteerService(PlatformService):
         identity = request.identity
         query = load_query(request, VolunteerListQuerySchema())
         led = self.tasks.led_teams(identity.sub) if identity.has_role("volunteer") else []
-        if identity.has_role("admin", "auditor"):
+        reach = policy.reach(identity, "volunteer.volunteer.read")
+        if reach.everything:
             communities = [query["community"]] if "community" in query else None
-        elif identity.has_role("community_staff"):
-            communities = [c for c in identity.communities if query.get("community", c) == c]
+        elif reach.communities:
+            communities = [c for c in reach.communities if query.get("community", c) == c]
         elif led:
             communities = [query["community"]] if "community" in query else None
             if query.get("team") not in led:
                 raise Forbidden("team leaders list their own team: pass team=")
         else:
-            raise Forbidden("the registry is for staff, auditors and team leaders")
+            # Reach "own" only: a volunteer who leads no team lists their own record.
+            mine = [v for v in self._own_volunteer(identity.sub) if _matches(v, query)]
+            return {"items": [self._volunteer_view(request, v, led) for v in mine], "next": None}
         found = self.tasks.volunteers(
             communities=communities,
             team=query.get("team"),
@@ -471,6 +471,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/volunteers/<string:volunteer_id>",
+        action="volunteer.volunteer.read",
         summary="One volunteer (staff, auditors, their team leaders, themself)",
         response=VolunteerSchema,
     )
@@ -481,6 +482,7 @@ class VolunteerService(PlatformService):
     @route(
         "PATCH",
         "/api/v1/volunteer/volunteers/<string:volunteer_id>",
+        action="volunteer.volunteer.change",
         summary="Change a volunteer (staff); a volunteer their own languages, windows, consent",
         body=VolunteerChangeSchema,
         response=VolunteerSchema,
@@ -490,10 +492,8 @@ class VolunteerService(PlatformService):
         identity = request.identity
         current = self._readable_volunteer(request, volunteer_id)
         changes = load_body(request, VolunteerChangeSchema())
-        staff = identity.has_role("admin") or (
-            identity.has_role("community_staff") and current.community in identity.communities
-        )
-        if not staff:
+        staff = policy.Target("volunteer", volunteer_id, community=current.community)
+        if not policy.allows(identity, "volunteer.volunteer.change", staff):
             if identity.sub != volunteer_id or not set(changes) <= SELF_SERVICE_FIELDS:
                 raise Forbidden(
                     "volunteers change only their own "
@@ -506,6 +506,12 @@ class VolunteerService(PlatformService):
         self.roster.put(volunteer)
         return self._volunteer_view(request, volunteer)
 
+    def _own_volunteer(self, sub: str) -> list[domain.Volunteer]:
+        try:
+            return [self.tasks.volunteer(sub)]
+        except NotFound:
+            return []
+
     def _checked(self, volunteer: domain.Volunteer) -> domain.Volunteer:
         with _invalid("the volunteer failed validation"):
             domain.check_volunteer(
@@ -517,14 +523,14 @@ class VolunteerService(PlatformService):
         identity = request.identity
         volunteer = self.tasks.volunteer(volunteer_id)
         led = self.tasks.led_teams(identity.sub) if identity.has_role("volunteer") else []
-        if (
-            identity.has_role("admin", "auditor")
-            or identity.sub == volunteer_id
-            or (
-                identity.has_role("community_staff") and volunteer.community in identity.communities
-            )
-            or set(led) & set(volunteer.teams)
-        ):
+        # A volunteer's record is "own" to themself and to the leaders of their teams.
+        owners = (
+            (volunteer_id, identity.sub) if set(led) & set(volunteer.teams) else (volunteer_id,)
+        )
+        target = policy.Target(
+            "volunteer", volunteer_id, owners=owners, community=volunteer.community
+        )
+        if policy.allows(identity, "volunteer.volunteer.read", target):
             return volunteer
         raise NotFound(f"no volunteer {volunteer_id!r}")
 
@@ -550,6 +556,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/teams",
+        action="volunteer.team.create",
         summary="Add a team and its leaders (社工带义工; admin or the community's staff)",
         body=TeamSchema,
         response=TeamSchema,
@@ -558,7 +565,7 @@ class VolunteerService(PlatformService):
     )
     def add_team(self, request: Request) -> Response:
         values = load_body(request, TeamSchema())
-        self._require_staff(request, values["community"])
+        self._require_staff(request, "volunteer.team.create", values["community"])
         team = domain.Team(
             values["id"], values["community"], values["name"], tuple(values["leaders"])
         )
@@ -571,18 +578,20 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/teams",
+        action="volunteer.team.read",
         summary="The teams of the caller's communities",
         response=TeamListSchema,
         errors=(403,),
     )
     def list_teams(self, request: Request) -> dict[str, Any]:
-        communities = self._staff_communities(request)
+        communities = self._staff_communities(request, "volunteer.team.read")
         teams = self.tasks.teams(communities)
         return {"items": TeamSchema(many=True).dump(list(teams.values()))}
 
     @route(
         "POST",
         "/api/v1/volunteer/households",
+        action="volunteer.household.change",
         summary="Put a household on the care lists (六必访; staff)",
         body=HouseholdSchema,
         response=HouseholdSchema,
@@ -591,7 +600,7 @@ class VolunteerService(PlatformService):
     )
     def add_household(self, request: Request) -> Response:
         values = load_body(request, HouseholdSchema())
-        self._require_staff(request, values["community"])
+        self._require_staff(request, "volunteer.household.change", values["community"])
         self._require_cell(values["grid_cell"], "grid_cell")
         household = rounds.Household(
             values["id"], values["community"], values["grid_cell"],
@@ -606,17 +615,19 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/households",
+        action="volunteer.household.read",
         summary="The care-list households of the caller's communities",
         response=HouseholdListSchema,
         errors=(403,),
     )
     def list_households(self, request: Request) -> dict[str, Any]:
-        found = self.tasks.households(self._staff_communities(request))
+        found = self.tasks.households(self._staff_communities(request, "volunteer.household.read"))
         return {"items": HouseholdSchema(many=True).dump(found)}
 
     @route(
         "PATCH",
         "/api/v1/volunteer/households/<string:household_id>",
+        action="volunteer.household.change",
         summary="Change a household's cell or lists; this month's untaken visit follows a move",
         body=HouseholdChangeSchema,
         response=HouseholdSchema,
@@ -624,7 +635,7 @@ class VolunteerService(PlatformService):
     )
     def change_household(self, request: Request, household_id: str) -> dict[str, Any]:
         current = self.tasks.household(household_id)
-        self._require_staff(request, current.community)
+        self._require_staff(request, "volunteer.household.change", current.community)
         changes = load_body(request, HouseholdChangeSchema())
         if "grid_cell" in changes:
             self._require_cell(changes["grid_cell"], "grid_cell")
@@ -658,6 +669,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/hours",
+        action="volunteer.hours.read",
         summary="Ledger entries (staff: their communities; a volunteer: their own)",
         query=HoursQuerySchema,
         response=EntryListSchema,
@@ -675,6 +687,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/hours/<string:entry_id>/approval",
+        action="volunteer.hours.approve",
         summary="Approve a ledger entry (a leader of the volunteer's team, or staff); once",
         response=EntrySchema,
         errors=(403, 409),
@@ -694,6 +707,7 @@ class VolunteerService(PlatformService):
     @route(
         "POST",
         "/api/v1/volunteer/hours/<string:entry_id>/corrections",
+        action="volunteer.hours.approve",
         summary="Correct a ledger entry by a new entry referencing it (leader or staff)",
         body=CorrectionSchema,
         response=EntrySchema,
@@ -719,6 +733,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/hours/totals",
+        action="volunteer.hours.read",
         summary="Approved minutes per volunteer, team or community and month",
         query=TotalsQuerySchema,
         response=TotalsSchema,
@@ -746,6 +761,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/hours.csv",
+        action="volunteer.hours.export",
         summary="The ledger as CSV (staff)",
         query=HoursQuerySchema,
         response={"type": "string"},
@@ -754,7 +770,9 @@ class VolunteerService(PlatformService):
     )
     def export_hours(self, request: Request) -> Response:
         query = load_query(request, HoursQuerySchema())
-        communities = self._staff_communities(request, query.get("community"))
+        communities = self._staff_communities(
+            request, "volunteer.hours.export", query.get("community")
+        )
         start, end = self._month_bounds(query.get("month"))
         found = self.tasks.entries(
             communities=communities, volunteer_id=query.get("volunteer_id"), start=start, end=end
@@ -770,6 +788,7 @@ class VolunteerService(PlatformService):
     @route(
         "GET",
         "/api/v1/volunteer/volunteers/<string:volunteer_id>/certificate",
+        action="volunteer.volunteer.read",
         summary="A printable zh-CN certificate of approved service hours (HTML)",
         query=CertificateQuerySchema,
         response={"type": "string"},
@@ -821,13 +840,15 @@ class VolunteerService(PlatformService):
     ) -> tuple[list[str] | None, str | None]:
         identity = request.identity
         volunteer_id = query.get("volunteer_id")
-        if identity.has_role(*STAFF_ROLES, "auditor"):
-            return self._staff_communities(request, query.get("community")), volunteer_id
-        if identity.has_role("volunteer"):
-            if volunteer_id not in (None, identity.sub):
-                raise Forbidden("volunteers read their own hours")
-            return None, identity.sub
-        raise Forbidden("the hours ledger is for staff, auditors and volunteers")
+        reach = policy.reach(identity, "volunteer.hours.read")
+        if reach.everything or reach.communities or not reach.owner:
+            communities = self._staff_communities(
+                request, "volunteer.hours.read", query.get("community")
+            )
+            return communities, volunteer_id
+        if volunteer_id not in (None, identity.sub):
+            raise Forbidden("volunteers read their own hours")
+        return None, identity.sub
 
     def _month_bounds(self, month: str | None) -> tuple[datetime | None, datetime | None]:
         if month is None:
@@ -836,23 +857,18 @@ class VolunteerService(PlatformService):
 
     # -- access helpers ----------------------------------------------------------------
 
-    def _require_staff(self, request: Request, community: str) -> None:
-        identity = request.identity
-        if identity.has_role("admin"):
-            return
-        if identity.has_role("community_staff") and community in identity.communities:
-            return
-        raise Forbidden(f"only admins and the staff of {community} do this")
+    def _require_staff(self, request: Request, action: str, community: str) -> None:
+        """``action`` on something of ``community``: its staff or a district-wide role."""
+        policy.require(request.identity, action, policy.Target(action, community=community))
 
     def _staff_communities(
-        self, request: Request, community: str | None = None
+        self, request: Request, action: str, community: str | None = None
     ) -> list[str] | None:
-        identity = request.identity
-        if identity.has_role("admin", "auditor"):
+        """The communities a listing covers for ``action``: None for all of them."""
+        reach = policy.reach(request.identity, action)
+        if reach.everything:
             return [community] if community else None
-        if identity.has_role("community_staff"):
-            return [c for c in identity.communities if community in (None, c)]
-        raise Forbidden("this is for community staff, auditors and admins")
+        return [c for c in reach.communities if community in (None, c)]
 
     def _require_cell(self, cell: str, field_name: str) -> None:
         if cell not in self.roster.adjacency:
@@ -867,6 +883,16 @@ def load_query_value(month: str) -> str:
     if errors:
         raise InvalidInput("the month failed validation", errors)
     return month
+
+
+def _matches(volunteer: domain.Volunteer, query: dict[str, Any]) -> bool:
+    """Whether a volunteer passes a listing's filters (community, team, after)."""
+    team = query.get("team")
+    return (
+        query.get("community", volunteer.community) == volunteer.community
+        and (team is None or team in volunteer.teams)
+        and volunteer.id > query.get("after", "")
+    )
 
 
 def _volunteer_values(volunteer: domain.Volunteer) -> dict[str, Any]:

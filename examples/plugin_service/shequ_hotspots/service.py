@@ -38,6 +38,7 @@ class HotspotsService(PlatformService):
     @route(
         "GET",
         "/api/v1/hotspots/cells",
+        action="hotspots.cells.read",
         summary="Grid cells by how many incidents were reported there, most first",
         query=CellQuerySchema,
         response=CellListSchema,

@@ -23,15 +23,6 @@ def keyring(active: str = "k1") -> sealing.Keyring:
 # -- who sees parties ------------------------------------------------------------------
 
 
-def test_only_the_assigned_mediator_and_admins_see_parties_in_the_clear() -> None:
-    case = _case(mediator_id="med-1")
-    assert domain.can_see_parties(case, "med-1", {"mediator"})
-    assert domain.can_see_parties(case, "anyone", {"admin"})
-    assert not domain.can_see_parties(case, "med-2", {"mediator"})
-    assert not domain.can_see_parties(case, "med-1", {"community_staff"})
-    assert not domain.can_see_parties(case, "aud", {"auditor"})
-
-
 def test_a_bad_id_number_or_a_missing_name_is_refused_per_field() -> None:
     with pytest.raises(domain.InvalidCase) as refused:
         domain.check_parties(

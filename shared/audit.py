@@ -1,0 +1,178 @@
+"""The audit trail: who changed what, when, with hashes of the object before and after.
+
+Each service keeps its own trail in its own database (collection ``audit``).
+A repository writes a record with ``Repository.audit(kind, id, before,
+after)`` inside the transaction that makes the change, so a change commits
+if and only if its record does. A record holds:
+
+* ``seq``: its place in the service's trail (a counter outside the
+  transaction: an aborted change leaves a gap, never a duplicate);
+* ``at``, ``action`` (the route's action, the event type, the timer);
+* ``actor``: for a route the caller's subject and roles, for an event
+  handler the event's id, source and type, for a timer its name;
+* ``object``: kind and id; ``before`` and ``after``: SHA-256 of the
+  object's canonical JSON (sorted keys, no spaces), null where it did not
+  exist (before a creation);
+* ``prev``: the hash of the latest record committed when this one was
+  written, and ``hash``: SHA-256 of the record's canonical JSON without
+  ``hash``.
+
+No personal data: ids, roles and hashes only. The trail is append-only:
+nothing in the code updates or deletes a record. Tampering shows: an
+edited record no longer matches its ``hash``, and a deleted or edited one
+breaks the ``prev`` of the records written after it (``verify``).
+
+``prev`` links to the latest record the writing transaction could see, not
+to ``seq - 1``: two changes committed at the same moment may both link to the
+same earlier record. Each record still names one that existed before it, so
+an edit or a deletion (of any record but the newest) is detected, without
+every write in a service contending for one "last record" document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+AUDIT = "audit"
+COUNTER = "audit_counter"
+INDEXES = {
+    AUDIT: [
+        IndexModel([("seq", ASCENDING)], unique=True),
+        IndexModel([("object.kind", ASCENDING), ("object.id", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("actor.sub", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("at", ASCENDING)]),
+    ]
+}
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical JSON of a value: sorted keys, no spaces, UTF-8, dates as ISO text."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    ).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    return str(value)
+
+
+def timestamp(moment: datetime) -> str:
+    """A record's time as fixed-width UTC text, so text order is time order (and it hashes
+    the same after a round trip through the store, which keeps only milliseconds of a date)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def object_hash(value: Any) -> str | None:
+    """SHA-256 (hex) of an object's canonical JSON; None for no object."""
+    if value is None:
+        return None
+    return hashlib.sha256(canonical(value)).hexdigest()
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """The hash a record carries: of its canonical JSON without ``_id`` and ``hash``."""
+    body = {key: value for key, value in record.items() if key not in ("_id", "hash")}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def append(
+    db: Database[Any],
+    session: ClientSession | None,
+    *,
+    actor: Mapping[str, Any],
+    action: str,
+    kind: str,
+    object_id: str,
+    before: Any,
+    after: Any,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """Write one record in ``session``'s transaction and return it.
+
+    Without a session the record is written on its own: for a read, which
+    changes nothing and so has no transaction to join.
+    """
+    counter = db[COUNTER].find_one_and_update(
+        {"_id": AUDIT},
+        {"$inc": {"seq": 1}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    latest = db[AUDIT].find_one({}, sort=[("seq", DESCENDING)], session=session)
+    record: dict[str, Any] = {
+        "seq": int(counter["seq"]),
+        "at": timestamp(at or datetime.now(UTC)),
+        "action": action,
+        "actor": dict(actor),
+        "object": {"kind": kind, "id": str(object_id)},
+        "before": object_hash(before),
+        "after": object_hash(after),
+        "prev": latest["hash"] if latest else None,
+    }
+    record["hash"] = record_hash(record)
+    db[AUDIT].insert_one({**record}, session=session)
+    return record
+
+
+def verify(db: Database[Any]) -> list[str]:
+    """Every sign of tampering in a service's trail; an empty list means none was found."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    first = True
+    for record in db[AUDIT].find({}, sort=[("seq", ASCENDING)]):
+        seq = record.get("seq")
+        if record_hash(record) != record.get("hash"):
+            problems.append(f"record {seq}: its content does not match its hash")
+        prev = record.get("prev")
+        if prev is None and not first:
+            problems.append(f"record {seq}: links to no earlier record")
+        if prev is not None and prev not in seen:
+            problems.append(f"record {seq}: links to a record that is missing or was changed")
+        seen.add(str(record.get("hash")))
+        first = False
+    return problems
+
+
+def query(
+    db: Database[Any], filters: Mapping[str, Any], *, after: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of records in ``seq`` order and the ``seq`` to continue after (None: no more)."""
+    criteria: dict[str, Any] = {}
+    if filters.get("object_kind"):
+        criteria["object.kind"] = filters["object_kind"]
+    if filters.get("object_id"):
+        criteria["object.id"] = filters["object_id"]
+    if filters.get("actor"):
+        criteria["actor.sub"] = filters["actor"]
+    if filters.get("action"):
+        criteria["action"] = filters["action"]
+    when: dict[str, Any] = {}
+    if filters.get("from_"):
+        when["$gte"] = timestamp(filters["from_"])
+    if filters.get("to"):
+        when["$lt"] = timestamp(filters["to"])
+    if when:
+        criteria["at"] = when
+    if after is not None:
+        criteria["seq"] = {"$gt": after}
+    found = [
+        {key: value for key, value in record.items() if key != "_id"}
+        for record in db[AUDIT].find(criteria, sort=[("seq", ASCENDING)], limit=limit + 1)
+    ]
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (found[-1]["seq"] if more and found else None)

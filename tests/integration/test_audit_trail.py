@@ -1,0 +1,117 @@
+"""The audit trail on the real store: in the change's transaction, chained, tamper-evident."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shequ import audit
+from shequ.store import Repository, ensure_indexes
+from tests.conftest import Servers
+
+pytestmark = pytest.mark.integration
+
+
+class Things(Repository):
+    def change(self, thing_id: str, value: int, *, fail: bool = False) -> None:
+        def work() -> None:
+            before = self.db["things"].find_one({"_id": thing_id}, session=self.session)
+            after = {"_id": thing_id, "value": value}
+            self.db["things"].replace_one(
+                {"_id": thing_id}, after, upsert=True, session=self.session
+            )
+            self.audit("thing", thing_id, before, after)
+            if fail:
+                raise RuntimeError("the change fails after its record was written")
+
+        self.run_in_transaction(work)
+
+
+@pytest.fixture
+def database(servers: Servers) -> Iterator[Any]:
+    client = servers.mongo()
+    name = f"audit_{uuid.uuid4().hex[:8]}"
+    ensure_indexes(client[name], Things)
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+def things(database: Any, sub: str = "u-1") -> Things:
+    repository = Things(database, service="demo", district="dev")
+    repository.actor = {"sub": sub, "roles": ["admin"]}
+    repository.action = "demo.thing.change"
+    return repository
+
+
+def test_each_change_has_one_record_with_hashes_of_before_and_after(database: Any) -> None:
+    things(database).change("t-1", 1)
+    things(database, "u-2").change("t-1", 2)
+    first, second = database[audit.AUDIT].find({}, sort=[("seq", 1)])
+    assert first["before"] is None
+    assert first["after"] == audit.object_hash({"_id": "t-1", "value": 1})
+    assert second["before"] == first["after"]
+    assert second["after"] == audit.object_hash({"_id": "t-1", "value": 2})
+    assert second["actor"] == {"sub": "u-2", "roles": ["admin"]}
+    assert second["object"] == {"kind": "thing", "id": "t-1"}
+    assert second["action"] == "demo.thing.change"
+    assert second["prev"] == first["hash"] and second["seq"] > first["seq"]
+    assert audit.verify(database) == []
+
+
+def test_a_change_that_fails_leaves_neither_the_change_nor_its_record(database: Any) -> None:
+    things(database).change("t-1", 1)
+    with pytest.raises(RuntimeError):
+        things(database).change("t-1", 2, fail=True)
+    assert database["things"].find_one({"_id": "t-1"})["value"] == 1
+    assert database[audit.AUDIT].count_documents({}) == 1
+
+
+def test_a_record_cannot_be_written_outside_a_transaction(database: Any) -> None:
+    with pytest.raises(RuntimeError, match="inside transaction"):
+        things(database).audit("thing", "t-1", None, {"value": 1})
+
+
+def test_editing_a_record_shows_in_verification(database: Any) -> None:
+    for value in range(3):
+        things(database).change("t-1", value)
+    database[audit.AUDIT].update_one({"seq": 2}, {"$set": {"actor.sub": "someone-else"}})
+    problems = audit.verify(database)
+    assert any("record 2: its content does not match its hash" in p for p in problems)
+
+
+def test_deleting_a_record_shows_in_verification(database: Any) -> None:
+    for value in range(3):
+        things(database).change("t-1", value)
+    database[audit.AUDIT].delete_one({"seq": 2})
+    assert any("record 3: links to a record that is missing" in p for p in audit.verify(database))
+
+
+def test_rewriting_a_record_with_a_fresh_hash_breaks_the_next_ones_link(database: Any) -> None:
+    for value in range(3):
+        things(database).change("t-1", value)
+    forged = database[audit.AUDIT].find_one({"seq": 2})
+    forged["after"] = audit.object_hash({"_id": "t-1", "value": 99})
+    forged["hash"] = audit.record_hash(forged)
+    database[audit.AUDIT].replace_one({"_id": forged["_id"]}, forged)
+    assert any("record 3: links to a record" in p for p in audit.verify(database))
+
+
+def test_queries_filter_by_object_actor_and_time_and_page(database: Any) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    for n in range(5):
+        things(database, f"u-{n % 2}").change(f"t-{n % 3}", n)
+    page, after = audit.query(database, {}, after=None, limit=2)
+    assert [r["seq"] for r in page] == [1, 2] and after == 2
+    rest, done = audit.query(database, {}, after=after, limit=10)
+    assert [r["seq"] for r in rest] == [3, 4, 5] and done is None
+    by_object, _ = audit.query(database, {"object_id": "t-0"}, after=None, limit=10)
+    assert [r["seq"] for r in by_object] == [1, 4]
+    by_actor, _ = audit.query(database, {"actor": "u-1"}, after=None, limit=10)
+    assert [r["seq"] for r in by_actor] == [2, 4]
+    assert audit.query(database, {"to": start}, after=None, limit=10)[0] == []
+    assert len(audit.query(database, {"from_": start}, after=None, limit=10)[0]) == 5
