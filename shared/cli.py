@@ -339,12 +339,7 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     """Print (or write) the AsyncAPI 3.0 document of every registered event."""
     from shequ.catalogue import asyncapi_yaml, catalogue_markdown
 
-    text = asyncapi_yaml() if args.command == "asyncapi" else catalogue_markdown()
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+    _write_or_print(asyncapi_yaml() if args.command == "asyncapi" else catalogue_markdown(), args)
     return 0
 
 
@@ -352,13 +347,17 @@ def cmd_authorisation(args: argparse.Namespace) -> int:
     """Print (or write) the authorisation matrix of every service (docs/authorisation.md)."""
     from shequ.policy import authorisation_markdown
 
-    text = authorisation_markdown()
+    _write_or_print(authorisation_markdown(), args)
+    return 0
+
+
+def _write_or_print(text: str, args: argparse.Namespace) -> None:
+    """A generated document to ``--output`` (saying so on stderr), else to stdout."""
     if args.output is None:
         sys.stdout.write(text)
     else:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
-    return 0
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
