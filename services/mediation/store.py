@@ -75,7 +75,9 @@ class CaseRepository(Repository):
                 {"incident_id": case.incident_id}, {"_id": 1}, session=self.session
             ):
                 return False
-            self.db[CASES].insert_one(self._document(case), session=self.session)
+            document = self._document(case)
+            self.db[CASES].insert_one(document, session=self.session)
+            self.audit("case", case.id, None, document)
             self.emit(contract.CASE_OPENED_V1, subject=case.id, sequence=1, data=_ref(case))
             return True
 
@@ -104,16 +106,24 @@ class CaseRepository(Repository):
 
         def work() -> Case:
             stored = replace(updated, version=before.version + 1, event_seq=before.event_seq + 1)
+            previous = self._stored(before.id)
             written = self.compare_and_set(
                 CASES, before.id, {"version": before.version}, self._document(stored)
             )
             if written is None:
                 raise StaleVersion(before.version, self.get(before.id).version)
+            # Parties, sessions, the agreement and follow-ups live in the case's
+            # document: one record per step covers whichever of them it changed.
+            self.audit("case", before.id, previous, written)
             if step is not None:
                 self._emit_step(stored, step)
             return stored
 
         return self.run_in_transaction(work)
+
+    def _stored(self, case_id: str) -> dict[str, Any] | None:
+        """The case's document as stored (sealed), read in the current transaction."""
+        return self.db[CASES].find_one({"_id": case_id}, session=self.session)
 
     def _emit_step(self, case: Case, step: Transition) -> None:
         ref, seq = _ref(case), case.event_seq
@@ -197,6 +207,7 @@ class CaseRepository(Repository):
         """Store the raised alerts and emit them, unless the case changed since it was read."""
 
         def work() -> None:
+            previous = self._stored(case.id)
             written = self.compare_and_set(
                 CASES,
                 case.id,
@@ -208,6 +219,7 @@ class CaseRepository(Repository):
             )
             if written is None:
                 raise CaseChanged(case.id)
+            self.audit("case", case.id, previous, written)
             for offset, alert in enumerate(alerts, start=1):
                 self.emit(
                     contract.ALERT_SPECS[alert],
@@ -227,6 +239,10 @@ class CaseRepository(Repository):
         places were sealed. The version does not move: rotation changes no fact, so a client's
         ``expected_version`` stays valid. A case written meanwhile is simply
         skipped (the write sealed it under the active key anyway).
+
+        Each re-sealed case is still recorded (action
+        ``mediation.timer.rotate_keys``): its stored bytes change, and a trail
+        that skipped them could not tell a rotation from an edit behind its back.
         """
         query = {
             "$or": [
@@ -250,12 +266,23 @@ class CaseRepository(Repository):
             ]
             resealed["kids"] = sorted(sealing.kids_in(resealed))
             written = self.run_in_transaction(
-                lambda document=document, resealed=resealed: self.compare_and_set(
-                    CASES, document["_id"], {"version": document["version"]}, resealed
+                lambda document=document, resealed=resealed: self._write_resealed(
+                    document, resealed
                 )
             )
             changed += written is not None
         return changed
+
+    def _write_resealed(
+        self, document: dict[str, Any], resealed: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Replace a case by its re-sealed document if unchanged since read, with its record."""
+        written = self.compare_and_set(
+            CASES, document["_id"], {"version": document["version"]}, resealed
+        )
+        if written is not None:
+            self.audit("case", document["_id"], document, written)
+        return written
 
     @staticmethod
     def _seal_plain(seal: Any, value: Any, label: str) -> Any:
@@ -269,7 +296,14 @@ class CaseRepository(Repository):
         mediator = self._mediator_from_input(values)
         document = asdict(mediator)
         document["_id"] = document.pop("id")
-        self.db[MEDIATORS].replace_one({"_id": mediator.id}, document, upsert=True)
+
+        def work() -> None:
+            previous = self.db[MEDIATORS].find_one_and_replace(
+                {"_id": mediator.id}, document, upsert=True, session=self.session
+            )
+            self.audit("mediator", mediator.id, previous, document)
+
+        self.run_in_transaction(work)
         return mediator
 
     def seed_roster(self, entries: Iterable[Mapping[str, Any]]) -> int:
@@ -279,11 +313,21 @@ class CaseRepository(Repository):
             mediator = self._mediator_from_input(values)
             document = asdict(mediator)
             document["_id"] = document.pop("id")
-            result = self.db[MEDIATORS].update_one(
-                {"_id": mediator.id}, {"$setOnInsert": document}, upsert=True
-            )
-            added += 1 if result.upserted_id is not None else 0
+            added += self.run_in_transaction(lambda document=document: self._seed(document))
         return added
+
+    def _seed(self, document: dict[str, Any]) -> int:
+        """Insert one seed entry unless stored (1) or not (0), recorded when inserted."""
+        result = self.db[MEDIATORS].update_one(
+            {"_id": document["_id"]},
+            {"$setOnInsert": document},
+            upsert=True,
+            session=self.session,
+        )
+        if result.upserted_id is None:
+            return 0
+        self.audit("mediator", document["_id"], None, document)
+        return 1
 
     def mediators(self, community: str | None = None) -> list[Mediator]:
         query = {"community": community} if community else {}
