@@ -211,11 +211,12 @@ class VolunteerRepository(Repository):
             # aborts the whole transaction: the error must leave it, not be caught in it.
             self.db[META].insert_one({"_id": "seed", "at": now}, session=self.session)
             for team in teams:
-                self._insert(TEAMS, {"_id": team.id, **_without_id(asdict(team))})
+                self._insert(TEAMS, "team", {"_id": team.id, **_without_id(asdict(team))})
             for volunteer in volunteers:
-                self._insert(VOLUNTEERS, volunteer_document(volunteer, now, self.keyring))
+                document = volunteer_document(volunteer, now, self.keyring)
+                self._insert(VOLUNTEERS, "volunteer", document)
             for household in households:
-                self._insert(HOUSEHOLDS, self._household_document(household, now))
+                self._insert(HOUSEHOLDS, "household", self._household_document(household, now))
             return True
 
         try:
@@ -223,8 +224,26 @@ class VolunteerRepository(Repository):
         except DuplicateKeyError:
             return False
 
-    def _insert(self, collection: str, document: dict[str, Any]) -> None:
-        self.db[collection].insert_one(document, session=self.session)
+    def _insert(self, collection: str, kind: str, document: dict[str, Any]) -> None:
+        """Insert a new document and its audit record, in one transaction."""
+
+        def work() -> None:
+            self.db[collection].insert_one(document, session=self.session)
+            self.audit(kind, document["_id"], None, document)
+
+        self.run_in_transaction(work)
+
+    def _replace(self, collection: str, kind: str, document: dict[str, Any]) -> None:
+        """Replace a stored document (matched by ``_id``) and record the change."""
+
+        def work() -> None:
+            previous = self.db[collection].find_one_and_replace(
+                {"_id": document["_id"]}, document, session=self.session
+            )
+            if previous is not None:
+                self.audit(kind, document["_id"], previous, document)
+
+        self.run_in_transaction(work)
 
     def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
         """Hold ``name`` until ``now + ttl`` unless another holder's lease is still running.
@@ -232,7 +251,8 @@ class VolunteerRepository(Repository):
         One atomic single-document write, outside any transaction: replicas
         racing for the monthly round do not all start writing visit tasks
         at once (the unique index stays the guarantee; the lease avoids the
-        conflicting transactions).
+        conflicting transactions). Not audited: it is coordination between
+        replicas, not a fact about anyone; the round's tasks are recorded.
         """
         try:
             self.db[META].find_one_and_update(
@@ -253,14 +273,12 @@ class VolunteerRepository(Repository):
 
     def add_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
         try:
-            self.db[VOLUNTEERS].insert_one(volunteer_document(volunteer, now, self.keyring))
+            self._insert(VOLUNTEERS, "volunteer", volunteer_document(volunteer, now, self.keyring))
         except DuplicateKeyError as exc:
             raise Duplicate(f"volunteer {volunteer.id!r} exists already") from exc
 
     def replace_volunteer(self, volunteer: Volunteer, now: datetime) -> None:
-        self.db[VOLUNTEERS].replace_one(
-            {"_id": volunteer.id}, volunteer_document(volunteer, now, self.keyring)
-        )
+        self._replace(VOLUNTEERS, "volunteer", volunteer_document(volunteer, now, self.keyring))
 
     def reseal_batch(self, limit: int) -> int:
         """Re-seal up to ``limit`` volunteers under the active key; how many changed.
@@ -270,6 +288,8 @@ class VolunteerRepository(Repository):
         fact changed, so the dispatch index need not read them again. The
         write is conditional on the document being as read, so a change
         made meanwhile (sealed under the active key anyway) is left alone.
+        Each re-sealed volunteer is recorded (action ``volunteer.timer.<timer>``):
+        the stored bytes changed, though no fact did.
         """
         stale = self.keyring.stale_kids()
         query = {"$or": [{"kids": {"$exists": False}}, {"kids": {"$in": stale}}]}
@@ -277,11 +297,24 @@ class VolunteerRepository(Repository):
         for document in self.db[VOLUNTEERS].find(query).limit(limit):
             volunteer = to_volunteer(document, self.keyring)
             resealed = volunteer_document(volunteer, document["updated_at"], self.keyring)
-            result = self.db[VOLUNTEERS].replace_one(
-                {"_id": document["_id"], "updated_at": document["updated_at"]}, resealed
+            written = self.run_in_transaction(
+                lambda document=document, resealed=resealed: self._write_resealed(
+                    document, resealed
+                )
             )
-            changed += result.modified_count
+            changed += written is not None
         return changed
+
+    def _write_resealed(
+        self, document: dict[str, Any], resealed: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Replace a volunteer by its re-sealed document if unchanged since read, recorded."""
+        written = self.compare_and_set(
+            VOLUNTEERS, document["_id"], {"updated_at": document["updated_at"]}, resealed
+        )
+        if written is not None:
+            self.audit("volunteer", document["_id"], document, written)
+        return written
 
     def volunteer(self, volunteer_id: str) -> Volunteer:
         document = self.db[VOLUNTEERS].find_one({"_id": volunteer_id}, session=self.session)
@@ -319,7 +352,7 @@ class VolunteerRepository(Repository):
 
     def add_team(self, team: Team) -> None:
         try:
-            self.db[TEAMS].insert_one({"_id": team.id, **_without_id(asdict(team))})
+            self._insert(TEAMS, "team", {"_id": team.id, **_without_id(asdict(team))})
         except DuplicateKeyError as exc:
             raise Duplicate(f"team {team.id!r} exists already") from exc
 
@@ -342,7 +375,7 @@ class VolunteerRepository(Repository):
 
     def add_household(self, household: Household, now: datetime) -> None:
         try:
-            self.db[HOUSEHOLDS].insert_one(self._household_document(household, now))
+            self._insert(HOUSEHOLDS, "household", self._household_document(household, now))
         except DuplicateKeyError as exc:
             raise Duplicate(f"household {household.id!r} exists already") from exc
 
@@ -359,9 +392,7 @@ class VolunteerRepository(Repository):
         return [_to_household(d) for d in self.db[HOUSEHOLDS].find(query).sort("_id", ASCENDING)]
 
     def replace_household(self, household: Household, now: datetime) -> None:
-        self.db[HOUSEHOLDS].replace_one(
-            {"_id": household.id}, self._household_document(household, now), session=self.session
-        )
+        self._replace(HOUSEHOLDS, "household", self._household_document(household, now))
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -375,10 +406,12 @@ class VolunteerRepository(Repository):
 
         def work() -> Task:
             stored = replace(task, event_seq=1 + len(changes))
+            document = task_document(stored)
             try:
-                self.db[TASKS].insert_one(task_document(stored), session=self.session)
+                self.db[TASKS].insert_one(document, session=self.session)
             except DuplicateKeyError as exc:
                 raise Duplicate(f"task {task.id} exists already") from exc
+            self.audit("task", task.id, None, document)
             self.emit(
                 contract.TASK_CREATED_V1,
                 subject=task.id,
@@ -403,11 +436,14 @@ class VolunteerRepository(Repository):
             stored = replace(
                 after, version=before.version + 1, event_seq=before.event_seq + len(changes)
             )
+            previous = self.db[TASKS].find_one({"_id": before.id}, session=self.session)
             written = self.compare_and_set(
                 TASKS, before.id, {"version": before.version}, task_document(stored)
             )
             if written is None:
                 raise TaskChanged(f"task {before.id} changed since it was read")
+            # Offers and the assignment live in the task: one record per step.
+            self.audit("task", before.id, previous, written)
             self._emit_changes(before.id, changes, first=before.event_seq + 1)
             return stored
 
@@ -478,7 +514,8 @@ class VolunteerRepository(Repository):
     # -- ledger ------------------------------------------------------------------------
 
     def append(self, entry: Entry) -> None:
-        self.db[LEDGER].insert_one(entry_document(entry), session=self.session)
+        """Add a ledger entry (in the caller's transaction, if any) with its record."""
+        self._insert(LEDGER, "ledger_entry", entry_document(entry))
 
     def entry(self, entry_id: str) -> Entry:
         document = self.db[LEDGER].find_one({"_id": entry_id})
@@ -493,6 +530,7 @@ class VolunteerRepository(Repository):
         """Stamp an entry approved once (conditional on it being pending) and emit."""
 
         def work() -> Entry:
+            previous = self.db[LEDGER].find_one({"_id": before.id}, session=self.session)
             written = self.compare_and_set(
                 LEDGER,
                 before.id,
@@ -507,6 +545,7 @@ class VolunteerRepository(Repository):
             )
             if written is None:
                 raise EntryChanged(f"entry {before.id} was approved meanwhile")
+            self.audit("ledger_entry", before.id, previous, written)
             self._emit_changes(before.id, changes, first=1)
             return after
 
