@@ -12,6 +12,18 @@ at rest (``shequ.sealing``, bound to the recipient and the channel's place)
 and opened on the way out; a contact document lists the key ids it uses
 (``kids``) so the rotation timer finds those under an old key, and those
 stored in the clear before sealing (no ``kids``).
+
+The audit trail records every change of rules, templates, contacts and
+subscriptions, and of deliveries only what someone decided or what ends
+them: an operator's requeue, a subscription's pause, resume or deletion
+moving its deliveries, the digest timer releasing or bundling held ones,
+and each delivery's final state (sent, dead, skipped, paused). Not a
+delivery's creation by the event handler (the event's own service recorded
+the change that caused it, and the delivery's ``event_id`` names it), its
+leases, deferrals and failed attempts before the last: those are the
+delivery worker's bookkeeping, already kept one by one in ``attempts``, and
+a record each would multiply the trail by every retry of every message
+without saying anything about who changed what.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ import sealing
 from shequ.contracts import notify as contract
@@ -49,6 +61,8 @@ DEAD = "dead"
 DIGESTED = "digested"
 PAUSED = "paused"
 SKIPPED = "skipped"
+#: A delivery's states the worker leaves it in for good (or until an operator acts).
+FINAL = (SENT, DEAD, SKIPPED, PAUSED)
 
 
 class NotifyRepository(Repository):
@@ -108,7 +122,7 @@ class NotifyRepository(Repository):
         return _to_rule(document) if document else None
 
     def save_rule(self, rule: Rule, now: datetime) -> None:
-        document = {
+        document: dict[str, Any] = {
             "event_type": rule.event_type,
             "audiences": list(rule.audiences),
             "template": rule.template,
@@ -117,10 +131,35 @@ class NotifyRepository(Repository):
             "enabled": rule.enabled,
             "updated_at": now,
         }
-        self.db[RULES].replace_one({"_id": rule.id}, document, upsert=True, session=self.session)
+        self._put(RULES, "rule", rule.id, document)
 
     def delete_rule(self, rule_id: str) -> bool:
-        return self.db[RULES].delete_one({"_id": rule_id}).deleted_count == 1
+        return self._delete(RULES, "rule", rule_id)
+
+    def _put(self, collection: str, kind: str, document_id: str, document: dict[str, Any]) -> None:
+        """Create or replace a document by id, with its audit record, in one transaction."""
+
+        def work() -> None:
+            previous = self.db[collection].find_one_and_replace(
+                {"_id": document_id}, document, upsert=True, session=self.session
+            )
+            self.audit(kind, document_id, previous, {"_id": document_id, **document})
+
+        self.run_in_transaction(work)
+
+    def _delete(self, collection: str, kind: str, document_id: str) -> bool:
+        """Delete a document by id with its audit record; False if there was none."""
+
+        def work() -> bool:
+            previous = self.db[collection].find_one_and_delete(
+                {"_id": document_id}, session=self.session
+            )
+            if previous is None:
+                return False
+            self.audit(kind, document_id, previous, None)
+            return True
+
+        return self.run_in_transaction(work)
 
     def templates(self) -> list[Template]:
         return [_to_template(d) for d in self.db[TEMPLATES].find().sort("_id", 1)]
@@ -138,9 +177,7 @@ class NotifyRepository(Repository):
             "subject": dict(template.subject),
             "updated_at": now,
         }
-        self.db[TEMPLATES].replace_one(
-            {"_id": template.id}, document, upsert=True, session=self.session
-        )
+        self._put(TEMPLATES, "template", template.id, document)
 
     def event_types_using(self, template_id: str) -> set[str]:
         return {d["event_type"] for d in self.db[RULES].find({"template": template_id})}
@@ -157,7 +194,7 @@ class NotifyRepository(Repository):
 
     def save_contact(self, contact: Contact, now: datetime) -> dict[str, Any]:
         document = self._contact_document(contact, now)
-        self.db[CONTACTS].replace_one({"_id": contact.recipient}, document, upsert=True)
+        self._put(CONTACTS, "contact", contact.recipient, document)
         return _contact_record(self._opened({"_id": contact.recipient, **document}))
 
     def reseal_batch(self, limit: int) -> int:
@@ -166,7 +203,8 @@ class NotifyRepository(Repository):
         Picks contacts sealed under another key and those stored in the clear
         before sealing (no ``kids``); ``updated_at`` does not move, and a
         contact saved meanwhile (sealed under the active key anyway) is left
-        alone.
+        alone. Each re-sealed contact is recorded (action
+        ``notify.timer.<timer>``): its stored bytes changed, though no fact did.
         """
         stale = self.keyring.stale_kids()
         query = {"$or": [{"kids": {"$exists": False}}, {"kids": {"$in": stale}}]}
@@ -174,11 +212,24 @@ class NotifyRepository(Repository):
         for document in self.db[CONTACTS].find(query).limit(limit):
             contact = _to_contact(self._opened(document))
             resealed = self._contact_document(contact, document["updated_at"])
-            result = self.db[CONTACTS].replace_one(
-                {"_id": document["_id"], "updated_at": document["updated_at"]}, resealed
+            written = self.run_in_transaction(
+                lambda document=document, resealed=resealed: self._write_resealed(
+                    document, resealed
+                )
             )
-            changed += result.modified_count
+            changed += written is not None
         return changed
+
+    def _write_resealed(
+        self, document: dict[str, Any], resealed: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Replace a contact by its re-sealed document if unchanged since read, recorded."""
+        written = self.compare_and_set(
+            CONTACTS, document["_id"], {"updated_at": document["updated_at"]}, resealed
+        )
+        if written is not None:
+            self.audit("contact", document["_id"], document, written)
+        return written
 
     def _contact_document(self, contact: Contact, now: datetime) -> dict[str, Any]:
         seal = self.keyring.seal
@@ -223,7 +274,7 @@ class NotifyRepository(Repository):
         return {**{k: v for k, v in document.items() if k != "kids"}, "channels": channels}
 
     def delete_contact(self, recipient: str) -> bool:
-        return self.db[CONTACTS].delete_one({"_id": recipient}).deleted_count == 1
+        return self._delete(CONTACTS, "contact", recipient)
 
     # Deliveries: recorded by the event handler, inside its transaction.
 
@@ -284,7 +335,7 @@ class NotifyRepository(Repository):
         """One digest delivery for a recipient's day, and its items marked as digested."""
         with self.transaction():
             key = f"digest|{recipient}|{day.isoformat()}"
-            self.db[DELIVERIES].update_one(
+            result = self.db[DELIVERIES].update_one(
                 {"key": key},
                 {
                     "$setOnInsert": {
@@ -305,6 +356,11 @@ class NotifyRepository(Repository):
                 upsert=True,
                 session=self.session,
             )
+            if result.upserted_id is not None:
+                created = self.db[DELIVERIES].find_one(
+                    {"_id": result.upserted_id}, session=self.session
+                )
+                self.audit("delivery", str(result.upserted_id), None, created)
             self._move(items, HELD, {"status": DIGESTED, "digest": key})
 
     # The delivery worker's side.
@@ -397,11 +453,24 @@ class NotifyRepository(Repository):
         def work() -> None:
             if attempt is not None:
                 self.db[ATTEMPTS].insert_one(attempt, session=self.session)
-            self.db[DELIVERIES].update_one(
-                {"_id": delivery["_id"]},
-                {"$set": {"status": status, "lease_until": None, **changes}},
-                session=self.session,
-            )
+            update = {"$set": {"status": status, "lease_until": None, **changes}}
+            if status in FINAL:
+                previous = self.db[DELIVERIES].find_one(
+                    {"_id": delivery["_id"]}, session=self.session
+                )
+                written = self.db[DELIVERIES].find_one_and_update(
+                    {"_id": delivery["_id"]},
+                    update,
+                    return_document=ReturnDocument.AFTER,
+                    session=self.session,
+                )
+                if written is not None:
+                    self.audit("delivery", delivery["_id"], previous, written)
+            else:
+                # A retry to come: the attempt is kept in ``attempts``, not in the trail.
+                self.db[DELIVERIES].update_one(
+                    {"_id": delivery["_id"]}, update, session=self.session
+                )
             if announce:
                 self.emit(
                     contract.NOTIFICATION_SENT_V1,
@@ -436,14 +505,25 @@ class NotifyRepository(Repository):
 
     def _move(self, delivery_ids: list[str], status: str, changes: dict[str, Any]) -> None:
         """Set ``changes`` on those of the deliveries still in ``status`` (in a transaction)."""
-        found = self.db[DELIVERIES].find(
-            {"_id": {"$in": delivery_ids}}, {"status": 1}, session=self.session
+        found = self.db[DELIVERIES].find({"_id": {"$in": delivery_ids}}, session=self.session)
+        self._move_recorded(
+            [document for document in found if document["status"] == status], changes
         )
-        still = [document["_id"] for document in found if document["status"] == status]
-        if still:
-            self.db[DELIVERIES].update_many(
-                {"_id": {"$in": still}}, {"$set": changes}, session=self.session
-            )
+
+    def _move_recorded(self, documents: list[dict[str, Any]], changes: dict[str, Any]) -> None:
+        """Set ``changes`` on these deliveries as read, with one audit record each."""
+        if not documents:
+            return
+        ids = [document["_id"] for document in documents]
+        self.db[DELIVERIES].update_many(
+            {"_id": {"$in": ids}}, {"$set": changes}, session=self.session
+        )
+        written = {
+            document["_id"]: document
+            for document in self.db[DELIVERIES].find({"_id": {"$in": ids}}, session=self.session)
+        }
+        for document in documents:
+            self.audit("delivery", document["_id"], document, written.get(document["_id"]))
 
     def held(self, limit: int = 1000) -> list[dict[str, Any]]:
         cursor = self.db[DELIVERIES].find({"status": HELD}).sort("created_at", 1)
@@ -472,10 +552,16 @@ class NotifyRepository(Repository):
     def requeue(self, delivery_id: str, now: datetime) -> bool:
         """Give a dead delivery a fresh retry horizon (an operator decided to try again)."""
         fresh = {"$set": {**_fresh(now), "requeued_at": now}}
-        requeued = self.run_in_transaction(
-            lambda: self.compare_and_set(DELIVERIES, delivery_id, {"status": DEAD}, fresh)
-        )
-        return requeued is not None
+
+        def work() -> bool:
+            previous = self.db[DELIVERIES].find_one({"_id": delivery_id}, session=self.session)
+            requeued = self.compare_and_set(DELIVERIES, delivery_id, {"status": DEAD}, fresh)
+            if requeued is None:
+                return False
+            self.audit("delivery", delivery_id, previous, requeued)
+            return True
+
+        return self.run_in_transaction(work)
 
     # Bureau subscriptions.
 
@@ -492,7 +578,12 @@ class NotifyRepository(Repository):
             "created_at": now,
             "updated_at": now,
         }
-        self.db[SUBSCRIPTIONS].insert_one(document)
+
+        def work() -> None:
+            self.db[SUBSCRIPTIONS].insert_one(document, session=self.session)
+            self.audit("subscription", document["_id"], None, document)
+
+        self.run_in_transaction(work)
         return as_record(document)
 
     def subscription(self, subscription_id: str) -> dict[str, Any] | None:
@@ -512,30 +603,52 @@ class NotifyRepository(Repository):
         return [document["_id"] for document in found]
 
     def set_subscription_status(self, subscription_id: str, status: str, now: datetime) -> None:
-        with self.transaction():
-            self.db[SUBSCRIPTIONS].update_one(
-                {"_id": subscription_id},
-                {"$set": {"status": status, "updated_at": now}},
-                session=self.session,
-            )
+        def work() -> None:
+            self._change_subscription(subscription_id, {"status": status, "updated_at": now})
             if status == "active":
-                self.db[DELIVERIES].update_many(
-                    {"subscription": subscription_id, "status": PAUSED},
-                    {"$set": {"status": PENDING, "due_at": now, "lease_until": None}},
-                    session=self.session,
+                paused = self.db[DELIVERIES].find(
+                    {"subscription": subscription_id, "status": PAUSED}, session=self.session
+                )
+                self._move_recorded(
+                    list(paused), {"status": PENDING, "due_at": now, "lease_until": None}
                 )
 
+        self.run_in_transaction(work)
+
     def rotate_secret(self, subscription_id: str, secret: str, now: datetime) -> None:
-        self.db[SUBSCRIPTIONS].update_one(
-            {"_id": subscription_id}, {"$set": {"secret": secret, "updated_at": now}}
+        """Replace the signing secret; the record holds the documents' hashes, never the secret."""
+        self.run_in_transaction(
+            lambda: self._change_subscription(
+                subscription_id, {"secret": secret, "updated_at": now}
+            )
         )
 
     def delete_subscription(self, subscription_id: str, now: datetime) -> None:
-        self.set_subscription_status(subscription_id, "deleted", now)
-        self.db[DELIVERIES].update_many(
-            {"subscription": subscription_id, "status": {"$in": [PENDING, PAUSED]}},
-            {"$set": {"status": DEAD, "last_error": "the subscription was deleted"}},
+        """Mark the subscription deleted and its undelivered deliveries dead, in one transaction."""
+
+        def work() -> None:
+            self.set_subscription_status(subscription_id, "deleted", now)
+            waiting = self.db[DELIVERIES].find(
+                {"subscription": subscription_id, "status": {"$in": [PENDING, PAUSED]}},
+                session=self.session,
+            )
+            self._move_recorded(
+                list(waiting), {"status": DEAD, "last_error": "the subscription was deleted"}
+            )
+
+        self.run_in_transaction(work)
+
+    def _change_subscription(self, subscription_id: str, changes: dict[str, Any]) -> None:
+        previous = self.db[SUBSCRIPTIONS].find_one({"_id": subscription_id}, session=self.session)
+        if previous is None:
+            return
+        written = self.db[SUBSCRIPTIONS].find_one_and_update(
+            {"_id": subscription_id},
+            {"$set": changes},
+            return_document=ReturnDocument.AFTER,
+            session=self.session,
         )
+        self.audit("subscription", subscription_id, previous, written)
 
 
 Position = tuple[datetime, str]
