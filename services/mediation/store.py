@@ -75,9 +75,8 @@ class CaseRepository(Repository):
                 {"incident_id": case.incident_id}, {"_id": 1}, session=self.session
             ):
                 return False
-            document = self._document(case)
-            self.db[CASES].insert_one(document, session=self.session)
-            self.audit("case", case.id, None, document)
+            self.db[CASES].insert_one(self._document(case), session=self.session)
+            self.audit("case", case.id, None, self._stored(case.id))
             self.emit(contract.CASE_OPENED_V1, subject=case.id, sequence=1, data=_ref(case))
             return True
 
@@ -114,7 +113,7 @@ class CaseRepository(Repository):
                 raise StaleVersion(before.version, self.get(before.id).version)
             # Parties, sessions, the agreement and follow-ups live in the case's
             # document: one record per step covers whichever of them it changed.
-            self.audit("case", before.id, previous, written)
+            self.audit("case", before.id, previous, self._stored(before.id))
             if step is not None:
                 self._emit_step(stored, step)
             return stored
@@ -122,7 +121,12 @@ class CaseRepository(Repository):
         return self.run_in_transaction(work)
 
     def _stored(self, case_id: str) -> dict[str, Any] | None:
-        """The case's document as stored (sealed), read in the current transaction."""
+        """The case's document as stored (sealed), read in the current transaction.
+
+        Read back after a write rather than taken from what was written: the
+        store keeps dates to the millisecond, and a record's ``after`` must hash
+        the same as the next change's ``before``.
+        """
         return self.db[CASES].find_one({"_id": case_id}, session=self.session)
 
     def _emit_step(self, case: Case, step: Transition) -> None:
@@ -281,7 +285,7 @@ class CaseRepository(Repository):
             CASES, document["_id"], {"version": document["version"]}, resealed
         )
         if written is not None:
-            self.audit("case", document["_id"], document, written)
+            self.audit("case", document["_id"], document, self._stored(document["_id"]))
         return written
 
     @staticmethod
@@ -301,7 +305,7 @@ class CaseRepository(Repository):
             previous = self.db[MEDIATORS].find_one_and_replace(
                 {"_id": mediator.id}, document, upsert=True, session=self.session
             )
-            self.audit("mediator", mediator.id, previous, document)
+            self.audit("mediator", mediator.id, previous, self._stored_mediator(mediator.id))
 
         self.run_in_transaction(work)
         return mediator
@@ -326,8 +330,11 @@ class CaseRepository(Repository):
         )
         if result.upserted_id is None:
             return 0
-        self.audit("mediator", document["_id"], None, document)
+        self.audit("mediator", document["_id"], None, self._stored_mediator(document["_id"]))
         return 1
+
+    def _stored_mediator(self, mediator_id: str) -> dict[str, Any] | None:
+        return self.db[MEDIATORS].find_one({"_id": mediator_id}, session=self.session)
 
     def mediators(self, community: str | None = None) -> list[Mediator]:
         query = {"community": community} if community else {}

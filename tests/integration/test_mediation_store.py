@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from shequ import sealing
+from shequ import audit, sealing
 from shequ.store import OUTBOX
 from shequ_services.mediation import domain
 from shequ_services.mediation.domain import Policy
 from shequ_services.mediation.store import CASES, CaseRepository
+from shequ_services.mediation.workflow import StaleVersion
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.integration
@@ -148,3 +149,55 @@ def test_a_place_stored_in_the_clear_is_read_and_then_sealed(database: Any) -> N
     stored = database[CASES].find_one({"_id": case.id})
     assert "清源里3幢" not in json.dumps(stored, default=str, ensure_ascii=False)
     assert repo.get(case.id).sessions[0]["place"] == "清源里3幢2单元"
+
+
+def trail(database: Any, case_id: str) -> list[dict[str, Any]]:
+    return list(database[audit.AUDIT].find({"object.id": case_id}).sort("seq", 1))
+
+
+def test_each_change_of_a_case_is_one_record_chained_by_the_stored_documents_hashes(
+    database: Any,
+) -> None:
+    """Opening, a step, the alerts and a re-sealing: each one record, whose ``before`` is the
+    previous ``after``; a step that lost its race leaves none, and no plaintext is kept."""
+    repo = repository(database)
+    repo.actor, repo.action = {"sub": "staff-1", "roles": ["community_staff"]}, "mediation.test"
+    case = walk_in(opened_at=NOW - timedelta(days=40))
+    repo.open(case)
+    opened = repo.get(case.id)
+    moved = domain.add_parties(opened, [{**PARTY, "role": "third_party", "name": "王芳"}],
+                               facts=None, expected_version=opened.version, actor="staff-1",
+                               at=NOW)  # fmt: skip
+    repo.save(opened, moved)
+    with pytest.raises(StaleVersion):
+        repo.save(opened, moved)
+    (due,) = repo.due(NOW, limit=10)
+    alerts = domain.due_alerts(due.clock, NOW)
+    repo.record_alerts(due, alerts, domain.mark_raised(due.clock, alerts, NOW))
+    new = repository(database, active="k2")
+    new.actor, new.action = {"timer": "rotate_keys"}, "mediation.timer.rotate_keys"
+    assert new.reseal_batch(limit=10) == 1
+
+    records = trail(database, case.id)
+    assert [r["action"] for r in records] == ["mediation.test"] * 3 + [
+        "mediation.timer.rotate_keys"
+    ]
+    assert records[0]["before"] is None
+    assert [r["before"] for r in records[1:]] == [r["after"] for r in records[:-1]]
+    assert records[-1]["after"] == audit.object_hash(database[CASES].find_one({"_id": case.id}))
+    assert audit.verify(database) == []
+    text = json.dumps(list(database[audit.AUDIT].find()), default=str, ensure_ascii=False)
+    assert "张建国" not in text and "王芳" not in text and "13812341234" not in text
+
+
+def test_roster_changes_are_recorded_and_a_reseeded_entry_is_not(database: Any) -> None:
+    repo = repository(database)
+    entry = {"id": "m-1", "name": "陈桂兰", "community": "hx-qingyuan"}
+    assert repo.seed_roster([entry]) == 1
+    assert repo.seed_roster([entry]) == 0
+    repo.put_mediator({**entry, "available": False})
+    records = trail(database, "m-1")
+    assert [(r["object"]["kind"], r["before"] is None) for r in records] == [
+        ("mediator", True), ("mediator", False),
+    ]  # fmt: skip
+    assert records[1]["before"] == records[0]["after"]
