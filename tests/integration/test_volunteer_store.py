@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import IndexModel
 
-from shequ import sealing
+from shequ import audit, sealing
 from shequ.store import OUTBOX
 from shequ_services.volunteer import domain, ledger, rounds
 from shequ_services.volunteer.roster import load_seed
@@ -215,3 +215,69 @@ def test_rotation_reseals_old_keys_and_seals_volunteers_stored_in_the_clear(
     assert {tuple(d["kids"]) for d in database["volunteers"].find()} == {("k2",)}
     assert new.volunteer("v-legacy") == legacy
     assert new.volunteer(volunteers[0].id) == volunteers[0]
+
+
+def trail(database: Any, kind: str, object_id: str) -> list[dict[str, Any]]:
+    found = database[audit.AUDIT].find({"object.kind": kind, "object.id": object_id})
+    return list(found.sort("seq", 1))
+
+
+def test_every_change_leaves_one_record_with_the_stored_documents_hashes(database: Any) -> None:
+    """The volunteer service's routes call these methods once each (the e2e audit test
+    covers the other services' routes; this one's dispatch races a recipe per route)."""
+    teams, volunteers, households = load_seed(SEED)
+    store = repository(database)
+    store.actor, store.action = {"sub": "sw-1", "roles": ["community_staff"]}, "volunteer.test"
+    store.seed_once(teams, volunteers, households, NOW)
+    added = replace(volunteers[0], id="v-audit", name="司马相如", phone="13900001111")
+    store.add_volunteer(added, NOW)
+    store.replace_volunteer(replace(added, active=False), NOW + timedelta(seconds=1))
+    store.add_team(domain.Team("t-audit", "c1", "审计队", ("sw-1",)))
+    household = rounds.Household("hh-audit", "c1", "qy-01", ("needy",))
+    store.add_household(household, NOW)
+    store.replace_household(replace(household, grid_cell="qy-02"), NOW)
+    task = offered_task(database)
+    accepted, events = domain.answer(task, "v1", accept=True, now=NOW, rules=RULES)
+    store.save(task, accepted, events)
+    lapsed, lapse_events = domain.lapse(task, NOW + timedelta(minutes=6), RULES)
+    with pytest.raises(TaskChanged):
+        store.save(task, lapsed, lapse_events)
+    entry = ledger.service_entry(
+        volunteer_id="v1", community="c1", teams=("t1",), minutes=45, served_at=NOW,
+        task_id=None, recorded_by="v1", now=NOW,
+    )  # fmt: skip
+    store.append(entry)
+    store.approve(entry, *ledger.approve(entry, approver="sw-1", now=NOW))
+
+    volunteer = trail(database, "volunteer", "v-audit")
+    stored = database["volunteers"].find_one({"_id": "v-audit"})
+    assert [(r["before"] is None, r["after"]) for r in volunteer][-1] == (
+        False, audit.object_hash(stored),
+    )  # fmt: skip
+    assert len(volunteer) == 2 and volunteer[0]["after"] == volunteer[1]["before"]
+    assert volunteer[0]["actor"] == {"sub": "sw-1", "roles": ["community_staff"]}
+    assert len(trail(database, "team", "t-audit")) == 1
+    assert len(trail(database, "household", "hh-audit")) == 2
+    assert len(trail(database, "volunteer", volunteers[1].id)) == 1  # the seed
+    # Created, then the accepted step; the lapse that lost left no record.
+    task_records = trail(database, "task", task.id)
+    assert len(task_records) == 2
+    assert task_records[-1]["after"] == audit.object_hash(
+        database["tasks"].find_one({"_id": task.id})
+    )
+    entry_records = trail(database, "ledger_entry", entry.id)
+    assert [r["before"] is None for r in entry_records] == [True, False]
+    assert audit.verify(database) == []
+    assert "司马相如" not in json.dumps(list(database[audit.AUDIT].find()), default=str,
+                                     ensure_ascii=False)  # fmt: skip
+
+
+def test_rotation_records_each_resealed_volunteer(database: Any) -> None:
+    teams, volunteers, households = load_seed(SEED)
+    repository(database, active="k1").seed_once(teams, volunteers, households, NOW)
+    new = repository(database, active="k2")
+    new.actor, new.action = {"timer": "rotate_keys"}, "volunteer.timer.rotate_keys"
+    assert new.reseal_batch(limit=len(volunteers)) == len(volunteers)
+    resealed = list(database[audit.AUDIT].find({"action": "volunteer.timer.rotate_keys"}))
+    assert sorted(r["object"]["id"] for r in resealed) == sorted(v.id for v in volunteers)
+    assert all(r["before"] != r["after"] for r in resealed)
