@@ -143,9 +143,18 @@ class NotifyRepository(Repository):
             previous = self.db[collection].find_one_and_replace(
                 {"_id": document_id}, document, upsert=True, session=self.session
             )
-            self.audit(kind, document_id, previous, {"_id": document_id, **document})
+            self.audit(kind, document_id, previous, self._stored(collection, document_id))
 
         self.run_in_transaction(work)
+
+    def _stored(self, collection: str, document_id: str) -> dict[str, Any] | None:
+        """A document as stored, read in the current transaction.
+
+        An audit record's ``after`` is read back rather than taken from what
+        was written: the store keeps dates to the millisecond, and ``after``
+        must hash the same as the next change's ``before``.
+        """
+        return self.db[collection].find_one({"_id": document_id}, session=self.session)
 
     def _delete(self, collection: str, kind: str, document_id: str) -> bool:
         """Delete a document by id with its audit record; False if there was none."""
@@ -228,7 +237,9 @@ class NotifyRepository(Repository):
             CONTACTS, document["_id"], {"updated_at": document["updated_at"]}, resealed
         )
         if written is not None:
-            self.audit("contact", document["_id"], document, written)
+            self.audit(
+                "contact", document["_id"], document, self._stored(CONTACTS, document["_id"])
+            )
         return written
 
     def _contact_document(self, contact: Contact, now: datetime) -> dict[str, Any]:
@@ -558,7 +569,7 @@ class NotifyRepository(Repository):
             requeued = self.compare_and_set(DELIVERIES, delivery_id, {"status": DEAD}, fresh)
             if requeued is None:
                 return False
-            self.audit("delivery", delivery_id, previous, requeued)
+            self.audit("delivery", delivery_id, previous, self._stored(DELIVERIES, delivery_id))
             return True
 
         return self.run_in_transaction(work)
@@ -581,7 +592,8 @@ class NotifyRepository(Repository):
 
         def work() -> None:
             self.db[SUBSCRIPTIONS].insert_one(document, session=self.session)
-            self.audit("subscription", document["_id"], None, document)
+            after = self._stored(SUBSCRIPTIONS, document["_id"])
+            self.audit("subscription", document["_id"], None, after)
 
         self.run_in_transaction(work)
         return as_record(document)
