@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY as METRICS
 
-from shequ import sealing
+from shequ import audit, sealing
 from shequ.contracts import grid as grid_events
 from shequ.contracts import new_event, parse_event
 from shequ.embedded import free_port
@@ -736,3 +736,57 @@ def test_rotation_reseals_old_keys_and_contacts_stored_in_the_clear(
     assert {tuple(d["kids"]) for d in repo.db["contacts"].find()} == {("k2",)}
     assert repo.contact("resident-2") == contact("resident-2", ("sms", "+8613700004444"))
     assert repo.contact("resident-1") == contact("resident-1", ("email", "one@example.org"))
+
+
+def trail(repo: NotifyRepository, kind: str, object_id: str) -> list[dict[str, Any]]:
+    found = repo.db[audit.AUDIT].find({"object.kind": kind, "object.id": object_id})
+    return list(found.sort("seq", 1))
+
+
+def test_a_delivery_is_recorded_at_its_final_state_and_its_requeue_not_at_each_retry(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    endpoint.script = [500] * 50
+    sub = repo.add_subscription(
+        f"{endpoint.url}/bureau", [grid_events.INCIDENT_REPORTED_V1.type], "s", "b1", START
+    )
+    record(repo, reported(), clock)
+    recipient = f"subscription:{sub['id']}"
+    delivery_id = delivery_to(repo, recipient)["id"]
+    assert trail(repo, "delivery", delivery_id) == []  # recorded by the handler: not a record
+    for _ in range(20):
+        worker.run_once()
+        if delivery_to(repo, recipient)["status"] == "dead":
+            break
+        clock.at(delivery_to(repo, recipient)["due_at"])
+    (dead,) = trail(repo, "delivery", delivery_id)  # three failed attempts before: no records
+    assert dead["before"] and dead["after"]
+
+    repo.actor, repo.action = {"sub": "admin-1", "roles": ["admin"]}, "notify.delivery.retry"
+    assert repo.requeue(delivery_id, clock.now)
+    requeued = trail(repo, "delivery", delivery_id)[-1]
+    assert (requeued["action"], requeued["before"]) == ("notify.delivery.retry", dead["after"])
+    stored = repo.db["deliveries"].find_one({"_id": delivery_id})
+    assert requeued["after"] == audit.object_hash(stored)
+    assert audit.verify(repo.db) == []
+
+
+def test_subscription_and_contact_changes_are_recorded_without_their_secrets(
+    repo: NotifyRepository, clock: Clock
+) -> None:
+    sub = repo.add_subscription("https://bureau.example/hook", ["x"], "s3cret-value", "b1", START)
+    repo.set_subscription_status(sub["id"], "paused", START)
+    record(repo, reported(), clock)  # no rule matches "x": no delivery to move
+    repo.rotate_secret(sub["id"], "n3w-secret", START)
+    repo.delete_subscription(sub["id"], START)
+    records = trail(repo, "subscription", sub["id"])
+    assert len(records) == 4 and records[0]["before"] is None
+    assert [r["before"] for r in records[1:]] == [r["after"] for r in records[:-1]]
+    repo.save_contact(contact("resident-9", ("sms", "13800001111")), START)
+    assert repo.delete_contact("resident-9")
+    saved, deleted = trail(repo, "contact", "resident-9")
+    assert (saved["before"], deleted["after"]) == (None, None)
+    assert deleted["before"] == saved["after"]
+    text = json.dumps(list(repo.db[audit.AUDIT].find()), default=str)
+    assert "s3cret-value" not in text and "13800001111" not in text
+    assert audit.verify(repo.db) == []
