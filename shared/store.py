@@ -233,6 +233,37 @@ class Repository:
         self.db[collection].replace_one({"_id": document_id}, change, session=self.session)
         return {**change, "_id": document_id}
 
+    def stored(self, collection: str, document_id: Any) -> dict[str, Any] | None:
+        """A document as stored, read in the current transaction (None if there is none).
+
+        An audit record's ``after`` is read back rather than taken from what
+        was written: the store keeps dates to the millisecond, and ``after``
+        must hash the same as the next change's ``before``.
+        """
+        return self.db[collection].find_one({"_id": document_id}, session=self.session)
+
+    def replace_audited(
+        self, collection: str, kind: str, document: dict[str, Any], replacement: dict[str, Any],
+        unchanged: str,
+    ) -> dict[str, Any] | None:  # fmt: skip
+        """Replace ``document`` unless its ``unchanged`` field moved since it was read, audited.
+
+        In a transaction of its own: the key rotations re-seal documents one
+        at a time this way, a concurrent change winning over the re-sealing.
+        """
+
+        def replace() -> dict[str, Any] | None:
+            written = self.compare_and_set(
+                collection, document["_id"], {unchanged: document[unchanged]}, replacement
+            )
+            if written is not None:
+                self.audit(
+                    kind, document["_id"], document, self.stored(collection, document["_id"])
+                )
+            return written
+
+        return self.run_in_transaction(replace)
+
     def emit(
         self,
         spec: EventSpec,

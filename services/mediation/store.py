@@ -76,7 +76,7 @@ class CaseRepository(Repository):
             ):
                 return False
             self.db[CASES].insert_one(self._document(case), session=self.session)
-            self.audit("case", case.id, None, self._stored(case.id))
+            self.audit("case", case.id, None, self.stored(CASES, case.id))
             self.emit(contract.CASE_OPENED_V1, subject=case.id, sequence=1, data=_ref(case))
             return True
 
@@ -105,7 +105,7 @@ class CaseRepository(Repository):
 
         def work() -> Case:
             stored = replace(updated, version=before.version + 1, event_seq=before.event_seq + 1)
-            previous = self._stored(before.id)
+            previous = self.stored(CASES, before.id)
             written = self.compare_and_set(
                 CASES, before.id, {"version": before.version}, self._document(stored)
             )
@@ -113,21 +113,12 @@ class CaseRepository(Repository):
                 raise StaleVersion(before.version, self.get(before.id).version)
             # Parties, sessions, the agreement and follow-ups live in the case's
             # document: one record per step covers whichever of them it changed.
-            self.audit("case", before.id, previous, self._stored(before.id))
+            self.audit("case", before.id, previous, self.stored(CASES, before.id))
             if step is not None:
                 self._emit_step(stored, step)
             return stored
 
         return self.run_in_transaction(work)
-
-    def _stored(self, case_id: str) -> dict[str, Any] | None:
-        """The case's document as stored (sealed), read in the current transaction.
-
-        Read back after a write rather than taken from what was written: the
-        store keeps dates to the millisecond, and a record's ``after`` must hash
-        the same as the next change's ``before``.
-        """
-        return self.db[CASES].find_one({"_id": case_id}, session=self.session)
 
     def _emit_step(self, case: Case, step: Transition) -> None:
         ref, seq = _ref(case), case.event_seq
@@ -211,7 +202,7 @@ class CaseRepository(Repository):
         """Store the raised alerts and emit them, unless the case changed since it was read."""
 
         def work() -> None:
-            previous = self._stored(case.id)
+            previous = self.stored(CASES, case.id)
             written = self.compare_and_set(
                 CASES,
                 case.id,
@@ -269,24 +260,9 @@ class CaseRepository(Repository):
                 for i, h in enumerate(resealed.get("history", []))
             ]
             resealed["kids"] = sorted(sealing.kids_in(resealed))
-            written = self.run_in_transaction(
-                lambda document=document, resealed=resealed: self._write_resealed(
-                    document, resealed
-                )
-            )
+            written = self.replace_audited(CASES, "case", document, resealed, "version")
             changed += written is not None
         return changed
-
-    def _write_resealed(
-        self, document: dict[str, Any], resealed: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replace a case by its re-sealed document if unchanged since read, with its record."""
-        written = self.compare_and_set(
-            CASES, document["_id"], {"version": document["version"]}, resealed
-        )
-        if written is not None:
-            self.audit("case", document["_id"], document, self._stored(document["_id"]))
-        return written
 
     @staticmethod
     def _seal_plain(seal: Any, value: Any, label: str) -> Any:
@@ -305,7 +281,7 @@ class CaseRepository(Repository):
             previous = self.db[MEDIATORS].find_one_and_replace(
                 {"_id": mediator.id}, document, upsert=True, session=self.session
             )
-            self.audit("mediator", mediator.id, previous, self._stored_mediator(mediator.id))
+            self.audit("mediator", mediator.id, previous, self.stored(MEDIATORS, mediator.id))
 
         self.run_in_transaction(work)
         return mediator
@@ -330,11 +306,8 @@ class CaseRepository(Repository):
         )
         if result.upserted_id is None:
             return 0
-        self.audit("mediator", document["_id"], None, self._stored_mediator(document["_id"]))
+        self.audit("mediator", document["_id"], None, self.stored(MEDIATORS, document["_id"]))
         return 1
-
-    def _stored_mediator(self, mediator_id: str) -> dict[str, Any] | None:
-        return self.db[MEDIATORS].find_one({"_id": mediator_id}, session=self.session)
 
     def mediators(self, community: str | None = None) -> list[Mediator]:
         query = {"community": community} if community else {}

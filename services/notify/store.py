@@ -143,18 +143,9 @@ class NotifyRepository(Repository):
             previous = self.db[collection].find_one_and_replace(
                 {"_id": document_id}, document, upsert=True, session=self.session
             )
-            self.audit(kind, document_id, previous, self._stored(collection, document_id))
+            self.audit(kind, document_id, previous, self.stored(collection, document_id))
 
         self.run_in_transaction(work)
-
-    def _stored(self, collection: str, document_id: str) -> dict[str, Any] | None:
-        """A document as stored, read in the current transaction.
-
-        An audit record's ``after`` is read back rather than taken from what
-        was written: the store keeps dates to the millisecond, and ``after``
-        must hash the same as the next change's ``before``.
-        """
-        return self.db[collection].find_one({"_id": document_id}, session=self.session)
 
     def _delete(self, collection: str, kind: str, document_id: str) -> bool:
         """Delete a document by id with its audit record; False if there was none."""
@@ -221,26 +212,9 @@ class NotifyRepository(Repository):
         for document in self.db[CONTACTS].find(query).limit(limit):
             contact = _to_contact(self._opened(document))
             resealed = self._contact_document(contact, document["updated_at"])
-            written = self.run_in_transaction(
-                lambda document=document, resealed=resealed: self._write_resealed(
-                    document, resealed
-                )
-            )
+            written = self.replace_audited(CONTACTS, "contact", document, resealed, "updated_at")
             changed += written is not None
         return changed
-
-    def _write_resealed(
-        self, document: dict[str, Any], resealed: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replace a contact by its re-sealed document if unchanged since read, recorded."""
-        written = self.compare_and_set(
-            CONTACTS, document["_id"], {"updated_at": document["updated_at"]}, resealed
-        )
-        if written is not None:
-            self.audit(
-                "contact", document["_id"], document, self._stored(CONTACTS, document["_id"])
-            )
-        return written
 
     def _contact_document(self, contact: Contact, now: datetime) -> dict[str, Any]:
         seal = self.keyring.seal
@@ -569,7 +543,7 @@ class NotifyRepository(Repository):
             requeued = self.compare_and_set(DELIVERIES, delivery_id, {"status": DEAD}, fresh)
             if requeued is None:
                 return False
-            self.audit("delivery", delivery_id, previous, self._stored(DELIVERIES, delivery_id))
+            self.audit("delivery", delivery_id, previous, self.stored(DELIVERIES, delivery_id))
             return True
 
         return self.run_in_transaction(work)
@@ -592,7 +566,7 @@ class NotifyRepository(Repository):
 
         def work() -> None:
             self.db[SUBSCRIPTIONS].insert_one(document, session=self.session)
-            after = self._stored(SUBSCRIPTIONS, document["_id"])
+            after = self.stored(SUBSCRIPTIONS, document["_id"])
             self.audit("subscription", document["_id"], None, after)
 
         self.run_in_transaction(work)

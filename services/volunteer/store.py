@@ -229,7 +229,7 @@ class VolunteerRepository(Repository):
 
         def work() -> None:
             self.db[collection].insert_one(document, session=self.session)
-            self.audit(kind, document["_id"], None, self._stored(collection, document["_id"]))
+            self.audit(kind, document["_id"], None, self.stored(collection, document["_id"]))
 
         self.run_in_transaction(work)
 
@@ -241,19 +241,10 @@ class VolunteerRepository(Repository):
                 {"_id": document["_id"]}, document, session=self.session
             )
             if previous is not None:
-                after = self._stored(collection, document["_id"])
+                after = self.stored(collection, document["_id"])
                 self.audit(kind, document["_id"], previous, after)
 
         self.run_in_transaction(work)
-
-    def _stored(self, collection: str, document_id: str) -> dict[str, Any] | None:
-        """A document as stored, read in the current transaction.
-
-        An audit record's ``after`` is read back rather than taken from what
-        was written: the store keeps dates to the millisecond, and ``after``
-        must hash the same as the next change's ``before``.
-        """
-        return self.db[collection].find_one({"_id": document_id}, session=self.session)
 
     def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
         """Hold ``name`` until ``now + ttl`` unless another holder's lease is still running.
@@ -307,25 +298,11 @@ class VolunteerRepository(Repository):
         for document in self.db[VOLUNTEERS].find(query).limit(limit):
             volunteer = to_volunteer(document, self.keyring)
             resealed = volunteer_document(volunteer, document["updated_at"], self.keyring)
-            written = self.run_in_transaction(
-                lambda document=document, resealed=resealed: self._write_resealed(
-                    document, resealed
-                )
+            written = self.replace_audited(
+                VOLUNTEERS, "volunteer", document, resealed, "updated_at"
             )
             changed += written is not None
         return changed
-
-    def _write_resealed(
-        self, document: dict[str, Any], resealed: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Replace a volunteer by its re-sealed document if unchanged since read, recorded."""
-        written = self.compare_and_set(
-            VOLUNTEERS, document["_id"], {"updated_at": document["updated_at"]}, resealed
-        )
-        if written is not None:
-            after = self._stored(VOLUNTEERS, document["_id"])
-            self.audit("volunteer", document["_id"], document, after)
-        return written
 
     def volunteer(self, volunteer_id: str) -> Volunteer:
         document = self.db[VOLUNTEERS].find_one({"_id": volunteer_id}, session=self.session)
@@ -422,7 +399,7 @@ class VolunteerRepository(Repository):
                 self.db[TASKS].insert_one(document, session=self.session)
             except DuplicateKeyError as exc:
                 raise Duplicate(f"task {task.id} exists already") from exc
-            self.audit("task", task.id, None, self._stored(TASKS, task.id))
+            self.audit("task", task.id, None, self.stored(TASKS, task.id))
             self.emit(
                 contract.TASK_CREATED_V1,
                 subject=task.id,
@@ -447,14 +424,14 @@ class VolunteerRepository(Repository):
             stored = replace(
                 after, version=before.version + 1, event_seq=before.event_seq + len(changes)
             )
-            previous = self._stored(TASKS, before.id)
+            previous = self.stored(TASKS, before.id)
             written = self.compare_and_set(
                 TASKS, before.id, {"version": before.version}, task_document(stored)
             )
             if written is None:
                 raise TaskChanged(f"task {before.id} changed since it was read")
             # Offers and the assignment live in the task: one record per step.
-            self.audit("task", before.id, previous, self._stored(TASKS, before.id))
+            self.audit("task", before.id, previous, self.stored(TASKS, before.id))
             self._emit_changes(before.id, changes, first=before.event_seq + 1)
             return stored
 
@@ -541,7 +518,7 @@ class VolunteerRepository(Repository):
         """Stamp an entry approved once (conditional on it being pending) and emit."""
 
         def work() -> Entry:
-            previous = self._stored(LEDGER, before.id)
+            previous = self.stored(LEDGER, before.id)
             written = self.compare_and_set(
                 LEDGER,
                 before.id,
