@@ -23,3 +23,17 @@ class ConfiguredTimer(Timer):
 
 
 timer = ConfiguredTimer.decorator
+
+
+def container_stopping(container: Any) -> bool:
+    """Whether ``container`` is stopping: its timers have been told to stop.
+
+    nameko stops entrypoints first and then waits for running workers, so a
+    timer's worker that loops over a batch (notify's delivery worker) asks
+    this between items and leaves the rest for the next process, instead of
+    holding the shutdown until the runner kills it.
+    """
+    return any(
+        isinstance(entrypoint, Timer) and entrypoint.should_stop.ready()
+        for entrypoint in container.entrypoints
+    )

@@ -118,8 +118,10 @@ class DeliveryWorker:
         resolve_reporter: Resolver,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rand: Callable[[], float] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.repo = repo
+        self.stopping = stopping
         self.channels = channels
         self.settings = settings
         self.resolve_reporter = resolve_reporter
@@ -131,11 +133,15 @@ class DeliveryWorker:
 
         Reads what is due again after each round, so what a round made due
         (a fallback to the recipient's next channel) goes in the same pass.
+        Once ``stopping`` says so it claims nothing more: what is left stays
+        due for the next process, and a shutdown waits for one send at most.
         """
         handled = 0
         while handled < self.settings.batch:
             claimed = 0
             for candidate in self.repo.due(self.clock(), kinds, self.settings.batch - handled):
+                if self.stopping():
+                    return handled + claimed
                 delivery = self.repo.claim(candidate, self.clock(), self.settings.lease)
                 if delivery is None:
                     continue  # another worker took it, or it changed: it is theirs

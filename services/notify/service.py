@@ -31,7 +31,7 @@ from shequ.reconcile import Effect
 from shequ.rpc import ServiceRpcProxy, rpc_calls
 from shequ.service import PlatformService
 from shequ.store import Store
-from shequ.timers import timer
+from shequ.timers import container_stopping, timer
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
 from shequ_services.notify.delivery import (
@@ -164,6 +164,10 @@ class Delivery(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> Delivery:
         return self
+
+    def stopping(self) -> bool:
+        """Whether the process is shutting down (the delivery worker stops claiming)."""
+        return container_stopping(self.container)
 
 
 def _handles(source: str, event_name: str, method: str) -> Callable[..., Any]:
@@ -319,6 +323,7 @@ class NotifyService(PlatformService):
             self.delivery.channels,
             self.delivery.settings,
             resolve_reporter=self.reporters,
+            stopping=self.delivery.stopping,
         )
 
     # Compatibility with the first slice: notifications about one subject.

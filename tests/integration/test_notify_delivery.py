@@ -561,6 +561,38 @@ def test_people_and_bureaus_are_sent_by_separate_passes(
     assert [r["path"] for r in endpoint.received] == ["/person", "/bureau"]
 
 
+def test_a_stopping_worker_sends_what_it_claimed_and_leaves_the_rest_due(
+    repo: NotifyRepository, worker: DeliveryWorker, endpoint: Endpoint, clock: Clock
+) -> None:
+    repo.save_contact(contact("grid_worker:qy-01", ("webhook", f"{endpoint.url}/person")), START)
+    repo.save_contact(contact("grid_worker:qy-02", ("webhook", f"{endpoint.url}/person")), START)
+    record(repo, reported("INC-1", "qy-01"), clock)
+    record(repo, reported("INC-2", "qy-02"), clock)
+    # The process is told to stop once the first send is under way.
+    stopping = replace_stopping(worker, lambda: bool(endpoint.received))
+    stopping.run_once(PEOPLE)
+    assert len(endpoint.received) == 1
+    untouched = [d for d in repo.deliveries({}, 50)[0] if d["attempts"] == 0]
+    assert any(d["recipient"] == "grid_worker:qy-02" for d in untouched)
+    # The next process sends the rest.
+    worker.run_once(PEOPLE)
+    assert len(endpoint.received) == 2
+    assert delivery_to(repo, "grid_worker:qy-02")["status"] == "sent"
+
+
+def replace_stopping(worker: DeliveryWorker, stopping: Any) -> DeliveryWorker:
+    """The same worker, told by ``stopping`` when its process is shutting down."""
+    return DeliveryWorker(
+        worker.repo,
+        worker.channels,
+        worker.settings,
+        resolve_reporter=worker.resolve_reporter,
+        clock=worker.clock,
+        rand=worker.rand,
+        stopping=stopping,
+    )
+
+
 def test_a_grid_that_does_not_answer_makes_a_failed_attempt_that_is_retried(
     repo: NotifyRepository, worker: DeliveryWorker, clock: Clock
 ) -> None:
