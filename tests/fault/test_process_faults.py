@@ -115,5 +115,14 @@ def test_a_sigterm_while_reports_flow_loses_nothing_on_production_settings(
     stack.processes["notify"].process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     for number in range(6, 12):
         report(stack, number)
+    # Reconciliation may come out clean before notify has finished stopping
+    # (it may have handled everything before the signal took effect), so the
+    # restart is waited for first: the check is on the new process's work too.
+    wait_for(
+        lambda: stack.supervise_once() or stack.processes["notify"].restarts,
+        timeout=60,
+        interval=0.2,
+        what="notify to stop on SIGTERM and be restarted",
+    )
     found = reconciled(stack, 12, timeout=120)
     assert found.reports == 12 and stack.processes["notify"].restarts == 1
