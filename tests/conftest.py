@@ -39,16 +39,25 @@ WITNESS = "test-witness"
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str | Callable[[], str] = "",
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``.
+
+    ``what`` may be a callable, asked only on failure, so the message can say
+    what the last poll saw.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+            said = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout} s waiting for {said or condition}")
         time.sleep(interval)
 
 

@@ -9,7 +9,7 @@ back without restarting a single service.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 import requests
@@ -23,11 +23,27 @@ pytestmark = pytest.mark.fault
 CONSUMERS = ("notify", "disclosure", "mediation", "volunteer")
 
 
+#: The last answer of each service's ``/readyz``, for the message of a failed wait.
+LAST_READINESS: dict[str, str] = {}
+
+
 def readiness(stack: Stack, service: str) -> int:
     try:
-        return requests.get(f"{stack.processes[service].url}/readyz", timeout=15).status_code
-    except requests.RequestException:
+        answer = requests.get(f"{stack.processes[service].url}/readyz", timeout=15)
+    except requests.RequestException as exc:
+        LAST_READINESS[service] = f"no answer ({type(exc).__name__})"
         return 0
+    LAST_READINESS[service] = f"{answer.status_code} {answer.text.strip()}"
+    return answer.status_code
+
+
+def not_ready(names: Iterable[str]) -> str:
+    """Which services were not ready at the last probe, and what they said."""
+    return "; ".join(
+        f"{name}: {LAST_READINESS.get(name, 'not probed')}"
+        for name in names
+        if not LAST_READINESS.get(name, "").startswith("200")
+    )
 
 
 def test_a_broker_restart_while_reports_flow_loses_and_doubles_nothing(
@@ -59,7 +75,10 @@ def test_a_store_outage_makes_services_unready_and_then_recovers_without_restart
         lambda: all(readiness(stack, name) != 200 for name in CONSUMERS),
         timeout=60,
         interval=0.5,
-        what="every consumer to report not ready while the store is down",
+        what=lambda: (
+            "every consumer to report not ready while the store is down; "
+            f"last answers: {LAST_READINESS}"
+        ),
     )
     # Keep the store away about ten seconds in all, as the issue's drill asks.
     wait_for(lambda: time.monotonic() - outage_started >= 10, timeout=20, interval=0.5,
@@ -69,7 +88,7 @@ def test_a_store_outage_makes_services_unready_and_then_recovers_without_restart
         lambda: all(readiness(stack, name) == 200 for name in stack.processes),
         timeout=90,
         interval=0.5,
-        what="every service ready again",
+        what=lambda: f"every service ready again; not ready: {not_ready(stack.processes)}",
     )
     report_many(stack, 8, first=8)
     found = reconciled(stack, 16, timeout=180)
