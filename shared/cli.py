@@ -131,6 +131,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             communities=args.community or [],
             department=args.department,
             purpose=args.purpose,
+            scopes=args.scope or [],
         )
     except ValueError as exc:
         print(f"shequ token: {exc}", file=sys.stderr)
@@ -477,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--purpose",
         choices=sorted(PURPOSES),
         help="a declared purpose (unlocks sensitive records for the roles that allow it)",
+    )
+    token.add_argument(
+        "--scope",
+        action="append",
+        help="an OAuth scope, for a bureau client's token (repeatable), e.g. notify.subscriptions",
     )
 
     dead = sub.add_parser(
