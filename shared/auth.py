@@ -29,7 +29,9 @@ is one the platform knows.
 Bureau machine clients (a district bureau's system calling the API) get
 client-credential tokens from the same provider: role ``bureau`` and a
 ``scope`` claim (OAuth 2.0: space-separated) that ends up in
-``Identity.scopes``.
+``Identity.scopes``. Or they send an API key configured for the deployment
+(``shequ.apikeys``), which maps to the same kind of identity. Either way
+the scopes limit what the ``bureau`` role's rules allow (``shequ.policy``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 #: OAuth 2.0 scope tokens (RFC 6749 section 3.3), without the space that separates them.
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 MAX_TOKEN_LENGTH = 8192
+
+
+def valid_scope(name: str) -> bool:
+    """Whether ``name`` is one OAuth 2.0 scope token (RFC 6749 section 3.3)."""
+    return bool(_SCOPE.match(name))
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             communities=args.community or [],
             department=args.department,
             purpose=args.purpose,
+            scopes=args.scope or [],
         )
     except ValueError as exc:
         print(f"shequ token: {exc}", file=sys.stderr)
@@ -387,9 +388,43 @@ def cmd_contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bureau_key(args: argparse.Namespace) -> int:
+    """Issue a bureau client's API key: printed once; the deployment keeps only its hash."""
+    from shequ.apikeys import issue
+    from shequ.policy import service_tables
+
+    known = {
+        scope
+        for _, table, _ in service_tables()
+        for action in table.actions.values()
+        for scope in action.client_scopes
+    }
+    unknown = sorted(set(args.scope) - known)
+    if unknown:
+        print(f"shequ bureau key: no action needs the scope(s) {', '.join(unknown)}; "
+              f"scopes: {', '.join(sorted(known))}", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        key, entry = issue(args.name, args.scope)
+    except ValueError as exc:
+        print(f"shequ bureau key: {exc}", file=sys.stderr)
+        return 2
+    print(key)
+    print(json.dumps(entry, ensure_ascii=False))
+    print(
+        f"line 1 is the API key of {args.name}, shown only this once; give it to the client "
+        "(Authorization: ApiKey <key>). Line 2 is the entry to add to SHEQU_API_KEYS.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_bureau(args: argparse.Namespace) -> int:
     """Provision or remove another bureau's read-only AMQP access."""
     from shequ.bureau import BureauError, add_bureau, management_from, remove_bureau
+
+    if args.bureau_action == "key":
+        return cmd_bureau_key(args)
 
     amqp_uri = _server_uri(args, "amqp")
     management_url = os.environ.get("SHEQU_RABBITMQ_MANAGEMENT_URL")
@@ -444,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PURPOSES),
         help="a declared purpose (unlocks sensitive records for the roles that allow it)",
     )
+    token.add_argument(
+        "--scope",
+        action="append",
+        help="an OAuth scope, for a bureau client's token (repeatable), e.g. notify.subscriptions",
+    )
 
     dead = sub.add_parser(
         "dlq", aliases=["deadletters"], help="list or replay a service's dead letters"
@@ -496,7 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     for each in (contracts_check, contracts_release):
         each.add_argument("--released", type=Path, help="the snapshot (default: the package's)")
 
-    bureau = sub.add_parser("bureau", help="give another bureau read-only AMQP access")
+    bureau = sub.add_parser(
+        "bureau", help="give another bureau read-only AMQP access, or an API key"
+    )
     bureau_sub = bureau.add_subparsers(dest="bureau_action", required=True)
     bureau_add = bureau_sub.add_parser("add", help="provision a user, a queue and its bindings")
     _add_data_dir(bureau_add)
@@ -517,6 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
     bureau_remove = bureau_sub.add_parser("remove", help="delete its user and its queues")
     _add_data_dir(bureau_remove)
     bureau_remove.add_argument("name")
+    bureau_key = bureau_sub.add_parser(
+        "key", help="issue an API key for a bureau's machine client (an SHEQU_API_KEYS entry)"
+    )
+    bureau_key.add_argument("name", help="the client's name, e.g. civil-affairs")
+    bureau_key.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help="a client scope the key grants (repeat for more), e.g. notify.subscriptions",
+    )
 
     reconciling = sub.add_parser(
         "reconcile", help="check every report reached every consumer exactly once"

@@ -47,7 +47,16 @@ def interpolate(value: Any, environ: Mapping[str, str] | None = None) -> Any:
 
         result = _PLACEHOLDER.sub(replace, value)
         if whole and value != result:
-            return yaml.safe_load(result) if result else result
+            try:
+                return yaml.safe_load(result) if result else result
+            except yaml.YAMLError as exc:
+                # Not the value itself: it may be a credential.
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at column {mark.column + 1}" if mark is not None else ""
+                raise ConfigError(
+                    f"environment variable {whole.group('name')} does not parse as "
+                    f"YAML or JSON{where}"
+                ) from None
         return result
     if isinstance(value, Mapping):
         return {key: interpolate(item, env) for key, item in value.items()}

@@ -3,12 +3,14 @@
 ``route`` is nameko's ``http`` entrypoint with the platform's rules applied
 to every request, so a service's route bodies stay a few lines long:
 
-* authentication: a valid bearer token (``shequ.auth.TokenVerifier``) unless
-  the route is on the public allow-list (``shequ.public``); the caller's
-  ``Identity`` is ``request.identity``;
+* authentication: a valid bearer token (``shequ.auth.TokenVerifier``) or a
+  bureau client's API key (``Authorization: ApiKey <key>``,
+  ``shequ.apikeys``) unless the route is on the public allow-list
+  (``shequ.public``); the caller's ``Identity`` is ``request.identity``;
 * authorisation: every other route names its ``action``, and a caller none of
   whose roles has a rule for it in the service's table (``shequ.policy``)
-  gets 403 before the route runs;
+  gets 403 before the route runs (naming the client scope a bureau client
+  lacks, if that is why);
 * a body size limit (``MAX_BODY_BYTES``, 64 KiB by default), and in every
   JSON body and query string no key that begins with ``$`` or contains
   ``.`` (a MongoDB operator or path smuggled into a filter or update), no
@@ -50,6 +52,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from shequ.apikeys import ApiKeys, api_keys_from_config
 from shequ.auth import AuthSettings, TokenVerifier
 from shequ.errors import Forbidden, InvalidInput, ShequError, Unauthorized
 from shequ.metrics import HTTP_REQUEST_SECONDS
@@ -510,6 +513,7 @@ class Route(HttpRequestHandler):
         config = self.container.config
         self.max_body = int(config.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
         self.verifier = _shared_verifier(AuthSettings.from_config(config))
+        self.api_keys: ApiKeys = api_keys_from_config(config)
         self.limited = self.public and bool(set(self.method.split(",")) & WRITE_METHODS)
         self.limiter = _shared_limiter(
             float(config.get("RATE_LIMIT_PER_MINUTE", 30)), int(config.get("RATE_LIMIT_BURST", 10))
@@ -566,13 +570,25 @@ class Route(HttpRequestHandler):
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             request.identity = self.verifier.verify(header[7:].strip())  # type: ignore[attr-defined]
+        elif header.startswith("ApiKey "):
+            request.identity = self.api_keys.identify(header[7:].strip())  # type: ignore[attr-defined]
         elif not self.public:
-            raise Unauthorized("this route needs a bearer token (Authorization: Bearer ...)")
+            raise Unauthorized(
+                "this route needs a bearer token (Authorization: Bearer ...) "
+                "or a bureau client's key (Authorization: ApiKey ...)"
+            )
         if self.policy is not None and self.action_name and request.identity is not None:
             if not self.policy.permits(request.identity, self.action_name):  # type: ignore[attr-defined]
                 action = self.policy.action(self.action_name)
+                extra: dict[str, Any] = {}
+                detail = forbidden_detail(action)
+                missing = action.missing_client_scopes(request.identity)  # type: ignore[attr-defined]
+                if missing:
+                    extra["missing_scopes"] = list(missing)
+                    lacking = " or ".join(missing)
+                    detail += f"; this client's token or key lacks the scope {lacking}"
                 raise Forbidden(
-                    forbidden_detail(action), action=action.name, allowed_roles=list(action.roles())
+                    detail, action=action.name, allowed_roles=list(action.roles()), **extra
                 )
         check_query(request)
         if request.method in WRITE_METHODS and request.mimetype == "application/json":

@@ -24,6 +24,17 @@ personal data that needs one; every allowed use of it is logged with the
 purpose (``shequ.policy.access`` logger: action, object, roles and purpose,
 no personal data).
 
+Machine clients (role ``bureau``: a bureau's system, with a client-credential
+token or an API key, ``shequ.apikeys``) are limited further by OAuth scopes.
+An action with a ``bureau`` rule names the scope(s) such a client must hold
+(``client_scope: notify.subscriptions``, or a list: any one will do), and the
+bureau rule applies only to a caller whose ``scopes`` include one of them.
+The scopes are the platform's contract with its clients, so they are data
+here, beside the rules they unlock: ``<service>.<objects>`` (every scope
+begins with its service's name). A table giving ``bureau`` a rule without a
+``client_scope`` is refused at start, so no bureau grant is unscoped by
+accident; so is a ``client_scope`` on an action no bureau rule uses.
+
 Enforcement has two steps. The runtime (``shequ.http.Route``) checks every
 non-public route's ``action=`` before the handler runs: a caller none of
 whose roles has a rule for the action gets 403 naming the roles that may.
@@ -44,7 +55,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from shequ.auth import PURPOSES, ROLES
+from shequ.auth import PURPOSES, ROLES, valid_scope
 from shequ.errors import Forbidden
 
 log = logging.getLogger("shequ.policy.access")
@@ -52,6 +63,8 @@ log = logging.getLogger("shequ.policy.access")
 #: Object scopes, narrowest first.
 SCOPES = ("own", "cell", "department", "community", "district")
 FILE_NAME = "access.yaml"
+#: The role of machine clients, whose rules need a client scope (``client_scope``).
+MACHINE_ROLE = "bureau"
 
 
 class PolicyError(ValueError):
@@ -73,15 +86,24 @@ class Caller(Protocol):
     def purpose(self) -> str | None: ...
 
 
+def _client_scopes(caller: Caller) -> frozenset[str]:
+    """The caller's OAuth scopes (``Identity.scopes``); a caller without the claim has none."""
+    return frozenset(getattr(caller, "scopes", ()) or ())
+
+
 @dataclass(frozen=True)
 class Rule:
     role: str
     scope: str
     purpose: str | None = None
+    #: For a machine client's rule: the caller must hold one of these OAuth scopes.
+    client_scopes: frozenset[str] = frozenset()
 
     def applies(self, caller: Caller) -> bool:
-        return self.role in caller.roles and (
-            self.purpose is None or caller.purpose == self.purpose
+        return (
+            self.role in caller.roles
+            and (self.purpose is None or caller.purpose == self.purpose)
+            and (not self.client_scopes or bool(self.client_scopes & _client_scopes(caller)))
         )
 
 
@@ -91,6 +113,8 @@ class Action:
     summary: str
     rules: tuple[Rule, ...]
     sensitive: bool = False
+    #: The OAuth scopes (any one) a machine client needs for its rule (``client_scope``).
+    client_scopes: tuple[str, ...] = ()
 
     def roles(self) -> tuple[str, ...]:
         """The roles with a rule for this action, sorted."""
@@ -103,8 +127,22 @@ class Action:
             scopes = "/".join(
                 f"{r.scope}{f' with purpose {r.purpose}' if r.purpose else ''}" for r in rules
             )
+            if role == MACHINE_ROLE and self.client_scopes:
+                scopes += f" with client scope {' or '.join(self.client_scopes)}"
             parts.append(f"{role} ({scopes})")
         return ", ".join(parts)
+
+    def missing_client_scopes(self, caller: Caller) -> tuple[str, ...]:
+        """The scopes a machine client lacks for its rule here; empty if it lacks none.
+
+        Empty too for a caller who is not a machine client or an action without
+        a machine rule: then no scope would change the answer.
+        """
+        if MACHINE_ROLE not in caller.roles or not self.client_scopes:
+            return ()
+        if set(self.client_scopes) & _client_scopes(caller):
+            return ()
+        return self.client_scopes
 
 
 @dataclass(frozen=True)
@@ -279,7 +317,7 @@ def parse_policy(service: str, raw: Any, *, where: str = FILE_NAME) -> Policy:
         if not isinstance(entry, dict):
             problems.append(f"{at}: expected a mapping with 'summary' and 'rules'")
             continue
-        unknown_keys = set(entry) - {"summary", "rules", "sensitive"}
+        unknown_keys = set(entry) - {"summary", "rules", "sensitive", "client_scope"}
         if unknown_keys:
             problems.append(f"{at}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         summary = entry.get("summary")
@@ -289,10 +327,45 @@ def parse_policy(service: str, raw: Any, *, where: str = FILE_NAME) -> Policy:
         if not isinstance(sensitive, bool):
             problems.append(f"{at}: 'sensitive' is true or false")
         rules = _parse_rules(at, entry.get("rules"), problems)
-        actions[name] = Action(name, str(summary or ""), tuple(rules), bool(sensitive))
+        client_scopes = _parse_client_scopes(service, at, entry.get("client_scope"), problems)
+        machine = any(rule.role == MACHINE_ROLE for rule in rules)
+        if machine and not client_scopes and "client_scope" not in entry:
+            problems.append(
+                f"{at}: gives {MACHINE_ROLE} a rule but names no 'client_scope' "
+                "(the OAuth scope a machine client needs for it)"
+            )
+        if client_scopes and not machine:
+            problems.append(f"{at}: 'client_scope' without a {MACHINE_ROLE} rule to apply it to")
+        rules = [
+            Rule(r.role, r.scope, r.purpose, frozenset(client_scopes))
+            if r.role == MACHINE_ROLE
+            else r
+            for r in rules
+        ]
+        actions[name] = Action(
+            name, str(summary or ""), tuple(rules), bool(sensitive), client_scopes
+        )
     if problems:
         raise PolicyError("invalid authorisation table:\n  " + "\n  ".join(problems))
     return Policy(service, actions)
+
+
+def _parse_client_scopes(service: str, at: str, raw: Any, problems: list[str]) -> tuple[str, ...]:
+    """``client_scope``: one scope name or a list of them, each ``<service>.…``."""
+    if raw is None:
+        return ()
+    names = raw if isinstance(raw, list) else [raw]
+    good = []
+    for name in names:
+        if not isinstance(name, str) or not valid_scope(name):
+            problems.append(f"{at}: client_scope {name!r} is not an OAuth scope name")
+        elif not name.startswith(f"{service}."):
+            problems.append(f"{at}: client_scope {name!r} begins with the service's, '{service}.'")
+        else:
+            good.append(name)
+    if not names:
+        problems.append(f"{at}: 'client_scope' names no scope")
+    return tuple(sorted(set(good)))
 
 
 def _parse_rules(at: str, raw: Any, problems: list[str]) -> list[Rule]:
@@ -460,18 +533,20 @@ def authorisation_markdown() -> str:
         "`department`, `community`, `district`; a purpose in brackets means the rule",
         "applies only to a token declaring it); `·` means the role may not do it",
         "and the route answers 403. Actions marked † read sensitive personal data:",
-        "each use is logged with the caller's purpose.",
+        "each use is logged with the caller's purpose. *client scope* is the OAuth",
+        "scope a `bureau` machine client (token or API key) must hold for its rule.",
         "",
     ]
     for service, table, routes in service_tables():
         lines += [f"## {service}", ""]
-        lines.append("| action | " + " | ".join(roles) + " |")
-        lines.append("| --- | " + " | ".join("---" for _ in roles) + " |")
+        lines.append("| action | client scope | " + " | ".join(roles) + " |")
+        lines.append("| --- | --- | " + " | ".join("---" for _ in roles) + " |")
         for name in sorted(table.actions):
             action = table.actions[name]
             mark = " †" if action.sensitive else ""
             cells = " | ".join(_cell(action, role) for role in roles)
-            lines.append(f"| `{name}`{mark} | {cells} |")
+            client = " or ".join(f"`{scope}`" for scope in action.client_scopes) or "·"
+            lines.append(f"| `{name}`{mark} | {client} | {cells} |")
         lines += ["", "| route | action |", "| --- | --- |"]
         for method, url, action_name, _ in routes:
             if action_name is None:

@@ -29,6 +29,8 @@ create() {  # create NAME KEY=VALUE...
 }
 
 create shequ-platform jwt-secret="$(random)" cursor-secret="$(random)"
+# Bureau machine clients' API keys: none at install; add entries from `shequ bureau key`.
+create shequ-bureau-api-keys api-keys='[]'
 # The install job's broker account, and one per service (deploy/k8s/base/broker-accounts.yaml).
 create shequ-rabbitmq-init username=shequ-init password="$(random)"
 for service in grid notify disclosure mediation volunteer; do

@@ -296,6 +296,13 @@ def read_rules_from(table: Policy) -> tuple[ReadRule, ...]:
             return REDACTED
         return HIDDEN
 
+    # The route gate checks a machine client's scope for READ_ACTION only; the
+    # views below are derived by role, so the other read actions must not ask
+    # for a different scope, or holding the read scope would unlock them too.
+    scope = table.action(READ_ACTION).client_scopes
+    for other in (SENSITIVE_ACTION, REDACTED_ACTION):
+        if table.action(other).client_scopes not in ((), scope):
+            raise ValueError(f"{other}: client_scope must be {READ_ACTION}'s, {scope}")
     grouped: dict[tuple[str, str, str], set[str]] = {}
     for rule in table.action(READ_ACTION).rules:
         if rule.purpose is not None or rule.scope not in SCOPE_REACHES:

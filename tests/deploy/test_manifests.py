@@ -332,3 +332,18 @@ def test_every_service_sealing_personal_data_reads_its_keys_from_a_required_secr
         for name in (f"SHEQU_{service.upper()}_KEYS", f"SHEQU_{service.upper()}_ACTIVE_KEY"):
             ref = env[name]["valueFrom"]["secretKeyRef"]
             assert not ref.get("optional", False), (service, name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_reads_the_bureau_api_keys_from_the_one_required_secret(
+    overlay: str,
+) -> None:
+    """Every service checks bureau clients' keys itself (``shequ.apikeys``), so each needs them."""
+    docs = rendered(overlay)
+    for service in SERVICES:
+        spec = named(docs, "Deployment", f"shequ-{service}")["spec"]["template"]["spec"]
+        (container,) = [c for c in spec["containers"] if c["name"] == service]
+        env = {e["name"]: e for e in container.get("env", [])}
+        ref = env["SHEQU_API_KEYS"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "shequ-bureau-api-keys" and ref["key"] == "api-keys", service
+        assert not ref.get("optional", False), service

@@ -259,7 +259,7 @@ BUREAU = "mx-audit-bureau"
 
 
 def bureau(platform: Platform) -> requests.Session:
-    return platform.session("bureau", sub=BUREAU)
+    return platform.session("bureau", sub=BUREAU, scopes=["notify.subscriptions"])
 
 
 def _subscribe(platform: Platform, _: Any = None) -> Change:

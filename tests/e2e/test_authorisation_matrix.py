@@ -8,7 +8,10 @@ added, and a route whose runtime check disagrees with its table fails here.
 
 Expected outcomes are read off the table directly (a role may call a route
 when it has a rule for the route's action that needs no purpose), not through
-``shequ.policy``'s own functions.
+``shequ.policy``'s own functions. The ``bureau`` caller of the role matrix
+holds every client scope the tables name; a second matrix gives a bureau
+client every scope but the one an action needs (refused, naming it) and then
+only that one (admitted).
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ CALLERS = [*sorted(ROLES), None]
 SAME, OTHER = "hx-liushu", "hx-qingyuan"
 CELL = "ls-01"
 DEPARTMENT = "municipal"
+MACHINE = "bureau"
+#: Every OAuth scope some action asks of a machine client, read off the tables.
+CLIENT_SCOPES = sorted(
+    {
+        scope
+        for table in TABLES.values()
+        for a in table.actions.values()
+        for scope in a.client_scopes
+    }
+)
 
 
 def allowed_roles(action: str) -> set[str]:
@@ -67,15 +80,24 @@ def fill(path: str, operation: dict[str, Any], sub: str) -> str:
     return path
 
 
-def session_for(platform: Platform, role: str | None, community: str = SAME) -> requests.Session:
+def session_for(
+    platform: Platform,
+    role: str | None,
+    community: str = SAME,
+    scopes: list[str] | tuple[str, ...] | None = None,
+) -> requests.Session:
+    """A caller of ``role``; a machine client holds ``scopes``, by default every client scope."""
     if role is None:
         return requests.Session()
+    if scopes is None:
+        scopes = CLIENT_SCOPES if role == MACHINE else ()
     return platform.session(
         role,
         sub=f"mx-matrix-{role}",
         communities=(community,),
         department=DEPARTMENT,
         cells=(CELL,),
+        scopes=scopes,
     )
 
 
@@ -109,6 +131,58 @@ def test_every_route_admits_exactly_the_roles_its_table_names(
             elif status != 403 or response.json().get("action") != action:
                 wrong.append(f"{where}, expected 403 naming the action: {response.text[:200]}")
     assert checked > 0
+    assert wrong == []
+
+
+def machine_operations(platform: Platform, service: str) -> list[tuple[str, str, str, Any]]:
+    """(method, path, action, operation) of every operation whose action has a bureau rule."""
+    found = []
+    for path, items in document(platform, service)["paths"].items():
+        for method, operation in items.items():
+            action = operation.get("x-shequ-action")
+            if action is not None and MACHINE in allowed_roles(action):
+                found.append((method, path, action, operation))
+    return found
+
+
+def client_scopes_of(action: str) -> tuple[str, ...]:
+    return TABLES[action.split(".", 1)[0]].actions[action].client_scopes
+
+
+def test_every_bureau_rule_names_a_client_scope() -> None:
+    for table in TABLES.values():
+        for action in table.actions.values():
+            if MACHINE in action.roles():
+                assert action.client_scopes, action.name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_bureau_client_is_admitted_only_with_the_scope_of_each_action(
+    platform: Platform, service: str
+) -> None:
+    sub = f"mx-matrix-{MACHINE}"
+    wrong = []
+    operations = machine_operations(platform, service)
+    if any(MACHINE in action.roles() for action in TABLES[service].actions.values()):
+        assert operations, f"{service}: bureau rules but no route to try them on"
+    for method, path, action, operation in operations:
+        needed = client_scopes_of(action)
+        url = f"{platform.url}{fill(path, operation, sub)}"
+        body = {"json": {}} if "requestBody" in operation else {}
+        others = [scope for scope in CLIENT_SCOPES if scope not in needed]
+        without = session_for(platform, MACHINE, scopes=others).request(
+            method.upper(), url, timeout=10, **body
+        )
+        where = f"{method.upper()} {path} ({action})"
+        problem = without.json() if without.status_code == 403 else {}
+        if problem.get("action") != action or problem.get("missing_scopes") != list(needed):
+            wrong.append(f"{where} without {needed}: {without.status_code} {without.text[:200]}")
+        for scope in needed:
+            with_it = session_for(platform, MACHINE, scopes=[scope]).request(
+                method.upper(), url, timeout=10, **body
+            )
+            if with_it.status_code in (401, 403):
+                wrong.append(f"{where} with {scope}: {with_it.status_code} {with_it.text[:200]}")
     assert wrong == []
 
 

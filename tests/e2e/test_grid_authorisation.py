@@ -16,6 +16,7 @@ import requests
 
 from shequ.auth import ROLES, mint_token
 from shequ_services.grid import workflow
+from shequ_services.grid.access import TABLE as ACCESS
 from tests.conftest import Platform
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.e2e
 API = "/api/v1/grid/incidents"
 SAME, OTHER = "hx-liushu", "hx-qingyuan"
 OTHER_DEPARTMENT = "mx-nobody"
+READ_SCOPES = ACCESS.action("grid.incident.read").client_scopes
 REPORTER = f"mx-reporter-{uuid.uuid4().hex[:8]}"
 
 RELATIONS = (
@@ -71,6 +73,8 @@ def caller(
         if relation == "dispatched_department"
         else OTHER_DEPARTMENT,
         "purpose": purpose,
+        # A machine client holds the scope its rules need (the matrix tests one without).
+        "scopes": READ_SCOPES if role == "bureau" else (),
     }
     return session_for(platform, [role], **claims)
 

@@ -79,7 +79,7 @@ def report(platform: Platform, cell: str = "qy-01") -> str:
 
 
 def subscribe(platform: Platform, url: str, sub: str) -> dict[str, Any]:
-    bureau = platform.session("bureau", sub=sub)
+    bureau = platform.session("bureau", sub=sub, scopes=["notify.subscriptions"])
     response = bureau.post(
         f"{platform.url}{NOTIFY}/subscriptions",
         json={"url": url, "event_types": ["shequ.grid.incident.reported"]},
@@ -149,7 +149,7 @@ def test_a_bureau_gets_each_event_signed_and_retried_until_its_endpoint_recovers
     assert event["data"]["incident_id"] == incident_id
     assert "gw-notify" not in last["body"].decode()
 
-    bureau = platform.session("bureau", sub="bureau-water")
+    bureau = platform.session("bureau", sub="bureau-water", scopes=["notify.subscriptions"])
     log_url = f"{platform.url}{NOTIFY}/subscriptions/{created['id']}/deliveries"
     delivered = wait_for(
         lambda: [
@@ -160,7 +160,7 @@ def test_a_bureau_gets_each_event_signed_and_retried_until_its_endpoint_recovers
         what="the delivery log to show it sent",
     )
     assert delivered[0]["attempts"] == 3
-    other = platform.session("bureau", sub="bureau-other")
+    other = platform.session("bureau", sub="bureau-other", scopes=["notify.subscriptions"])
     assert other.get(log_url, timeout=10).status_code == 404
 
 
@@ -170,7 +170,7 @@ def test_an_endpoint_that_never_recovers_ends_dead_and_visible(
     receiver.script = [500] * 1000
     created = subscribe(platform, receiver.url, "bureau-dead")
     incident_id = report(platform)
-    bureau = platform.session("bureau", sub="bureau-dead")
+    bureau = platform.session("bureau", sub="bureau-dead", scopes=["notify.subscriptions"])
     log_url = f"{platform.url}{NOTIFY}/subscriptions/{created['id']}/deliveries"
     dead = wait_for(
         lambda: bureau.get(log_url, params={"status": "dead"}, timeout=10).json()["items"],
@@ -190,7 +190,7 @@ def test_a_paused_subscription_receives_nothing_until_resumed_and_a_rotated_secr
     platform: Platform, receiver: Receiver
 ) -> None:
     created = subscribe(platform, receiver.url, "bureau-pause")
-    bureau = platform.session("bureau", sub="bureau-pause")
+    bureau = platform.session("bureau", sub="bureau-pause", scopes=["notify.subscriptions"])
     base = f"{platform.url}{NOTIFY}/subscriptions/{created['id']}"
     assert bureau.post(f"{base}/pause", timeout=10).json()["status"] == "paused"
     incident_id = report(platform)
@@ -317,7 +317,7 @@ def test_bad_rules_and_templates_are_refused_with_per_field_errors(platform: Pla
 
 
 def test_bad_subscriptions_and_contacts_are_refused(platform: Platform) -> None:
-    bureau = platform.session("bureau", sub="bureau-bad")
+    bureau = platform.session("bureau", sub="bureau-bad", scopes=["notify.subscriptions"])
     errors = problem(
         bureau.post(
             f"{platform.url}{NOTIFY}/subscriptions",

@@ -375,6 +375,22 @@ def test_a_service_configured_with_a_jwks_url_accepts_the_providers_tokens(
     assert response.status_code == 200, response.text
 
 
+def test_a_providers_client_credential_token_is_limited_by_its_scope(
+    provider_grid: tuple[Any, Provider],
+) -> None:
+    stack, idp = provider_grid
+    url = f"{stack.url}/api/v1/grid/incidents"
+
+    def get(scope: str) -> requests.Response:
+        token = idp.sign("k1", sub="client:water-hub", roles=["bureau"], scope=scope)
+        return requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    assert get("grid.incidents").status_code == 200
+    refused = get("notify.subscriptions")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["missing_scopes"] == ["grid.incidents"]
+
+
 def test_a_service_configured_with_a_jwks_url_refuses_development_tokens(
     provider_grid: tuple[Any, Provider],
 ) -> None:

@@ -18,6 +18,17 @@ def test_token_mints_a_verifiable_token_from_the_data_dirs_secret(
     assert identity.sub == "gw-7" and identity.communities == ("c1", "c2")
 
 
+def test_token_mints_a_bureau_clients_scopes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHEQU_JWT_SECRET", raising=False)
+    (tmp_path / "jwt-secret").write_text("k" * 48)
+    args = ["token", "--data-dir", str(tmp_path), "--role", "bureau", "--sub", "civil-affairs"]
+    assert main([*args, "--scope", "notify.subscriptions", "--scope", "grid.incidents"]) == 0
+    identity = verify_token(capsys.readouterr().out.strip(), secret="k" * 48)
+    assert identity.scopes == frozenset({"notify.subscriptions", "grid.incidents"})
+
+
 def test_token_without_a_secret_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,26 @@ def table(actions: dict[str, Any]) -> policy.Policy:
         ({"demo.x": {"summary": "s", "rules": {}}}, "needs 'rules'"),
         ({"demo.x": {"rules": {"admin": "own"}}}, "needs a 'summary'"),
         ({"demo.x": {"summary": "s", "rules": {"admin": "own"}, "who": 1}}, "unknown key(s) who"),
+        (
+            {"demo.x": {"summary": "s", "rules": {"bureau": "own"}}},
+            "gives bureau a rule but names no 'client_scope'",
+        ),
+        (
+            {"demo.x": {"summary": "s", "client_scope": "demo.x", "rules": {"admin": "own"}}},
+            "'client_scope' without a bureau rule",
+        ),
+        (
+            {"demo.x": {"summary": "s", "client_scope": "other.x", "rules": {"bureau": "own"}}},
+            "client_scope 'other.x' begins with the service's",
+        ),
+        (
+            {"demo.x": {"summary": "s", "client_scope": "demo x", "rules": {"bureau": "own"}}},
+            "client_scope 'demo x' is not an OAuth scope name",
+        ),
+        (
+            {"demo.x": {"summary": "s", "client_scope": [], "rules": {"bureau": "own"}}},
+            "'client_scope' names no scope",
+        ),
     ],
 )
 def test_a_broken_table_is_refused_at_load_saying_where(
@@ -207,6 +227,89 @@ def test_a_refused_use_is_not_logged_as_a_use(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.INFO, logger="shequ.policy.access"):
         assert not policy.allows(who("resident"), "demo.read", OBJECT)
     assert not caplog.records
+
+
+# -- machine clients: client scopes ---------------------------------------------------------
+
+MACHINE = table(
+    {
+        "demo.subscribe": {
+            "summary": "subscribe",
+            "client_scope": ["demo.subscriptions", "demo.all"],
+            "rules": {"bureau": "own", "admin": "district"},
+        },
+        "demo.peek": {"summary": "peek", "client_scope": "demo.peek", "rules": {"bureau": "own"}},
+    }
+)
+MINE = Target("subscription", "s-1", owners=("bureau:water",))
+
+
+def client(*scopes: str, roles: tuple[str, ...] = ("bureau",)) -> Identity:
+    return who(*roles, sub="bureau:water", scopes=frozenset(scopes))
+
+
+@pytest.mark.parametrize(
+    ("caller", "allowed"),
+    [
+        (client("demo.subscriptions"), True),
+        (client("demo.all"), True),
+        (client("demo.peek"), False),
+        (client(), False),
+        # A scope grants nothing without the role whose rule it unlocks.
+        (client("demo.subscriptions", roles=("resident",)), False),
+        # Another role's rule is not limited by the machine client's scopes.
+        (client(roles=("bureau", "admin")), True),
+    ],
+)
+def test_a_bureau_rule_applies_only_to_a_client_holding_one_of_its_scopes(
+    caller: Identity, allowed: bool
+) -> None:
+    policy.register(MACHINE)
+    assert MACHINE.permits(caller, "demo.subscribe") is allowed
+    assert policy.allows(caller, "demo.subscribe", MINE) is allowed
+    assert policy.reach(caller, "demo.subscribe").nothing is not allowed
+
+
+def test_the_missing_scope_is_named_only_when_it_is_why() -> None:
+    action = MACHINE.action("demo.subscribe")
+    assert action.missing_client_scopes(client("demo.peek")) == ("demo.all", "demo.subscriptions")
+    assert action.missing_client_scopes(client("demo.all")) == ()
+    assert action.missing_client_scopes(who("resident")) == ()
+    assert "bureau (own with client scope demo.all or demo.subscriptions)" in (
+        policy.forbidden_detail(action)
+    )
+
+
+def test_every_bureau_rule_of_every_service_names_its_scope_after_the_service() -> None:
+    for service, tbl, _ in TABLES:
+        for action in tbl.actions.values():
+            if "bureau" in action.roles():
+                assert action.client_scopes, action.name
+                assert all(s.startswith(f"{service}.") for s in action.client_scopes)
+
+
+def test_the_grid_refuses_a_sensitive_read_scope_unlike_the_read_scope() -> None:
+    from shequ_services.grid import domain
+    from shequ_services.grid.access import TABLE
+
+    raw = {"actions": {name: _raw(a) for name, a in TABLE.actions.items()}}
+    raw["actions"]["grid.incident.read_sensitive"]["client_scope"] = "grid.sensitive"
+    with pytest.raises(ValueError, match="client_scope must be grid.incident.read's"):
+        domain.read_rules_from(parse_policy("grid", raw))
+
+
+def _raw(action: policy.Action) -> dict[str, Any]:
+    """An action back in its ``access.yaml`` form."""
+    rules: dict[str, list[Any]] = {}
+    for rule in action.rules:
+        item = {"scope": rule.scope, "purpose": rule.purpose} if rule.purpose else rule.scope
+        rules.setdefault(rule.role, []).append(item)
+    out: dict[str, Any] = {"summary": action.summary, "rules": rules}
+    if action.client_scopes:
+        out["client_scope"] = list(action.client_scopes)
+    if action.sensitive:
+        out["sensitive"] = True
+    return out
 
 
 # -- the services' own tables ----------------------------------------------------------------
