@@ -108,7 +108,8 @@ def build_spec(service_cls: type) -> dict[str, Any]:
         openapi_version=OPENAPI_VERSION,
         plugins=[MarshmallowPlugin()],
         info={"description": _description(service_cls)},
-        security=[{"bearer": []}],
+        # Either one: a bearer token, or a bureau client's key (shequ.apikeys).
+        security=[{"bearer": []}, {"bureauKey": []}],
         tags=[
             {"name": name, "description": f"the {name} service's API"},
             {"name": OPERATIONS_TAG, "description": "health, readiness, metrics, this document"},
@@ -116,6 +117,15 @@ def build_spec(service_cls: type) -> dict[str, Any]:
     )
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    spec.components.security_scheme(
+        "bureauKey",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "a bureau client's key, sent as `ApiKey <key>` (`shequ bureau key`)",
+        },
     )
     spec.components.schema("Problem", schema=ProblemSchema)
     statuses = sorted(

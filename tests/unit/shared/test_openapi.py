@@ -121,6 +121,13 @@ def test_a_query_schema_is_expanded_into_parameters() -> None:
     assert [(p["in"], p["name"]) for p in things["parameters"]] == [("query", "colour")]
 
 
+def test_a_caller_authenticates_with_a_bearer_token_or_a_bureau_key() -> None:
+    document = build_spec(ToyService)
+    assert document["security"] == [{"bearer": []}, {"bureauKey": []}]
+    key = document["components"]["securitySchemes"]["bureauKey"]
+    assert (key["type"], key["in"], key["name"]) == ("apiKey", "header", "Authorization")
+
+
 def test_an_allow_listed_route_needs_no_token() -> None:
     metrics = build_spec(ToyService)["paths"]["/metrics"]["get"]
     assert metrics["security"] == []
