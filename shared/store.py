@@ -49,6 +49,68 @@ def lease_expired(lease_until: datetime | None, now: datetime) -> bool:
     return lease_until <= now
 
 
+class BacklogWindow:
+    """Reads the oldest items of a backlog without reading the whole backlog each time.
+
+    The embedded store reads every document a filter matches before it sorts
+    or limits, so "the oldest hundred pending" costs the whole pending set,
+    and draining a backlog batch by batch costs time quadratic in its size
+    (docs/performance.md). A full read therefore also notes a horizon: the
+    ``field`` value where it stopped, ``batches`` batches in (or later, once
+    it has found a batch). Later reads ask
+    only for items up to that horizon (a range on the same index), all of
+    them older than any beyond it, so the order is kept; once that range
+    holds less than a batch of wanted items, the next read is a full one
+    and notes a new horizon. One window per reader and per ``keep``: the
+    horizon is only a hint, so replicas need not share it.
+    """
+
+    def __init__(self, field: str, batches: int = 10) -> None:
+        self.field = field
+        self.batches = batches
+        self.horizon: Any = None
+
+    def oldest(
+        self,
+        collection: Any,
+        query: dict[str, Any],
+        projection: dict[str, Any],
+        order: list[tuple[str, int]],
+        wanted: int,
+        keep: Callable[[dict[str, Any]], bool],
+    ) -> list[dict[str, Any]]:
+        """Up to ``wanted`` documents matching ``query`` that ``keep`` accepts, in ``order``.
+
+        ``order`` must begin with ``field`` ascending, and ``query`` may bound
+        ``field`` only with ``$lte``; ``projection`` need not name ``field``.
+        """
+        projection = {**projection, self.field: 1}
+        if self.horizon is not None:
+            bounded = self._bounded(query, self.horizon)
+            found = [doc for doc in collection.find(bounded, projection).sort(order) if keep(doc)]
+            if len(found) >= wanted:
+                return found[:wanted]
+        self.horizon = None
+        found, seen = [], 0
+        for doc in collection.find(query, projection).sort(order):
+            seen += 1
+            if len(found) < wanted and keep(doc):
+                found.append(doc)
+            # Read on until a batch is found, however many are passed over
+            # (another reader's kinds, leased items), so the front of the
+            # backlog never hides what lies behind it.
+            if len(found) == wanted and seen >= wanted * self.batches:
+                self.horizon = doc[self.field]
+                break
+        return found
+
+    def _bounded(self, query: dict[str, Any], horizon: Any) -> dict[str, Any]:
+        condition = query.get(self.field)
+        if isinstance(condition, dict) and "$lte" in condition:
+            return {**query, self.field: {**condition, "$lte": min(condition["$lte"], horizon)}}
+        return {**query, self.field: {"$lte": horizon}}
+
+
 def as_record(document: dict[str, Any]) -> dict[str, Any]:
     """A stored document as the API shows it: ``_id`` becomes ``id``."""
     record = dict(document)

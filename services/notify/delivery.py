@@ -22,6 +22,7 @@ from typing import Any
 
 from shequ.contracts import REGISTRY, CloudEvent
 from shequ.metrics import NOTIFICATION_DELAY, NOTIFICATION_SECONDS, NOTIFICATIONS
+from shequ.store import BacklogWindow
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import Channel, ChannelError, Message, post_json
 from shequ_services.notify.domain import Contact, ContactChannel, RetryPolicy
@@ -119,9 +120,12 @@ class DeliveryWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rand: Callable[[], float] | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        windows: dict[tuple[str, ...] | None, BacklogWindow] | None = None,
     ) -> None:
         self.repo = repo
         self.stopping = stopping
+        #: Each pass's place in the due backlog, kept by the caller between passes.
+        self.windows = {} if windows is None else windows
         self.channels = channels
         self.settings = settings
         self.resolve_reporter = resolve_reporter
@@ -137,9 +141,11 @@ class DeliveryWorker:
         due for the next process, and a shutdown waits for one send at most.
         """
         handled = 0
+        window = self.windows.setdefault(kinds, BacklogWindow("due_at"))
         while handled < self.settings.batch:
             claimed = 0
-            for candidate in self.repo.due(self.clock(), kinds, self.settings.batch - handled):
+            wanted = self.settings.batch - handled
+            for candidate in self.repo.due(self.clock(), kinds, wanted, window):
                 if self.stopping():
                     return handled + claimed
                 delivery = self.repo.claim(candidate, self.clock(), self.settings.lease)

@@ -30,7 +30,7 @@ from shequ.pagination import Cursors, InvalidCursor, query_scope
 from shequ.reconcile import Effect
 from shequ.rpc import ServiceRpcProxy, rpc_calls
 from shequ.service import PlatformService
-from shequ.store import Store
+from shequ.store import BacklogWindow, Store
 from shequ.timers import container_stopping, timer
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
@@ -149,6 +149,8 @@ class Delivery(DependencyProvider):
         )
         self.seed_file = Path(config.get("NOTIFY_RULES_FILE") or SEED_FILE)
         self.seeded = threading.Event()
+        #: The delivery passes' places in the due backlog (``BacklogWindow``), per kinds.
+        self.windows: dict[tuple[str, ...] | None, BacklogWindow] = {}
 
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""
@@ -324,6 +326,7 @@ class NotifyService(PlatformService):
             self.delivery.settings,
             resolve_reporter=self.reporters,
             stopping=self.delivery.stopping,
+            windows=self.delivery.windows,
         )
 
     # Compatibility with the first slice: notifications about one subject.

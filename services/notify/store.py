@@ -36,7 +36,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from shequ import sealing
 from shequ.contracts import notify as contract
-from shequ.store import Repository, Store, as_record, lease_expired
+from shequ.store import BacklogWindow, Repository, Store, as_record, lease_expired
 from shequ_services.notify.domain import (
     Contact,
     ContactChannel,
@@ -350,29 +350,36 @@ class NotifyRepository(Repository):
 
     # The delivery worker's side.
 
-    def due(self, now: datetime, kinds: tuple[str, ...] | None, limit: int) -> list[dict[str, Any]]:
+    def due(
+        self,
+        now: datetime,
+        kinds: tuple[str, ...] | None,
+        limit: int,
+        window: BacklogWindow | None = None,
+    ) -> list[dict[str, Any]]:
         """Deliveries due now, of ``kinds``, not leased: candidates for ``claim``, oldest first.
 
         Read through the ``(status, due_at)`` index, with the kind and the
         lease checked here: a filter naming more than the index holds reads
         the whole collection on the embedded store (``Repository.compare_and_set``).
         Outside any transaction: on the embedded store a long read inside
-        one holds up every other transaction (docs/performance.md).
+        one holds up every other transaction (docs/performance.md). With a
+        ``window`` kept between calls, a backlog is not read whole each time.
         """
-        found = (
-            self.db[DELIVERIES]
-            .find({"status": PENDING, "due_at": {"$lte": now}}, {"kind": 1, "lease_until": 1})
-            .sort("due_at", ASCENDING)
-        )
-        candidates = []
-        for delivery in found:
-            if (not kinds or delivery["kind"] in kinds) and lease_expired(
+
+        def claimable(delivery: dict[str, Any]) -> bool:
+            return (not kinds or delivery["kind"] in kinds) and lease_expired(
                 delivery.get("lease_until"), now
-            ):
-                candidates.append(delivery)
-                if len(candidates) == limit:
-                    break
-        return candidates
+            )
+
+        return (window or BacklogWindow("due_at")).oldest(
+            self.db[DELIVERIES],
+            {"status": PENDING, "due_at": {"$lte": now}},
+            {"kind": 1, "lease_until": 1},
+            [("due_at", ASCENDING)],
+            limit,
+            claimable,
+        )
 
     def claim(
         self, candidate: dict[str, Any], now: datetime, lease: timedelta
