@@ -136,3 +136,42 @@ def test_the_relay_publishes_with_confirms_and_marks_entries_sent(
     assert received[0].properties["delivery_mode"] == 2
     assert database[OUTBOX].count_documents({"status": "sent"}) == 3
     assert relay.pending_count() == 0
+
+
+def test_the_relay_marks_sent_only_what_the_broker_confirmed(
+    database: Any, servers: Servers
+) -> None:
+    """A full queue that rejects publishes makes the broker nack part of one batch."""
+    things = repository(database)
+    for n in range(5):
+        things.run_in_transaction(lambda n=n: things.happen(f"p-{n}"))
+    queue_name = f"test-relay-full-{uuid.uuid4().hex[:8]}"
+    with kombu.Connection(servers.amqp_uri) as connection:
+        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
+        queue = kombu.Queue(
+            queue_name,
+            exchange,
+            routing_key="thing.happened",
+            auto_delete=False,
+            queue_arguments={"x-max-length": 2, "x-overflow": "reject-publish"},
+        )
+        bound = queue(connection.default_channel)
+        bound.declare()
+        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        try:
+            assert relay.relay_once() == 2
+            sent = {e["body"]["subject"] for e in database[OUTBOX].find({"status": "sent"})}
+            assert sent == {"p-0", "p-1"}
+            retried = list(database[OUTBOX].find({"status": "pending"}))
+            assert sorted(e["body"]["subject"] for e in retried) == ["p-2", "p-3", "p-4"]
+            assert all(e["lease_until"] is None for e in retried)
+            bound.purge()
+            assert relay.relay_once() == 2
+            bound.purge()
+            assert relay.relay_once() == 1
+            assert relay.relay_once() == 0
+        finally:
+            relay.stop()
+            bound.delete()
+    assert database[OUTBOX].count_documents({"status": "sent"}) == 5
+    assert relay.pending_count() == 0
