@@ -34,6 +34,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import amqp
 import kombu
 from kombu.exceptions import KombuError
 from pymongo.client_session import ClientSession
@@ -114,7 +115,6 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._connection: kombu.Connection | None = None
         self._channel: Any = None
-        self._producer: kombu.Producer | None = None
         self._delivery_tag = 0
         self._tracker: ConfirmTracker | None = None
         self._exchanges: dict[str, kombu.Exchange] = {}
@@ -277,23 +277,25 @@ class OutboxRelay:
         OUTBOX_OLDEST_PENDING_SECONDS.labels(self.service).set(max(age, 0.0))
 
     def _publish(self, entry: dict[str, Any]) -> None:
-        """Send one entry on the confirm-mode channel; its confirm is read later."""
-        exchange = self._exchanges.get(entry["exchange"])
-        if exchange is None:
-            exchange = kombu.Exchange(entry["exchange"], type="topic", durable=True)
-            exchange(self._channel).declare()
-            self._exchanges[entry["exchange"]] = exchange
-        assert self._producer is not None
-        self._producer.publish(
-            json.dumps(entry["body"], ensure_ascii=False),
-            exchange=exchange,
-            routing_key=entry["routing_key"],
+        """Send one entry on the confirm-mode channel; its confirm is read later.
+
+        A bare py-amqp message, not a kombu ``Producer``: the producer's
+        per-message work (serializer lookup, property merging) cost more
+        than the publish itself.
+        """
+        exchange = entry["exchange"]
+        if exchange not in self._exchanges:
+            declared = kombu.Exchange(exchange, type="topic", durable=True)
+            declared(self._channel).declare()
+            self._exchanges[exchange] = declared
+        message = amqp.Message(
+            json.dumps(entry["body"], ensure_ascii=False).encode("utf-8"),
             content_type=CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=2,
             message_id=entry["_id"],
-            retry=False,
         )
+        self._channel.basic_publish(message, exchange=exchange, routing_key=entry["routing_key"])
         self._delivery_tag += 1
 
     def _ensure_connection(self) -> kombu.Connection:
@@ -307,7 +309,6 @@ class OutboxRelay:
             channel.events["basic_nack"].add(self._on_nack)
             self._connection = connection
             self._channel = channel
-            self._producer = kombu.Producer(channel, auto_declare=False)
             self._delivery_tag = 0
             self._exchanges = {}
         return self._connection
@@ -328,4 +329,3 @@ class OutboxRelay:
                 log.debug("closing the relay's broker connection failed", exc_info=True)
             self._connection = None
             self._channel = None
-            self._producer = None
