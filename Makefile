@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FANOUT_ARGS ?=
 SOAK_ARGS ?=
 
 .PHONY: setup system-packages demo up catalogue authorisation test test-unit test-integration test-e2e test-browser test-fault test-deploy test-monitoring bench bench-volunteer soak fault-figures lint format clean
@@ -77,6 +78,7 @@ fault-figures: setup
 bench: setup
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/disclosure_log.py $(BENCH_ARGS)
 	$(BIN)/python bench/volunteer_matching.py
+	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/fanout.py $(FANOUT_ARGS)
 
 # Ranking volunteers for one task among 10,000 (target: 20 ms per task). The
 # `make bench` runs it too.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -251,8 +252,11 @@ class _OutboxOnly(Repository):
     """A repository with nothing but the outbox, for the relay's indexes."""
 
 
-def relay_rate(amqp_uri: str, mongo_uri: str, events: int, batch_size: int = 100) -> dict[str, Any]:
-    """The relay draining ``events`` pending entries into a bound durable queue."""
+def relay_rate(
+    amqp_uri: str, mongo_uri: str, events: int, batch_size: int = 100, queues: int = 1
+) -> dict[str, Any]:
+    """The relay draining a backlog of ``events`` pending entries into ``queues`` bound
+    durable queues (each event is routed to every one of them, as to each subscriber)."""
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_uri, tz_aware=True)
     name = f"bench_relay_{uuid.uuid4().hex[:8]}"
     db = client[name]
@@ -281,7 +285,10 @@ def relay_rate(amqp_uri: str, mongo_uri: str, events: int, batch_size: int = 100
         )
     for start in range(0, len(entries), 1000):
         db[OUTBOX].insert_many(entries[start : start + 1000])
-    queue = _bound_queue(amqp_uri, "benchrelay.events", grid_events.INCIDENT_REPORTED_V1.name)
+    bound = [
+        _bound_queue(amqp_uri, "benchrelay.events", grid_events.INCIDENT_REPORTED_V1.name)
+        for _ in range(queues)
+    ]
     relay = OutboxRelay(db, amqp_uri=amqp_uri, service="benchrelay", batch_size=batch_size)
     sent = 0
     started = time.perf_counter()
@@ -295,14 +302,16 @@ def relay_rate(amqp_uri: str, mongo_uri: str, events: int, batch_size: int = 100
     finally:
         relay.stop()
     left = relay.pending_count()
-    consumed = _delete_queue(amqp_uri, queue)
+    held = [_delete_queue(amqp_uri, queue) for queue in bound]
     client.drop_database(name)
     client.close()
-    if left or consumed != events:
-        raise RuntimeError(f"relay: {left} left pending, {consumed} of {events} in the queue")
+    if left or any(count != events for count in held):
+        raise RuntimeError(f"relay: {left} left pending, {held} of {events} in the queues")
     return {
         "confirmed_per_s": round(events / elapsed, 1),
+        "drain_seconds": round(elapsed, 2),
         "events": events,
+        "queues": queues,
         "batch_size": relay.batch_size,
         **snapshot(),
     }
@@ -758,6 +767,30 @@ def table(result: dict[str, Any]) -> str:
             )
     if b:
         rows.append(f"| plain nameko baseline, reports/s | {f(b['incidents_per_s'])} | {load(b)} |")
+    scaling = result.get("scaling", {})
+    for run in scaling.get("fanout_width", []):
+        rows.append(
+            f"| relay into {run['queues']} bound queue(s), confirmed events/s "
+            f"({run['events']:,} events) | {f(run['confirmed_per_s'])} | {load(run)} |"
+        )
+    for run in scaling.get("backlog_drain", []):
+        rows.append(
+            f"| relay drains a backlog of {run['events']:,}, seconds "
+            f"| {f(run['drain_seconds'])} | {load(run)} |"
+        )
+    for run in result.get("disclosure", {}).get("runs", []):
+        inclusion = run["proofs"]["inclusion"]["repository"]
+        rows.append(
+            f"| disclosure inclusion proof at {run['size']:,} entries, median / p95 ms "
+            f"({run['measured_at'][:10]}) | {inclusion['median_us'] / 1000:.1f} / "
+            f"{inclusion['p95_us'] / 1000:.1f} | {run['load_average']:.1f} |"
+        )
+    volunteer = result.get("volunteer")
+    if volunteer:
+        rows.append(
+            f"| volunteer ranking among {volunteer['volunteers']:,}, worst p95 ms "
+            f"| {volunteer['worst_p95_ms']:.1f} | {volunteer['load_average_1m']:.1f} |"
+        )
     rows += ["", "| ratio | value | target |", "| --- | ---: | --- |"]
     targets = {
         "relay_to_stock_dispatch": ">= 3",
@@ -789,10 +822,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="events for the relay and stock dispatch")
     parser.add_argument("--incidents", type=int, help="reports for the sustained rate")
     parser.add_argument("--reporters", type=int, default=8)
+    parser.add_argument("--backlogs", help="backlog sizes the relay drains, e.g. 1000,10000,100000")
+    parser.add_argument("--widths", default="1,5,20", help="queues bound to the relay's exchange")
     parser.add_argument("--paced-seconds", type=float, help="seconds of each paced load")
     parser.add_argument("--settle", type=float, default=900.0, help="max seconds for a fan-out")
     parser.add_argument(
-        "--skip", default="", help="comma list of: ceilings,relay,platform,baseline"
+        "--skip", default="", help="comma list: ceilings,relay,scaling,platform,baseline"
     )
     parser.add_argument("--no-write", action="store_true", help="print, write no files")
     args = parser.parse_args(argv)
@@ -802,7 +837,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.events = args.events or defaults[2]
     args.incidents = args.incidents or defaults[3]
     args.paced_seconds = args.paced_seconds or defaults[4]
+    args.backlogs = [
+        int(n) for n in (args.backlogs or ("1000" if args.quick else "1000,10000")).split(",")
+    ]
+    args.widths = [int(n) for n in args.widths.split(",") if n]
     skip = {part for part in args.skip.split(",") if part}
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the front door's access lines
     result = run(args, skip)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -885,6 +926,20 @@ def measure_all(
         progress(f"  relay {out['relay']['confirmed_per_s']:.0f} confirmed/s")
         out["stock_dispatch"] = stock_dispatch_rate(amqp_uri, args.events)
         progress(f"  stock dispatch {out['stock_dispatch']['confirmed_per_s']:.0f} confirmed/s")
+    if "scaling" not in skip:
+        scaling: dict[str, Any] = {"fanout_width": [], "backlog_drain": []}
+        width_events = min(args.events, 2000)
+        for width in args.widths:
+            progress(f"scaling: relay into {width} bound queue(s), {width_events} events")
+            run_ = relay_rate(amqp_uri, mongo_uri, width_events, queues=width)
+            scaling["fanout_width"].append(run_)
+            progress(f"  {run_['confirmed_per_s']:.0f} confirmed/s")
+        for backlog in args.backlogs:
+            progress(f"scaling: the relay drains a backlog of {backlog:,}")
+            run_ = relay_rate(amqp_uri, mongo_uri, backlog)
+            scaling["backlog_drain"].append(run_)
+            progress(f"  drained in {run_['drain_seconds']:.1f} s")
+        out["scaling"] = scaling
     if "platform" not in skip:
         progress("the platform")
         out["platform"] = measure_platform(Platform(stack), args)

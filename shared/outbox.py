@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: The order events leave the outbox in: the order they were written.
 ORDER = [("created_at", 1), ("_id", 1)]
+#: How many batches ahead a full read of the pending entries sets the horizon
+#: that the next claims read up to (``OutboxRelay._candidates``).
+HORIZON_BATCHES = 10
 
 
 class ConfirmTracker:
@@ -117,6 +121,7 @@ class OutboxRelay:
         self._channel: Any = None
         self._delivery_tag = 0
         self._tracker: ConfirmTracker | None = None
+        self._horizon: datetime | None = None
         self._exchanges: dict[str, kombu.Exchange] = {}
         self.running = False
 
@@ -237,12 +242,7 @@ class OutboxRelay:
         (``Repository.compare_and_set`` says why not in one filter).
         """
         outbox = self.db[OUTBOX]
-        candidates: list[str] = []
-        for entry in outbox.find({"status": "pending"}, {"lease_until": 1}).sort(ORDER):
-            if lease_expired(entry.get("lease_until"), now):
-                candidates.append(entry["_id"])
-                if len(candidates) == self.batch_size:
-                    break
+        candidates = self._candidates(now)
         if not candidates:
             return []
         lease = {"lease_until": now + self.lease, "lease_owner": uuid.uuid4().hex}
@@ -264,6 +264,48 @@ class OutboxRelay:
 
         with self.db.client.start_session() as session:
             return session.with_transaction(lease_still_claimable)
+
+    def _candidates(self, now: datetime) -> list[str]:
+        """The ids of the oldest claimable entries, at most a batch, in order.
+
+        The embedded store reads and sorts every pending entry for a query
+        on ``status`` alone, so with a backlog each claim cost the whole
+        backlog and draining it took time quadratic in its size. A full read
+        therefore also notes a horizon: the ``created_at`` of the
+        ``HORIZON_BATCHES``-th batch's last pending entry. The next claims
+        first read only the pending entries up to that horizon (a range on
+        the same index), which are all older than any beyond it, so the
+        order is kept; when that range holds less than a batch of claimable
+        entries, the full read runs again and notes a new horizon.
+        """
+        outbox = self.db[OUTBOX]
+        if self._horizon is not None:
+            ranged = self._claimable(
+                outbox.find(
+                    {"status": "pending", "created_at": {"$lte": self._horizon}},
+                    {"lease_until": 1, "created_at": 1},
+                ).sort(ORDER),
+                now,
+            )
+            if len(ranged) >= self.batch_size:
+                return ranged[: self.batch_size]
+        self._horizon = None
+        candidates: list[str] = []
+        seen = 0
+        for entry in outbox.find({"status": "pending"}, {"lease_until": 1, "created_at": 1}).sort(
+            ORDER
+        ):
+            seen += 1
+            if len(candidates) < self.batch_size and lease_expired(entry.get("lease_until"), now):
+                candidates.append(entry["_id"])
+            if seen == self.batch_size * HORIZON_BATCHES:
+                self._horizon = entry["created_at"]
+                break
+        return candidates
+
+    @staticmethod
+    def _claimable(entries: Iterable[dict[str, Any]], now: datetime) -> list[str]:
+        return [e["_id"] for e in entries if lease_expired(e.get("lease_until"), now)]
 
     def pending_count(self) -> int:
         return self.db[OUTBOX].count_documents({"status": "pending"})
