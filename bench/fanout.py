@@ -639,6 +639,20 @@ def measure_baseline(
                 process.kill()
         client.drop_database(database)
         client.close()
+        _delete_plain_queues(amqp_uri)
+
+
+def _plain_queue(service: str) -> str:
+    return f"evt-plaingrid-incident_reported--plain{service}.on_incident_reported"
+
+
+def _delete_plain_queues(amqp_uri: str) -> None:
+    """Leave nothing behind on an external broker for the next run to consume."""
+    with kombu.Connection(amqp_uri) as connection:
+        for service in ("notify", "disclosure", "mediation", "volunteer"):
+            channel = connection.channel()
+            channel.queue_delete(_plain_queue(service))
+            channel.close()
 
 
 def _plain_consumers() -> tuple[str, ...]:
@@ -649,7 +663,7 @@ def _queues_ready(amqp_uri: str, consumers: int) -> bool:
     """Every plain consumer has declared its queue and is consuming from it."""
     with kombu.Connection(amqp_uri) as connection:
         for service in ("notify", "disclosure", "mediation", "volunteer")[:consumers]:
-            queue = f"evt-plaingrid-incident_reported--plain{service}.on_incident_reported"
+            queue = _plain_queue(service)
             try:
                 channel = connection.channel()
                 _, _, listeners = channel.queue_declare(queue, passive=True)
