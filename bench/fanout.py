@@ -394,6 +394,8 @@ class Platform:
                 if sub.source_service == "grid" and sub.event_name == "incident.reported":
                     self.handlers.append((service, sub.method))
         self.session = requests.Session()
+        # As many pooled connections as the paced reports' threads, so none is set up per report.
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
         self.session.headers["Authorization"] = f"Bearer {self.token}"
         self.lock = threading.Lock()
         self.number = 0
@@ -736,7 +738,8 @@ def table(result: dict[str, Any]) -> str:
         return f"{value:,}{unit}"
 
     def load(part: dict[str, Any]) -> str:
-        return f"{part['load_average_1m']:.1f}" if "load_average_1m" in part else ""
+        value = part.get("load_average_1m")
+        return "not recorded" if value is None else f"{value:.1f}"
 
     rows = [
         f"Run of {result['measured_at']} (revision {result['revision']}, "
@@ -797,7 +800,7 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"| disclosure inclusion proof at {run['size']:,} entries, median / p95 ms "
             f"({run['measured_at'][:10]}) | {inclusion['median_us'] / 1000:.1f} / "
-            f"{inclusion['p95_us'] / 1000:.1f} | {run['load_average']:.1f} |"
+            f"{inclusion['p95_us'] / 1000:.1f} | {load({'load_average_1m': run['load_average']})} |"
         )
     volunteer = result.get("volunteer")
     if volunteer:
@@ -812,7 +815,10 @@ def table(result: dict[str, Any]) -> str:
         "to_baseline": ">= 0.7",
     }
     for key, target in targets.items():
-        rows.append(f"| `ratios.{key}` | {f(q.get(key))} | {target} |")
+        value = q.get(key)
+        rows.append(
+            f"| `ratios.{key}` | {'not measured' if value is None else f'{value:.2f}'} | {target} |"
+        )
     if p:
         rows.append(f"| `platform.p99_ms_at_50pct` | {f(p.get('p99_ms_at_50pct'))} | <= 100 |")
     if p.get("store_writes_per_incident"):

@@ -88,5 +88,5 @@ def test_results_render_into_the_table(fanout: ModuleType) -> None:
     }
     table = fanout.table(result)
     assert "| outbox relay, confirmed events/s (batch of 100) | 900 | 1.0 |" in table
-    assert "| `ratios.relay_to_stock_dispatch` | 3.0 | >= 3 |" in table
+    assert "| `ratios.relay_to_stock_dispatch` | 3.00 | >= 3 |" in table
     assert "Store writes per report: 40.0" in table
