@@ -57,6 +57,8 @@ test-monitoring: setup
 # Benchmarks measure and assert nothing about speed, so they stay out of
 # `make test`. The disclosure log's writes bench/results/disclosure.json and the
 # table in docs/performance.md; BENCH_ARGS="--sizes 1000,100000" runs fewer sizes.
+# The fan-out benchmark (bench/fanout.py) writes bench/results/latest.json, with
+# the others' results merged, and its table there; FANOUT_ARGS="--quick" is short.
 # The soak run: a stack of its own, 10,000 reports, random consumer kills and
 # one broker restart, then reconciliation (bench/results/soak.json and the
 # generated table in docs/reliability.md). SOAK_ARGS="--incidents 1000" is shorter.
