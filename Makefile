@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FANOUT_ARGS ?=
 SOAK_ARGS ?=
 
 .PHONY: setup system-packages demo up catalogue authorisation test test-unit test-integration test-e2e test-browser test-fault test-deploy test-monitoring bench bench-volunteer soak fault-figures lint format clean
@@ -56,6 +57,8 @@ test-monitoring: setup
 # Benchmarks measure and assert nothing about speed, so they stay out of
 # `make test`. The disclosure log's writes bench/results/disclosure.json and the
 # table in docs/performance.md; BENCH_ARGS="--sizes 1000,100000" runs fewer sizes.
+# The fan-out benchmark (bench/fanout.py) writes bench/results/latest.json, with
+# the others' results merged, and its table there; FANOUT_ARGS="--quick" is short.
 # The soak run: a stack of its own, 10,000 reports, random consumer kills and
 # one broker restart, then reconciliation (bench/results/soak.json and the
 # generated table in docs/reliability.md). SOAK_ARGS="--incidents 1000" is shorter.
@@ -77,6 +80,7 @@ fault-figures: setup
 bench: setup
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/disclosure_log.py $(BENCH_ARGS)
 	$(BIN)/python bench/volunteer_matching.py
+	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/python bench/fanout.py $(FANOUT_ARGS)
 
 # Ranking volunteers for one task among 10,000 (target: 20 ms per task). The
 # `make bench` runs it too.

@@ -12,17 +12,21 @@ once as the service builds it once per process (and keeps current with
 ``put``); the service's database reads per task (the recent loads) are not
 part of this figure.
 
-Figures are wall-clock per task on this machine (median and 95th percentile).
+Figures are wall-clock per task on this machine (median and 95th percentile),
+also written to ``bench/results/volunteer.json`` for ``bench/fanout.py`` to merge.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import statistics
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from datetime import time as clock
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from shequ_services.volunteer.domain import Skill, Volunteer, Window
@@ -32,6 +36,7 @@ VOLUNTEERS = 10_000
 TASKS = 2_000
 SKILLS = ("visiting", "cleaning", "legal_aid", "counselling", "first_aid", "tutoring", "repair")
 TARGET_MS = 20.0
+RESULTS = Path(__file__).resolve().parent / "results" / "volunteer.json"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
@@ -87,7 +92,7 @@ def per_task_ms(work: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.95)] * 1000
 
 
-def measure(label: str, cells: int) -> float:
+def measure(label: str, cells: int) -> dict[str, float]:
     rng = random.Random(cells)
     ids, adjacency = grid_adjacency(cells)
     people = volunteers(rng, ids)
@@ -108,16 +113,35 @@ def measure(label: str, cells: int) -> float:
         f"{label:<26} index built once in {build_ms:6.1f} ms | per task: median {median:6.3f} ms,"
         f" p95 {p95:6.3f} ms, max {max(ranked) * 1000:6.3f} ms | {found / len(tasks):4.1f} ranked"
     )
-    return p95
+    return {
+        "cells": cells,
+        "median_ms": round(median, 3),
+        "p95_ms": round(p95, 3),
+        "max_ms": round(max(ranked) * 1000, 3),
+        "index_build_ms": round(build_ms, 1),
+    }
 
 
 def main() -> int:
     print(f"{VOLUNTEERS:,} volunteers, {TASKS:,} tasks per layout, Python {sys.version.split()[0]}")
-    worst = max(
-        measure("district: 1,000 cells", 1000),
-        measure("sub-district: 120 cells", 120),
-        measure("one community: 13 cells", 13),
-    )
+    layouts = {
+        "district": measure("district: 1,000 cells", 1000),
+        "sub_district": measure("sub-district: 120 cells", 120),
+        "community": measure("one community: 13 cells", 13),
+    }
+    worst = max(layout["p95_ms"] for layout in layouts.values())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "volunteers": VOLUNTEERS,
+        "tasks_per_layout": TASKS,
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "layouts": layouts,
+        "worst_p95_ms": round(worst, 3),
+        "target_ms": TARGET_MS,
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     verdict = "within" if worst <= TARGET_MS else "OVER"
     print(f"worst p95 per task {worst:.3f} ms: {verdict} the {TARGET_MS:.0f} ms target")
     return 0 if worst <= TARGET_MS else 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
 import pytest
 
 from shequ.contracts import new_event
-from shequ.outbox import OutboxRelay
+from shequ.outbox import HORIZON_BATCHES, OutboxRelay
 from shequ.store import OUTBOX, AlreadyProcessed, Repository, ensure_indexes
 from tests.conftest import Servers
 from tests.support.flaky import THING_HAPPENED_V1
@@ -136,3 +137,82 @@ def test_the_relay_publishes_with_confirms_and_marks_entries_sent(
     assert received[0].properties["delivery_mode"] == 2
     assert database[OUTBOX].count_documents({"status": "sent"}) == 3
     assert relay.pending_count() == 0
+
+
+def test_the_relay_marks_sent_only_what_the_broker_confirmed(
+    database: Any, servers: Servers
+) -> None:
+    """A full queue that rejects publishes makes the broker nack part of one batch."""
+    things = repository(database)
+    for n in range(5):
+        things.run_in_transaction(lambda n=n: things.happen(f"p-{n}"))
+    queue_name = f"test-relay-full-{uuid.uuid4().hex[:8]}"
+    with kombu.Connection(servers.amqp_uri) as connection:
+        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
+        queue = kombu.Queue(
+            queue_name,
+            exchange,
+            routing_key="thing.happened",
+            auto_delete=False,
+            queue_arguments={"x-max-length": 2, "x-overflow": "reject-publish"},
+        )
+        bound = queue(connection.default_channel)
+        bound.declare()
+        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        try:
+            assert relay.relay_once() == 2
+            sent = {e["body"]["subject"] for e in database[OUTBOX].find({"status": "sent"})}
+            assert sent == {"p-0", "p-1"}
+            retried = list(database[OUTBOX].find({"status": "pending"}))
+            assert sorted(e["body"]["subject"] for e in retried) == ["p-2", "p-3", "p-4"]
+            assert all(e["lease_until"] is None for e in retried)
+            bound.purge()
+            assert relay.relay_once() == 2
+            bound.purge()
+            assert relay.relay_once() == 1
+            assert relay.relay_once() == 0
+        finally:
+            relay.stop()
+            bound.delete()
+    assert database[OUTBOX].count_documents({"status": "sent"}) == 5
+    assert relay.pending_count() == 0
+
+
+def test_a_backlog_leaves_in_order_through_the_claim_horizon(
+    database: Any, servers: Servers
+) -> None:
+    """More than ``HORIZON_BATCHES`` batches pending: the claims after the first
+    read only up to the horizon, and still publish every entry once, in order,
+    including one leased by another relay whose lease then runs out."""
+    things = repository(database)
+    count = 3 * HORIZON_BATCHES + 5
+    for n in range(count):
+        things.run_in_transaction(lambda n=n: things.happen(f"h-{n:03d}"))
+    leased_elsewhere = database[OUTBOX].find_one({"body.subject": "h-004"})
+    database[OUTBOX].update_one(
+        {"_id": leased_elsewhere["_id"]},
+        {"$set": {"lease_until": datetime.now(UTC) + timedelta(hours=1)}},
+    )
+    queue_name = f"test-relay-horizon-{uuid.uuid4().hex[:8]}"
+    with kombu.Connection(servers.amqp_uri) as connection:
+        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
+        queue = kombu.Queue(queue_name, exchange, routing_key="thing.happened", auto_delete=False)
+        bound = queue(connection.default_channel)
+        bound.declare()
+        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", batch_size=3)
+        try:
+            while relay.relay_once():
+                pass
+            assert relay.pending_count() == 1
+            database[OUTBOX].update_one(
+                {"_id": leased_elsewhere["_id"]}, {"$set": {"lease_until": None}}
+            )
+            assert relay.relay_once() == 1
+        finally:
+            relay.stop()
+        received = []
+        while (message := bound.get(no_ack=True)) is not None:
+            received.append(json.loads(message.body)["subject"])
+        bound.delete()
+    expected = [f"h-{n:03d}" for n in range(count) if n != 4]
+    assert received == [*expected, "h-004"]
