@@ -31,7 +31,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,14 +44,14 @@ from pymongo.errors import PyMongoError
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
-from shequ.store import OUTBOX, lease_expired
+from shequ.store import OUTBOX, BacklogWindow, lease_expired
 
 log = logging.getLogger(__name__)
 
 #: The order events leave the outbox in: the order they were written.
 ORDER = [("created_at", 1), ("_id", 1)]
 #: How many batches ahead a full read of the pending entries sets the horizon
-#: that the next claims read up to (``OutboxRelay._candidates``).
+#: that the next claims read up to (``shequ.store.BacklogWindow``).
 HORIZON_BATCHES = 10
 
 
@@ -121,7 +120,7 @@ class OutboxRelay:
         self._channel: Any = None
         self._delivery_tag = 0
         self._tracker: ConfirmTracker | None = None
-        self._horizon: datetime | None = None
+        self._window = BacklogWindow("created_at", batches=HORIZON_BATCHES)
         self._exchanges: dict[str, kombu.Exchange] = {}
         self.running = False
 
@@ -270,42 +269,19 @@ class OutboxRelay:
 
         The embedded store reads and sorts every pending entry for a query
         on ``status`` alone, so with a backlog each claim cost the whole
-        backlog and draining it took time quadratic in its size. A full read
-        therefore also notes a horizon: the ``created_at`` of the
-        ``HORIZON_BATCHES``-th batch's last pending entry. The next claims
-        first read only the pending entries up to that horizon (a range on
-        the same index), which are all older than any beyond it, so the
-        order is kept; when that range holds less than a batch of claimable
-        entries, the full read runs again and notes a new horizon.
+        backlog and draining it took time quadratic in its size; the
+        ``BacklogWindow`` reads only up to a horizon its last full read noted.
+        Entries leased by another replica are passed over, never in the way.
         """
-        outbox = self.db[OUTBOX]
-        if self._horizon is not None:
-            ranged = self._claimable(
-                outbox.find(
-                    {"status": "pending", "created_at": {"$lte": self._horizon}},
-                    {"lease_until": 1, "created_at": 1},
-                ).sort(ORDER),
-                now,
-            )
-            if len(ranged) >= self.batch_size:
-                return ranged[: self.batch_size]
-        self._horizon = None
-        candidates: list[str] = []
-        seen = 0
-        for entry in outbox.find({"status": "pending"}, {"lease_until": 1, "created_at": 1}).sort(
-            ORDER
-        ):
-            seen += 1
-            if len(candidates) < self.batch_size and lease_expired(entry.get("lease_until"), now):
-                candidates.append(entry["_id"])
-            if seen == self.batch_size * HORIZON_BATCHES:
-                self._horizon = entry["created_at"]
-                break
-        return candidates
-
-    @staticmethod
-    def _claimable(entries: Iterable[dict[str, Any]], now: datetime) -> list[str]:
-        return [e["_id"] for e in entries if lease_expired(e.get("lease_until"), now)]
+        found = self._window.oldest(
+            self.db[OUTBOX],
+            {"status": "pending"},
+            {"lease_until": 1},
+            ORDER,
+            self.batch_size,
+            lambda entry: lease_expired(entry.get("lease_until"), now),
+        )
+        return [entry["_id"] for entry in found]
 
     def pending_count(self) -> int:
         return self.db[OUTBOX].count_documents({"status": "pending"})
