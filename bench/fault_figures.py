@@ -31,13 +31,22 @@ def table(runs: list[dict[str, Any]]) -> str:
         " | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    failures = []
     for number, run in enumerate(runs, start=1):
         for case, figures in sorted(run["cases"].items()):
-            lines.append(
-                f"| {number} | `{case}` | {figures.get('outcome', 'not run')} | "
-                f"{figures['reports']} | {figures['effects_checked']} | {figures['restarts']} | "
-                f"{figures['missing']} | {figures['duplicated']} | {figures.get('seconds', '')} |"
+            # A case that failed before reconciling has no counts.
+            counts = " | ".join(
+                str(figures.get(key, "—"))
+                for key in ("reports", "effects_checked", "restarts", "missing", "duplicated")
             )
+            lines.append(
+                f"| {number} | `{case}` | {figures.get('outcome', 'not run')} | {counts} | "
+                f"{figures.get('seconds', '')} |"
+            )
+            if "failure" in figures:
+                failures.append(f"- run {number}, `{case}`: {figures['failure']}")
+    if failures:
+        lines += ["", "Failures, as pytest reported them:", "", *failures]
     lines.append(END)
     return "\n".join(lines)
 

@@ -125,8 +125,15 @@ def _record(stack: Stack, found: Report) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" and (case := report.nodeid.rsplit("::", 1)[-1]) in _figures:
-        _figures[case].update(outcome=report.outcome, seconds=round(report.duration))
+    """Every fault case's outcome, also of one that failed before it could reconcile."""
+    if report.when != "call" or not report.nodeid.startswith("tests/fault/"):
+        return
+    figures = _figures.setdefault(report.nodeid.rsplit("::", 1)[-1], {})
+    figures.update(outcome=report.outcome, seconds=round(report.duration))
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else str(report.longrepr)
+        figures["failure"] = message.strip().splitlines()[0][:500]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
