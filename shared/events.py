@@ -26,6 +26,7 @@ from typing import Any
 
 import amqp.exceptions
 import kombu
+import kombu.exceptions
 import kombu.serialization
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
@@ -40,6 +41,9 @@ from shequ.errors import PoisonMessage
 from shequ.faults import fault_point
 from shequ.metrics import DEAD_LETTERS, EVENT_HANDLE_SECONDS, EVENT_LAG_SECONDS, EVENT_RETRIES
 from shequ.store import AlreadyProcessed
+
+#: What a publish or an ack raises when the broker connection is gone.
+BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.AMQPError, OSError)
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +233,32 @@ class TrackedQueueConsumer(QueueConsumer):
     def stop(self) -> None:
         self.consuming = False
         super().stop()
+
+    def ack_message(self, message: Any) -> None:
+        self._settle(super().ack_message, message, "acknowledge")
+
+    def requeue_message(self, message: Any) -> None:
+        self._settle(super().requeue_message, message, "return")
+
+    def _settle(self, settle: Callable[[Any], None], message: Any, what: str) -> None:
+        """Ack or requeue; on a lost broker connection, leave the message to the broker.
+
+        Stock nameko acks from the worker's ``handle_result``, where an
+        exception kills the whole container, so a broker restart at the
+        moment a handler finished took the service down with it (the fault
+        suite's broker restart found it). The broker gives an unacknowledged
+        message to the next consumer when the connection goes, and the
+        handler's processed mark makes that delivery a no-op.
+        """
+        try:
+            settle(message)
+        except BROKER_GONE as exc:
+            log.warning(
+                "could not %s a message, the broker connection is gone (%s): "
+                "the broker delivers it again",
+                what,
+                type(exc).__name__,
+            )
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """kombu logs an undecodable body and acks it: a silent loss. Dead-letter it instead."""

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import amqp.exceptions
 import kombu
 import kombu.exceptions
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -31,12 +30,9 @@ from nameko.standalone.rpc import (
     SingleThreadedReplyListener,
 )
 
-from shequ.events import verify_or_declare
+from shequ.events import BROKER_GONE, verify_or_declare
 
 log = logging.getLogger(__name__)
-
-#: What a publish or an ack raises when the broker connection is gone.
-BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.AMQPError, OSError)
 
 
 def with_found_exchange(queue: kombu.Queue, config: dict[str, Any]) -> kombu.Queue:
