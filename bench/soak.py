@@ -48,6 +48,9 @@ MIX = [
 
 
 def main() -> int:
+    # The stack's servers and services run in sessions of their own, so a
+    # SIGTERM would leave them running: exit through the cleanup instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--incidents", type=int, default=10_000)
     parser.add_argument("--reporters", type=int, default=4)
