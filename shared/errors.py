@@ -42,6 +42,14 @@ class Unauthorized(ShequError):
     title = "Unauthorized"
 
 
+class Unavailable(ShequError):
+    """Something the request needs is away for now (the database, reference data loading)."""
+
+    status = 503
+    title = "Service unavailable"
+    retry_after = 5
+
+
 class InvalidInput(ShequError):
     """Input that is well-formed but breaks a rule; ``errors`` maps fields to messages."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from nameko.extensions import DependencyProvider
 from pymongo import IndexModel
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from shequ import audit as audit_trail
 from shequ import policy
@@ -153,6 +154,8 @@ def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
     for collection, models in indexes.items():
         try:
             db[collection].create_indexes(models)
+        except ConnectionFailure:
+            raise  # the store is away: the caller waits or reports it
         except PyMongoError:
             log.exception("creating indexes on %s.%s failed", db.name, collection)
             raise
@@ -441,6 +444,20 @@ class Repository:
         self.db.command("ping")
 
 
+class StoreUnavailable(RuntimeError):
+    """The database stayed away through a start-up step's whole wait."""
+
+
+def _store_away(exc: PyMongoError) -> bool:
+    """Whether ``exc`` says the database could not be reached, not that the request was wrong.
+
+    Connection failures (refused, timed out, no server selectable) and the
+    errors a transaction labels transient, which a failover mid-transaction
+    raises.
+    """
+    return isinstance(exc, ConnectionFailure) or exc.has_error_label("TransientTransactionError")
+
+
 class Store(DependencyProvider):
     """Injects a repository bound to the service's own database.
 
@@ -454,6 +471,7 @@ class Store(DependencyProvider):
         self.repository_cls = repository_cls
         self.client: pymongo.MongoClient[Any] | None = None
         self.relay: Any = None
+        self._stopping = threading.Event()
 
     def setup(self) -> None:
         config = self.container.config
@@ -468,9 +486,44 @@ class Store(DependencyProvider):
         )
         self.database_name = database_name(self.service, config.get("MONGO_DATABASE_PREFIX"))
         self.db = self.client[self.database_name]
+        self.start_timeout = float(config.get("MONGO_START_TIMEOUT_SECONDS") or 300)
+
+    def at_start(self, step: Callable[[], T], what: str) -> T:
+        """Run a start-up ``step`` that needs the database, waiting for the database if it is away.
+
+        A process that starts while the store restarts (a node failing over, a
+        pod rescheduled beside it) must not exit on the first refused
+        connection: it would only be restarted into the same wait, and a
+        supervisor counts it as a crash. So ``step`` (creating indexes,
+        seeding reference data) is run again, with a back-off, for as long as
+        the failure is the store being unreachable, and only then stops the
+        process, after ``MONGO_START_TIMEOUT_SECONDS``, with the last error.
+        ``/readyz`` says ``started: false`` meanwhile. Every step must be safe
+        to run twice, which each is: indexes are ensured, seeds check first.
+        """
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.5
+        while True:
+            try:
+                return step()
+            except PyMongoError as exc:
+                if not _store_away(exc) or self._stopping.is_set():
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"{self.service}: the database did not answer for "
+                        f"{self.start_timeout:g} s while {what}: {exc}"
+                    ) from exc
+                log.warning(
+                    "%s: the database is not reachable while %s, trying again in %.1f s: %s",
+                    self.service, what, delay, type(exc).__name__,
+                )  # fmt: skip
+            if self._stopping.wait(delay):
+                raise StoreUnavailable(f"{self.service}: stopped while {what}")
+            delay = min(delay * 2, 5.0)
 
     def start(self) -> None:
-        self.ensure_indexes()
+        self.at_start(self.ensure_indexes, "creating indexes")
         from shequ.outbox import OutboxRelay
 
         self.relay = OutboxRelay(
@@ -486,6 +539,7 @@ class Store(DependencyProvider):
         ensure_indexes(self.db, self.repository_cls)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.relay is not None:
             self.relay.stop()
         if self.client is not None:

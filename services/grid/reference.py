@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import marshmallow
 import yaml
 from nameko.extensions import DependencyProvider
 from pymongo.errors import PyMongoError
 
+from shequ.errors import Unavailable
 from shequ.store import Store, bind_actor
 from shequ_services.grid import registry
 from shequ_services.grid.deadlines import Policy, parse_policy
@@ -41,6 +42,9 @@ from shequ_services.grid.schemas import RegistrySeedSchema
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+
+#: How long a request waits for the registry while the service is starting.
+REGISTRY_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -121,17 +125,21 @@ class Reference(DependencyProvider):
         self.ready = threading.Event()
 
     def start(self) -> None:
+        store = self._store()
         repository = self.repository()
-        repository.create_indexes()
-        if not repository.is_seeded():
-            added = repository.seed(self.seed)
+        store.at_start(repository.create_indexes, "creating the registry's indexes")
+        if not store.at_start(repository.is_seeded, "looking for the registry"):
+            added = store.at_start(lambda: repository.seed(self.seed), "seeding the registry")
             log.info("seeded the grid registry: %d new entries", added)
-        self.refresh()
+        store.at_start(self.refresh, "loading the registry")
         self.ready.set()
+
+    def _store(self) -> Store:
+        return next(ext for ext in self.container.dependencies if isinstance(ext, Store))
 
     def repository(self) -> RegistryRepository:
         """A registry repository on the service's own database (the ``Store``'s client)."""
-        store = next(ext for ext in self.container.dependencies if isinstance(ext, Store))
+        store = self._store()
         repository = RegistryRepository(store.db, service=store.service, district=store.district)
         repository.on_change = self.invalidate
         return repository
@@ -144,10 +152,20 @@ class Reference(DependencyProvider):
         self.loaded_at = float("-inf")
 
     def get_dependency(self, worker_ctx: Any) -> ReferenceData:
-        # nameko starts the HTTP server alongside this provider: a request that
-        # arrives while the registry is being seeded waits for it (readiness too).
-        if not self.ready.wait(timeout=60):
-            raise RuntimeError("the grid registry is not loaded yet")
+        # nameko injects every dependency into every worker, /readyz's too, and
+        # an exception while injecting kills the container: so the snapshot is
+        # fetched at its first use, in the worker (_Loaded).
+        return cast(ReferenceData, _Loaded(self))
+
+    def current(self) -> ReferenceData:
+        """The snapshot, reloaded when older than the cache; waits while the registry loads.
+
+        nameko starts the HTTP server alongside this provider, so a request
+        can arrive while the registry is being seeded or its store is away
+        (``Store.at_start``): it waits a while, then fails with a 503.
+        """
+        if not self.ready.wait(timeout=REGISTRY_WAIT_SECONDS):
+            raise Unavailable("the grid registry is not loaded yet")
         if time.monotonic() - self.loaded_at >= self.cache_seconds:
             try:
                 self.refresh()
@@ -165,6 +183,19 @@ class Reference(DependencyProvider):
             reopen_window=self.reopen_window,
             questions=self.questions,
         )
+
+
+class _Loaded:
+    """A worker's registry snapshot, taken when the worker first reads it."""
+
+    def __init__(self, provider: Reference) -> None:
+        self._provider = provider
+        self._data: ReferenceData | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._data is None:
+            self._data = self._provider.current()
+        return getattr(self._data, name)
 
 
 class RegistryAdmin(DependencyProvider):

@@ -564,7 +564,9 @@ class CaseStore(Store):
             seed = yaml.safe_load(handle) or {}
         repository = self.get_dependency(None)
         assert isinstance(repository, CaseRepository)
-        repository.seed_roster(seed.get("mediators", []))
+        self.at_start(
+            lambda: repository.seed_roster(seed.get("mediators", [])), "seeding the roster"
+        )
 
     def get_dependency(self, worker_ctx: Any) -> Repository:
         repository = super().get_dependency(worker_ctx)

@@ -157,11 +157,11 @@ class Delivery(DependencyProvider):
         store = next(d for d in self.container.dependencies if isinstance(d, Store))
         # The store creates its collections in its own start(), maybe right now;
         # creating them first keeps the seed's transaction clear of that.
-        store.ensure_indexes()
+        store.at_start(store.ensure_indexes, "creating indexes")
         repo = store.get_dependency(None)
-        if not repo.has_rules():
+        if not store.at_start(repo.has_rules, "looking for rules"):
             rules, seeded = load_seed(self.seed_file)
-            repo.seed(rules, seeded, datetime.now(UTC))
+            store.at_start(lambda: repo.seed(rules, seeded, datetime.now(UTC)), "seeding rules")
         self.seeded.set()
 
     def get_dependency(self, worker_ctx: Any) -> Delivery:

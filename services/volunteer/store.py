@@ -600,4 +600,7 @@ class VolunteerStore(Store):
         super().start()
         seeders = [ext for ext in self.container.dependencies if hasattr(ext, "seed_into")]
         for seeder in seeders:
-            seeder.seed_into(self.get_dependency(None))
+            self.at_start(
+                lambda seeder=seeder: seeder.seed_into(self.get_dependency(None)),
+                "seeding the roster",
+            )

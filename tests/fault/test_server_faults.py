@@ -9,7 +9,7 @@ back without restarting a single service.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -37,13 +37,27 @@ def readiness(stack: Stack, service: str) -> int:
     return answer.status_code
 
 
-def not_ready(names: Iterable[str]) -> str:
-    """Which services were not ready at the last probe, and what they said."""
-    return "; ".join(
-        f"{name}: {LAST_READINESS.get(name, 'not probed')}"
-        for name in names
-        if not LAST_READINESS.get(name, "").startswith("200")
-    )
+def not_ready(stack: Stack) -> str:
+    """Which services were not ready at the last probe, what they said, and their last words.
+
+    CI saw this case fail where no local run did; the message is all it
+    leaves, so it says whether each such process still runs and how its
+    log ends.
+    """
+    described = []
+    for name, proc in stack.processes.items():
+        said = LAST_READINESS.get(name, "not probed")
+        if said.startswith("200"):
+            continue
+        code = proc.process.poll() if proc.process is not None else None
+        state = "running" if code is None else f"exited with {code}"
+        lines = [
+            line[:200]
+            for line in proc.log_path.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line or " CRITICAL " in line
+        ]
+        described.append(f"{name} ({state}): {said}; last log lines: {lines[-4:]}")
+    return "\n".join(described)
 
 
 def test_a_broker_restart_while_reports_flow_loses_and_doubles_nothing(
@@ -88,7 +102,7 @@ def test_a_store_outage_makes_services_unready_and_then_recovers_without_restart
         lambda: all(readiness(stack, name) == 200 for name in stack.processes),
         timeout=90,
         interval=0.5,
-        what=lambda: f"every service ready again; not ready: {not_ready(stack.processes)}",
+        what=lambda: f"every service ready again; not ready:\n{not_ready(stack)}",
     )
     report_many(stack, 8, first=8)
     found = reconciled(stack, 16, timeout=180)

@@ -1,0 +1,84 @@
+"""A service process starting while its store is away, and stopping while its broker is.
+
+Both were found by the fault suite and its aftermath: CI's store-outage case
+caught services that had answered ``/readyz`` before their start had finished
+and then exited when the store went away under them; and services whose broker
+was gone stayed alive for good after a SIGTERM. Each test runs one grid
+process (grid consumes nothing the session's platform produces while these
+run) on one server of the session and one of its own, which it breaks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from shequ.embedded import free_port
+from shequ.stack import ServiceProcess, Stack
+from tests.conftest import Servers, wait_for
+
+
+def _grid_stack(data_dir: Path, **servers: str) -> Stack:
+    return Stack(
+        data_dir,
+        port=free_port(),
+        services=["grid"],
+        extra_env={"SHEQU_MONGO_DATABASE_PREFIX": f"t{uuid.uuid4().hex[:8]}_"},
+        **servers,
+    )
+
+
+def _readiness(proc: ServiceProcess) -> tuple[int, dict[str, Any]]:
+    """The status and checks of ``/readyz``; (0, {}) when nothing answers."""
+    try:
+        answer = requests.get(f"{proc.url}/readyz", timeout=10)
+    except requests.RequestException:
+        return 0, {}
+    return answer.status_code, answer.json().get("checks", {})
+
+
+def test_a_service_started_while_its_store_is_away_waits_for_it_not_ready(
+    servers: Servers, tmp_path: Path
+) -> None:
+    stack = _grid_stack(tmp_path, amqp_uri=servers.amqp_uri, management_url=servers.management_url)
+    stack.start()
+    try:
+        grid = stack.processes["grid"]
+        assert stack.store is not None and grid.process is not None
+        stack.store.keep_port()
+        stack.store.stop()
+        # The process crashes and its supervisor starts it again: the store is away.
+        grid.process.kill()
+        grid.process.wait(timeout=30)
+        assert stack.supervise_once() == ["grid"]
+
+        status, checks = wait_for(
+            lambda: (answer := _readiness(grid))[0] and answer,
+            timeout=60,
+            interval=0.2,
+            what="the restarted grid to answer /readyz",
+        )
+        assert status == 503
+        assert checks["started"] is False
+        # Still waiting, and still alive, well past the store's 5 s selection timeout.
+        wait_for(
+            lambda: "not reachable while" in grid.log_path.read_text(errors="replace"),
+            timeout=60,
+            what="grid to log that it waits for its database",
+        )
+        assert grid.process.poll() is None
+
+        stack.store.start()
+        wait_for(
+            lambda: _readiness(grid)[0] == 200,
+            timeout=120,
+            interval=0.2,
+            what=lambda: f"grid ready once the store is back; it says {_readiness(grid)}",
+        )
+        assert grid.process.poll() is None
+        assert grid.restarts == 1  # the kill above, nothing more
+    finally:
+        stack.stop()
