@@ -48,13 +48,14 @@ from typing import Any
 import marshmallow
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
+from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from shequ.apikeys import ApiKeys, api_keys_from_config
 from shequ.auth import AuthSettings, TokenVerifier
-from shequ.errors import Forbidden, InvalidInput, ShequError, Unauthorized
+from shequ.errors import Forbidden, InvalidInput, ShequError, Unauthorized, Unavailable
 from shequ.metrics import HTTP_REQUEST_SECONDS
 from shequ.policy import Policy, PolicyError, flush_uses, forbidden_detail, policy_of
 from shequ.public import route_is_public
@@ -608,13 +609,20 @@ class Route(HttpRequestHandler):
         return super().response_from_result(result)
 
     def response_from_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ConnectionFailure):
+            # Not the client's fault and not a bug: the store is away (restarting,
+            # failing over). A 503 with Retry-After tells a client to come back;
+            # nothing was changed, since writes happen in one transaction.
+            log.warning("%s %s: the database cannot be reached: %s", self.method, self.url,
+                        type(exc).__name__)  # fmt: skip
+            exc = Unavailable("the database cannot be reached right now; nothing was changed")
         if isinstance(exc, InvalidInput):
             return problem(exc.status, exc.title, exc.detail, errors=exc.errors)
         if isinstance(exc, ShequError):
             response = problem(exc.status, exc.title, exc.detail, **exc.extra)
             if isinstance(exc, Unauthorized):
                 response.headers["WWW-Authenticate"] = "Bearer"
-            if isinstance(exc, TooManyRequests):
+            if isinstance(exc, TooManyRequests | Unavailable):
                 response.headers["Retry-After"] = str(exc.retry_after)
             return response
         if isinstance(exc, HTTPException) and exc.code:

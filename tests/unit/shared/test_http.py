@@ -3,6 +3,7 @@ import json
 import marshmallow
 import pytest
 from marshmallow import fields
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -125,3 +126,18 @@ def test_a_page_may_add_headers_and_take_another_content_type() -> None:
     assert response.mimetype == "text/css"
     assert response.headers["Cache-Control"] == "x"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_to_come_back_to() -> None:
+    outage = ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] ECONNREFUSED")
+    response = Route("POST", "/x").response_from_exception(outage)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    body = json.loads(response.get_data())
+    assert body["title"] == "Service unavailable"
+    assert "nothing was changed" in body["detail"] and "27017" not in body["detail"]
+
+
+def test_another_store_error_is_still_an_internal_error() -> None:
+    response = Route("POST", "/x").response_from_exception(OperationFailure("bad $op"))
+    assert response.status_code == 500 and "Retry-After" not in response.headers
