@@ -15,6 +15,7 @@ if __name__ == "__main__":  # patch first, and only in a service process
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
@@ -23,6 +24,13 @@ from nameko.runners import ServiceRunner  # noqa: E402
 
 from shequ.config import interpolate  # noqa: E402
 from shequ.discovery import load_service, service_config  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: How long a graceful stop may take (running workers finish), then a kill.
+#: Kubernetes' default grace period is 30 s; ``shequ up`` waits 25 s.
+STOP_SECONDS = 20.0
+KILL_SECONDS = 3.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,24 +65,45 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    runner.start()
-    logging.getLogger(__name__).info(
-        "%s serving on %s", args.service, config.get("WEB_SERVER_ADDRESS")
-    )
-
-    def stop_when_asked() -> None:
-        stopping.wait()
-        with eventlet.Timeout(20, False):
-            runner.stop()
-        runner.kill()
-
-    eventlet.spawn(stop_when_asked)
+    # Listening from the start: a signal while the service still starts
+    # (waiting for its store, say) stops it too.
+    eventlet.spawn(stop_when_asked, runner, stopping, args.service)
+    try:
+        runner.start()
+    except Exception:
+        if stopping.ready():
+            log.info("%s stopped while starting", args.service)
+            return 0
+        log.exception("%s failed to start", args.service)
+        return 1
+    log.info("%s serving on %s", args.service, config.get("WEB_SERVER_ADDRESS"))
     try:
         runner.wait()
     except Exception:
-        logging.getLogger(__name__).exception("%s stopped with an error", args.service)
+        log.exception("%s stopped with an error", args.service)
         return 1
     return 0 if stopping.ready() else 1
+
+
+def stop_when_asked(runner: ServiceRunner, stopping: eventlet.event.Event, service: str) -> None:
+    """Stop gracefully, then by force, then leave: each step within its own bound.
+
+    nameko's stop waits for running workers; its kill still waits for
+    extensions, and a queue consumer retrying a broker that is gone never
+    finishes. Kubernetes and ``shequ up`` SIGKILL a process that overstays,
+    but a service run by hand (or by another supervisor) must end on its own.
+    """
+    stopping.wait()
+    with eventlet.Timeout(STOP_SECONDS, False):
+        runner.stop()
+        return
+    log.warning("%s did not stop within %g s; killing its services", service, STOP_SECONDS)
+    with eventlet.Timeout(KILL_SECONDS, False):
+        runner.kill()
+        return
+    log.error("%s did not end within %g s of being killed; exiting", service, KILL_SECONDS)
+    logging.shutdown()
+    os._exit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ run) on one server of the session and one of its own, which it breaks.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -80,5 +81,35 @@ def test_a_service_started_while_its_store_is_away_waits_for_it_not_ready(
         )
         assert grid.process.poll() is None
         assert grid.restarts == 1  # the kill above, nothing more
+    finally:
+        stack.stop()
+
+
+def test_a_service_whose_broker_is_gone_still_exits_when_told_to_stop(
+    servers: Servers, tmp_path: Path
+) -> None:
+    stack = _grid_stack(tmp_path, mongo_uri=servers.mongo_uri)
+    stack.start()
+    try:
+        grid = stack.processes["grid"]
+        assert stack.rabbit is not None and grid.process is not None
+        stack.rabbit.stop()
+        # The queue consumer has noticed and now retries a broker that is gone.
+        wait_for(
+            lambda: _readiness(grid)[1].get("consumers") is False,
+            timeout=120,
+            interval=0.5,
+            what=lambda: f"grid's consumers to report detached; it says {_readiness(grid)}",
+        )
+        grid.process.send_signal(signal.SIGTERM)
+        # The runner gives a graceful stop 20 s and a kill 3 s before it leaves.
+        wait_for(
+            lambda: grid.process.poll() is not None,
+            timeout=90,
+            interval=0.2,
+            what="grid to exit after the signal",
+        )
+        log = grid.log_path.read_text(errors="replace")
+        assert "stopping services" in log
     finally:
         stack.stop()
