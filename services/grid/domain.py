@@ -8,7 +8,7 @@ without servers. Categories and cells are data (``categories.yaml``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -456,6 +456,27 @@ class DuplicateScope:
     since: datetime
     until: datetime
     exclude: str
+
+    def slices(
+        self, first: timedelta = timedelta(minutes=1), growth: int = 4
+    ) -> Iterator[tuple[datetime, datetime]]:
+        """The window as ``[start, end)`` spans, newest first, each ``growth`` times wider.
+
+        The store is read one span at a time until enough open incidents are
+        found: a read then touches about as many incidents as it returns,
+        even when a burst of reports fills the window. The embedded store
+        reads every match before it sorts and limits, so one sorted, limited
+        query over the whole window would read the whole burst for every
+        report (docs/performance.md). The first span ends a millisecond
+        after ``until``, the precision of a stored date, so that an incident
+        reported at that instant is in it.
+        """
+        end = self.until + timedelta(milliseconds=1)
+        width = first
+        while end > self.since:
+            start = max(self.since, end - width)
+            yield start, end
+            end, width = start, width * growth
 
 
 def near_cells(cells: Mapping[str, GridCell], cell: str) -> tuple[str, ...]:

@@ -360,23 +360,30 @@ class IncidentRepository(Repository):
     def open_in(self, scope: DuplicateScope, limit: int = 20) -> list[Incident]:
         """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first.
 
-        One read per cell through the ``(category, grid_cell, reported_at)``
-        index, with the state checked here: a filter naming more than the
-        index holds is a whole-collection read on the embedded store
+        Reads through the ``(category, grid_cell, reported_at)`` index one
+        span of the window at a time, newest first (``DuplicateScope.slices``),
+        and stops once ``limit`` open incidents are found, so a burst of
+        reports in one cell does not make every report read the whole burst.
+        The state is checked here: a filter naming more than the index holds
+        is a whole-collection read on the embedded store
         (``Repository.compare_and_set``), and this runs for every report.
         """
-        found = [
-            document
-            for cell in scope.cells
-            for document in self.db[INCIDENTS].find(
-                {
-                    "category": scope.category,
-                    "grid_cell": cell,
-                    "reported_at": {"$gte": scope.since, "$lte": scope.until},
-                }
+        found: list[dict[str, Any]] = []
+        for start, end in scope.slices():
+            found.extend(
+                document
+                for cell in scope.cells
+                for document in self.db[INCIDENTS].find(
+                    {
+                        "category": scope.category,
+                        "grid_cell": cell,
+                        "reported_at": {"$gte": start, "$lt": end},
+                    }
+                )
+                if document["status"] not in NOT_OPEN_STATES and document["_id"] != scope.exclude
             )
-            if document["status"] not in NOT_OPEN_STATES and document["_id"] != scope.exclude
-        ]
+            if len(found) >= limit:
+                break
         found.sort(key=lambda document: document["reported_at"], reverse=True)
         return [_to_incident(document) for document in found[:limit]]
 

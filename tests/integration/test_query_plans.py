@@ -200,6 +200,35 @@ def test_grid_checks_duplicates_and_rates_without_reading_every_incident(
     assert_few(examined(db, recorder, {INCIDENTS}))
 
 
+def test_a_burst_of_reports_in_one_cell_is_not_read_whole_for_each_new_report(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    """After a storm one cell takes hundreds of reports of one category in an
+    hour; each new report's duplicate check reads the newest span of them,
+    never the whole burst, and still finds the newest open ones."""
+    db, recorder, _ = recorded
+    ensure_indexes(db, IncidentRepository)
+    grid = IncidentRepository(db, service="grid", district="test")
+    burst = [
+        {"_id": f"b-{n:03d}", "category": "facility_damaged", "grid_cell": "qy-01",
+         "community": "hx-qingyuan", "description": "", "location": None, "reporter": "r",
+         "channel": "patrol", "urgency": "simple", "status": "reported", "clocks": {},
+         "reported_at": NOW - timedelta(seconds=10 * n)}
+        for n in range(BYSTANDERS)
+    ]  # fmt: skip
+    db[INCIDENTS].insert_many(burst)
+    recorder.commands.clear()
+    scope = DuplicateScope(
+        category="facility_damaged", cells=("qy-01",), since=NOW - timedelta(days=2),
+        until=NOW, exclude="new",
+    )  # fmt: skip
+    found = grid.open_in(scope)
+    assert [incident.id for incident in found] == [f"b-{n:03d}" for n in range(20)]
+    reads = examined(db, recorder, {INCIDENTS})
+    # Spans of 1, 4 and 16 minutes: 6, 24 and 96 of the burst, not all 300.
+    assert sum(count for _, count in reads) < BYSTANDERS // 2, reads
+
+
 def test_mediation_and_volunteer_find_an_incidents_case_and_task_without_a_scan(
     recorded: tuple[Any, Recorder, str],
 ) -> None:

@@ -1,8 +1,11 @@
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shequ_services.grid import deadlines, domain
 from shequ_services.grid.reference import load_seed
@@ -201,3 +204,33 @@ def test_a_closed_mediation_case_takes_the_handled_step_only_from_in_progress() 
     )
     assert not mediation_closes_step(blocked)
     assert "调解成功" in mediation_feedback("MED-1", "agreed")
+
+
+def test_the_duplicate_window_is_read_newest_first_in_widening_spans() -> None:
+    scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
+    spans = list(scope.slices(first=timedelta(minutes=1), growth=4))
+    # Newest first, each span starting where the one before it ended, the
+    # first ending just after the report so an incident at that instant counts.
+    assert spans[0] == (
+        NOW - timedelta(minutes=1, milliseconds=-1),
+        NOW + timedelta(milliseconds=1),
+    )
+    assert all(newer[0] == older[1] for newer, older in pairwise(spans))
+    assert spans[-1][0] == NOW - WINDOW
+    widths = [end - start for start, end in spans[:-1]]
+    assert widths == [widths[0] * 4**n for n in range(len(widths))]
+
+
+@given(
+    window_minutes=st.integers(min_value=1, max_value=60 * 24 * 30),
+    first_seconds=st.integers(min_value=1, max_value=3600),
+    growth=st.integers(min_value=2, max_value=8),
+)
+def test_the_spans_cover_the_whole_window_once(
+    window_minutes: int, first_seconds: int, growth: int
+) -> None:
+    scope = domain.duplicate_scope(report(), SEED_CELLS, timedelta(minutes=window_minutes))
+    spans = list(scope.slices(first=timedelta(seconds=first_seconds), growth=growth))
+    assert spans[0][1] > scope.until and spans[-1][0] == scope.since
+    assert all(start < end for start, end in spans)
+    assert all(newer[0] == older[1] for newer, older in pairwise(spans))
