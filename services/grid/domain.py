@@ -8,7 +8,7 @@ without servers. Categories and cells are data (``categories.yaml``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -447,6 +447,10 @@ def open_deadline(status: str, clocks: Mapping[str, deadlines.Clock]) -> datetim
     return deadlines.next_deadline(clocks)
 
 
+#: The newest span of the duplicate window, read first (``DuplicateScope.first_span``).
+FIRST_SPAN = timedelta(minutes=1)
+
+
 @dataclass(frozen=True)
 class DuplicateScope:
     """Which open incidents could be the same matter as a new report: the store's query."""
@@ -457,26 +461,37 @@ class DuplicateScope:
     until: datetime
     exclude: str
 
-    def slices(
-        self, first: timedelta = timedelta(minutes=1), growth: int = 4
-    ) -> Iterator[tuple[datetime, datetime]]:
-        """The window as ``[start, end)`` spans, newest first, each ``growth`` times wider.
+    def first_span(self, width: timedelta = FIRST_SPAN) -> tuple[datetime, datetime]:
+        """The newest ``[start, end)`` span of the window, read first.
 
-        The store is read one span at a time until enough open incidents are
-        found: a read then touches about as many incidents as it returns,
-        even when a burst of reports fills the window. The embedded store
-        reads every match before it sorts and limits, so one sorted, limited
-        query over the whole window would read the whole burst for every
-        report (docs/performance.md). The first span ends a millisecond
-        after ``until``, the precision of a stored date, so that an incident
+        The window is read a span at a time, newest first, until enough open
+        incidents are found: a read then touches about as many incidents as
+        it needs, even when a burst of reports fills the window. The embedded
+        store reads every match before it sorts and limits, so one sorted,
+        limited query over the whole window would read the whole burst for
+        every report (docs/performance.md). The span ends a millisecond after
+        ``until``, the precision of a stored date, so that an incident
         reported at that instant is in it.
         """
         end = self.until + timedelta(milliseconds=1)
-        width = first
-        while end > self.since:
-            start = max(self.since, end - width)
-            yield start, end
-            end, width = start, width * growth
+        return max(self.since, end - width), end
+
+    def next_span(
+        self, start: datetime, read: int, wanted: int
+    ) -> tuple[datetime, datetime] | None:
+        """The span before ``start``, sized to hold about twice the ``wanted``
+        incidents at the rate the spans read so far held them (``read`` in all),
+        at least as long again as those; the rest of the window when they held
+        none, and ``None`` once the window is read.
+
+        So a quiet scope costs two reads, and a busy one a few spans growing
+        geometrically, each about as full as what is still missing.
+        """
+        if start <= self.since:
+            return None
+        covered = self.until + timedelta(milliseconds=1) - start
+        width = (start - self.since) if read == 0 else covered * max(1.0, 2 * wanted / read)
+        return max(self.since, start - width), start
 
 
 def near_cells(cells: Mapping[str, GridCell], cell: str) -> tuple[str, ...]:

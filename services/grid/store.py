@@ -361,29 +361,33 @@ class IncidentRepository(Repository):
         """Open incidents a new report may duplicate (``domain.duplicate_scope``), newest first.
 
         Reads through the ``(category, grid_cell, reported_at)`` index one
-        span of the window at a time, newest first (``DuplicateScope.slices``),
-        and stops once ``limit`` open incidents are found, so a burst of
-        reports in one cell does not make every report read the whole burst.
-        The state is checked here: a filter naming more than the index holds
-        is a whole-collection read on the embedded store
+        span of the window at a time, newest first, and stops once ``limit``
+        open incidents are found (``DuplicateScope.first_span``), so a burst
+        of reports in one cell does not make every report read the whole
+        burst. The state is checked here: a filter naming more than the index
+        holds is a whole-collection read on the embedded store
         (``Repository.compare_and_set``), and this runs for every report.
         """
         found: list[dict[str, Any]] = []
-        for start, end in scope.slices():
-            found.extend(
-                document
-                for cell in scope.cells
+        read = 0
+        span: tuple[datetime, datetime] | None = scope.first_span()
+        while span is not None and len(found) < limit:
+            start, end = span
+            for cell in scope.cells:
                 for document in self.db[INCIDENTS].find(
                     {
                         "category": scope.category,
                         "grid_cell": cell,
                         "reported_at": {"$gte": start, "$lt": end},
                     }
-                )
-                if document["status"] not in NOT_OPEN_STATES and document["_id"] != scope.exclude
-            )
-            if len(found) >= limit:
-                break
+                ):
+                    read += 1
+                    if (
+                        document["status"] not in NOT_OPEN_STATES
+                        and document["_id"] != scope.exclude
+                    ):
+                        found.append(document)
+            span = scope.next_span(start, read, limit - len(found))
         found.sort(key=lambda document: document["reported_at"], reverse=True)
         return [_to_incident(document) for document in found[:limit]]
 

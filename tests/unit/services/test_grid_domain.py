@@ -206,31 +206,48 @@ def test_a_closed_mediation_case_takes_the_handled_step_only_from_in_progress() 
     assert "调解成功" in mediation_feedback("MED-1", "agreed")
 
 
-def test_the_duplicate_window_is_read_newest_first_in_widening_spans() -> None:
+def test_the_duplicate_window_is_read_from_its_newest_minute() -> None:
     scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
-    spans = list(scope.slices(first=timedelta(minutes=1), growth=4))
-    # Newest first, each span starting where the one before it ended, the
-    # first ending just after the report so an incident at that instant counts.
-    assert spans[0] == (
-        NOW - timedelta(minutes=1, milliseconds=-1),
-        NOW + timedelta(milliseconds=1),
-    )
-    assert all(newer[0] == older[1] for newer, older in pairwise(spans))
-    assert spans[-1][0] == NOW - WINDOW
-    widths = [end - start for start, end in spans[:-1]]
-    assert widths == [widths[0] * 4**n for n in range(len(widths))]
+    start, end = scope.first_span()
+    # Ending just after the report, so an incident stored at that instant counts.
+    assert (start, end) == (NOW + timedelta(milliseconds=1) - domain.FIRST_SPAN,
+                            NOW + timedelta(milliseconds=1))  # fmt: skip
+
+
+def test_a_quiet_scope_is_read_in_two_spans() -> None:
+    scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
+    start, _ = scope.first_span()
+    assert scope.next_span(start, read=0, wanted=20) == (NOW - WINDOW, start)
+    assert scope.next_span(NOW - WINDOW, read=0, wanted=20) is None
+
+
+def test_a_busy_scope_reads_a_span_sized_for_what_is_still_missing() -> None:
+    scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
+    start, end = scope.first_span()
+    # 5 read in the first minute, 15 more wanted: six minutes more, twice the need.
+    assert scope.next_span(start, read=5, wanted=15) == (start - (end - start) * 6, start)
+    # A span that held more than twice what is wanted: at least as long again.
+    assert scope.next_span(start, read=100, wanted=1) == (start - (end - start), start)
 
 
 @given(
     window_minutes=st.integers(min_value=1, max_value=60 * 24 * 30),
-    first_seconds=st.integers(min_value=1, max_value=3600),
-    growth=st.integers(min_value=2, max_value=8),
+    reads=st.lists(st.tuples(st.integers(0, 500), st.integers(1, 20)), min_size=1, max_size=60),
 )
 def test_the_spans_cover_the_whole_window_once(
-    window_minutes: int, first_seconds: int, growth: int
+    window_minutes: int, reads: list[tuple[int, int]]
 ) -> None:
     scope = domain.duplicate_scope(report(), SEED_CELLS, timedelta(minutes=window_minutes))
-    spans = list(scope.slices(first=timedelta(seconds=first_seconds), growth=growth))
-    assert spans[0][1] > scope.until and spans[-1][0] == scope.since
+    spans = [scope.first_span()]
+    read = 0
+    for more, wanted in reads:
+        read += more
+        span = scope.next_span(spans[-1][0], read, wanted)
+        if span is None:
+            break
+        spans.append(span)
+    assert spans[0][1] > scope.until
     assert all(start < end for start, end in spans)
     assert all(newer[0] == older[1] for newer, older in pairwise(spans))
+    if spans[-1][0] != scope.since:  # not read to the end: only when the reads ran out
+        assert len(spans) == len(reads) + 1
