@@ -16,6 +16,7 @@ container keeps running.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import kombu
 import kombu.exceptions
 from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.exceptions import RemoteError
 from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
 from nameko.standalone.rpc import (
     ClusterRpcProxy,
@@ -125,6 +127,107 @@ class ServiceRpcProxy(ClusterRpcProxy):  # type: ignore[misc]
     def __init__(self, service_name: str, config: dict[str, Any], **kwargs: Any) -> None:
         self.ServiceContainer = partial(_CallerContainer, service_name)
         super().__init__(config, reply_listener_cls=_ReplyListener, **kwargs)
+
+
+class RpcProxyPool:
+    """Standalone RPC proxies kept open between calls, as many as are used at once.
+
+    Opening a proxy costs a connection, a channel, and a reply queue declared,
+    bound and consumed, then all of it torn down: about as much broker work
+    as the call itself, for every call. The pool keeps each proxy open once
+    it has answered, for the next caller, up to ``size`` idle ones.
+
+    A proxy is used by one caller at a time (its reply consumer is polled by
+    the caller). One that timed out or failed other than by the remote
+    method's own error is closed, not kept: a reply that comes late would
+    otherwise wait in it forever. A kept proxy whose connection dropped (a
+    broker restart took its reply queue with it) is closed when next taken,
+    not used: nameko's proxy would notice only after sending the request,
+    and declare its reply queue again only then, so a quick answer could
+    find no queue and the caller would wait out its timeout.
+    """
+
+    def __init__(
+        self, service_name: str, config: dict[str, Any], *, timeout: float, size: int = 4
+    ) -> None:
+        self.service_name = service_name
+        self.config = config
+        self.timeout = timeout
+        self.size = size
+        self._idle: list[tuple[ServiceRpcProxy, Any]] = []
+        self._lock = threading.Lock()
+        #: Proxies opened so far: how often the pool had none idle.
+        self.opened = 0
+
+    def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``service.method(*args, **kwargs)`` over RPC, waiting at most ``timeout`` seconds.
+
+        Raises ``RemoteError`` when the remote method raised, ``RpcTimeout``
+        when no answer came in time, and the broker's error when it cannot
+        be reached.
+        """
+        proxy, cluster = self._take()
+        try:
+            result = getattr(getattr(cluster, service), method)(*args, **kwargs)
+        except RemoteError:
+            self._give_back(proxy, cluster)
+            raise
+        except BaseException:
+            _stop_quietly(proxy)
+            raise
+        self._give_back(proxy, cluster)
+        return result
+
+    def close(self) -> None:
+        """Close every idle proxy; one in use is closed when it comes back."""
+        with self._lock:
+            idle, self._idle, self.size = self._idle, [], 0
+        for proxy, _ in idle:
+            _stop_quietly(proxy)
+
+    def _take(self) -> tuple[ServiceRpcProxy, Any]:
+        while True:
+            with self._lock:
+                kept = self._idle.pop() if self._idle else None
+                if kept is None:
+                    self.opened += 1
+                    break
+            if _still_connected(kept[0]):
+                return kept
+            _stop_quietly(kept[0])
+        proxy = ServiceRpcProxy(self.service_name, self.config, timeout=self.timeout)
+        return proxy, proxy.start()
+
+    def _give_back(self, proxy: ServiceRpcProxy, cluster: Any) -> None:
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append((proxy, cluster))
+                return
+        _stop_quietly(proxy)
+
+
+def _still_connected(proxy: ServiceRpcProxy) -> bool:
+    """Whether a kept proxy's reply connection is still up: a read that waits for nothing.
+
+    A connection the broker closed fails the read at once (tens of
+    microseconds); a live one times out at once, having nothing to read.
+    """
+    connection = proxy._reply_listener.queue_consumer.connection
+    try:
+        connection.drain_events(timeout=0)
+    except TimeoutError:
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: open another
+        return False
+    return True
+
+
+def _stop_quietly(proxy: ServiceRpcProxy) -> None:
+    """Close a proxy whose connection may already be gone."""
+    try:
+        proxy.stop()
+    except Exception as exc:  # noqa: BLE001 - closing what the broker already closed
+        log.debug("closing an RPC proxy: %s", exc.__class__.__name__)
 
 
 def rpc_calls(*calls: str) -> Callable[[type], type]:
