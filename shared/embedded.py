@@ -361,11 +361,15 @@ class RabbitMQNode(_ChildServer):
             self._sweep(time.monotonic() + 10)
             raise
 
-    def restart(self, timeout: float = 90.0) -> None:
-        """Stop and start again on the same ports and data: clients reconnect to the same URI."""
+    def keep_ports(self) -> None:
+        """Start again on the ports in use now, so clients find it at the same URI."""
         self._fixed.update(
             amqp=self.amqp_port, management=self.management_port, dist=self.dist_port
         )
+
+    def restart(self, timeout: float = 90.0) -> None:
+        """Stop and start again on the same ports and data: clients reconnect to the same URI."""
+        self.keep_ports()
         self.stop()
         self.start(timeout)
 

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import partial, wraps
-from typing import Any
+from typing import Any, TypeVar
 
 import amqp.exceptions
 import kombu
@@ -40,12 +40,14 @@ from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.errors import PoisonMessage
 from shequ.faults import fault_point
 from shequ.metrics import DEAD_LETTERS, EVENT_HANDLE_SECONDS, EVENT_LAG_SECONDS, EVENT_RETRIES
+from shequ.startup import wait_through
 from shequ.store import AlreadyProcessed
 
 #: What a publish or an ack raises when the broker connection is gone.
 BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.AMQPError, OSError)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERIALIZER = "cloudevents"
 DEFAULT_RETRY_DELAYS_MS = (1000, 5000, 30000)
@@ -162,6 +164,49 @@ def verify_or_declare(
         ) from exc
 
 
+#: Held by the one start-up step that waits for the broker (``broker_at_start``).
+_BROKER_WAIT = threading.Lock()
+
+
+def broker_away(exc: Exception) -> bool:
+    """Whether ``exc`` says the broker could not be reached, not that it refused what was asked.
+
+    A closed port or a broker shutting down, not a refused login or a
+    missing exchange: waiting would not change those.
+    """
+    return isinstance(
+        exc,
+        (kombu.exceptions.OperationalError, OSError, amqp.exceptions.RecoverableConnectionError),
+    )
+
+
+def broker_at_start(config: Mapping[str, Any], step: Callable[[], T], what: str) -> T:
+    """Run a start-up ``step`` that needs the broker, waiting for the broker if it is away.
+
+    For up to ``AMQP_START_TIMEOUT_SECONDS`` (``shequ.startup.wait_through``).
+    The steps that declare or find the topology run in nameko's setup phase,
+    before the web server starts, so meanwhile the process does not answer
+    ``/healthz``; Kubernetes' start-up probe bounds the wait there
+    (docs/deploy.md). nameko sets up every handler at once; once the broker
+    is found away, one step waits (and logs) at a time, the others following
+    once it is back, so a service with thirty handlers logs one wait, not
+    thirty.
+    """
+    try:
+        return step()
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+    with _BROKER_WAIT:
+        return wait_through(
+            step,
+            away=broker_away,
+            server="the broker",
+            what=what,
+            timeout=float(config.get("AMQP_START_TIMEOUT_SECONDS") or 300),
+        )
+
+
 class FailurePublisher(SharedExtension):
     """One confirmed-publish connection per container for retries and dead letters."""
 
@@ -174,10 +219,15 @@ class FailurePublisher(SharedExtension):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        verify_or_declare(
-            self.amqp_uri,
-            partial(verify_service_queues, service=self.service, delays=self.delays),
-            partial(declare_service_queues, service=self.service, delays=self.delays),
+        broker_at_start(
+            self.container.config,
+            partial(
+                verify_or_declare,
+                self.amqp_uri,
+                partial(verify_service_queues, service=self.service, delays=self.delays),
+                partial(declare_service_queues, service=self.service, delays=self.delays),
+            ),
+            "finding its retry and dead-letter queues",
         )
 
     def stop(self) -> None:
@@ -286,10 +336,17 @@ class ReliableEventHandler(EventHandler):
     def setup(self) -> None:
         super().setup()
         exchange = self.queue.exchange
-        verify_or_declare(
-            self.container.config[AMQP_URI_CONFIG_KEY],
-            lambda channel: channel.exchange_declare(exchange.name, exchange.type, passive=True),
-            lambda channel: exchange(channel).declare(),
+        broker_at_start(
+            self.container.config,
+            partial(
+                verify_or_declare,
+                self.container.config[AMQP_URI_CONFIG_KEY],
+                lambda channel: channel.exchange_declare(
+                    exchange.name, exchange.type, passive=True
+                ),
+                lambda channel: exchange(channel).declare(),
+            ),
+            f"finding the exchange {exchange.name}",
         )
         # Found or made: the queue consumer need not declare the source's
         # exchange again (a service's own account may not; see verify_or_declare).

@@ -32,7 +32,7 @@ from nameko.standalone.rpc import (
     SingleThreadedReplyListener,
 )
 
-from shequ.events import BROKER_GONE, verify_or_declare
+from shequ.events import BROKER_GONE, broker_at_start, verify_or_declare
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ class FoundExchangeRpcConsumer(RpcConsumer):
     def setup(self) -> None:
         super().setup()
         # The queue consumer declares the queue only when it starts, after every setup.
-        self.queue = with_found_exchange(self.queue, self.container.config)
+        self.queue = broker_at_start(
+            self.container.config,
+            partial(with_found_exchange, self.queue, self.container.config),
+            "finding the RPC exchange",
+        )
 
 
 class ResilientRpc(Rpc):

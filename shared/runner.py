@@ -22,6 +22,7 @@ from typing import Any  # noqa: E402
 
 from nameko.runners import ServiceRunner  # noqa: E402
 
+from shequ import startup  # noqa: E402
 from shequ.config import interpolate  # noqa: E402
 from shequ.discovery import load_service, service_config  # noqa: E402
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping = eventlet.event.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
+        startup.SHUTDOWN.set()  # a start-up step waiting for a server gives up
         if not stopping.ready():
             stopping.send(signum)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from shequ import audit as audit_trail
 from shequ import policy
 from shequ.contracts import CloudEvent, new_event
 from shequ.contracts.registry import EventSpec
+from shequ.startup import wait_through
 
 log = logging.getLogger(__name__)
 
@@ -444,18 +444,16 @@ class Repository:
         self.db.command("ping")
 
 
-class StoreUnavailable(RuntimeError):
-    """The database stayed away through a start-up step's whole wait."""
-
-
-def _store_away(exc: PyMongoError) -> bool:
+def _store_away(exc: Exception) -> bool:
     """Whether ``exc`` says the database could not be reached, not that the request was wrong.
 
     Connection failures (refused, timed out, no server selectable) and the
     errors a transaction labels transient, which a failover mid-transaction
     raises.
     """
-    return isinstance(exc, ConnectionFailure) or exc.has_error_label("TransientTransactionError")
+    return isinstance(exc, ConnectionFailure) or (
+        isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
+    )
 
 
 class Store(DependencyProvider):
@@ -491,36 +489,20 @@ class Store(DependencyProvider):
     def at_start(self, step: Callable[[], T], what: str) -> T:
         """Run a start-up ``step`` that needs the database, waiting for the database if it is away.
 
-        A process that starts while the store restarts (a node failing over, a
-        pod rescheduled beside it) must not exit on the first refused
-        connection: it would only be restarted into the same wait, and a
-        supervisor counts it as a crash. So ``step`` (creating indexes,
-        seeding reference data) is run again, with a back-off, for as long as
-        the failure is the store being unreachable, and only then stops the
-        process, after ``MONGO_START_TIMEOUT_SECONDS``, with the last error.
-        ``/readyz`` says ``started: false`` meanwhile. Every step must be safe
-        to run twice, which each is: indexes are ensured, seeds check first.
+        Creating indexes and seeding reference data are run again, with a
+        back-off, for as long as the failure is the store being unreachable,
+        and only stop the process after ``MONGO_START_TIMEOUT_SECONDS``
+        (``shequ.startup.wait_through``). ``/readyz`` says ``started: false``
+        meanwhile.
         """
-        deadline = time.monotonic() + self.start_timeout
-        delay = 0.5
-        while True:
-            try:
-                return step()
-            except PyMongoError as exc:
-                if not _store_away(exc) or self._stopping.is_set():
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(
-                        f"{self.service}: the database did not answer for "
-                        f"{self.start_timeout:g} s while {what}: {exc}"
-                    ) from exc
-                log.warning(
-                    "%s: the database is not reachable while %s, trying again in %.1f s: %s",
-                    self.service, what, delay, type(exc).__name__,
-                )  # fmt: skip
-            if self._stopping.wait(delay):
-                raise StoreUnavailable(f"{self.service}: stopped while {what}")
-            delay = min(delay * 2, 5.0)
+        return wait_through(
+            step,
+            away=_store_away,
+            server=f"{self.service}'s database",
+            what=what,
+            timeout=self.start_timeout,
+            stopping=self._stopping,
+        )
 
     def start(self) -> None:
         self.at_start(self.ensure_indexes, "creating indexes")

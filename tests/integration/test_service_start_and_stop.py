@@ -1,4 +1,4 @@
-"""A service process starting while its store is away, and stopping while its broker is.
+"""A service process starting while its store or broker is away, and stopping while its broker is.
 
 Both were found by the fault suite and its aftermath: CI's store-outage case
 caught services that had answered ``/readyz`` before their start had finished
@@ -81,6 +81,86 @@ def test_a_service_started_while_its_store_is_away_waits_for_it_not_ready(
         )
         assert grid.process.poll() is None
         assert grid.restarts == 1  # the kill above, nothing more
+    finally:
+        stack.stop()
+
+
+def test_a_service_started_while_its_broker_is_away_waits_for_it(
+    servers: Servers, tmp_path: Path
+) -> None:
+    stack = _grid_stack(tmp_path, mongo_uri=servers.mongo_uri)
+    stack.start()
+    try:
+        grid = stack.processes["grid"]
+        assert stack.rabbit is not None and grid.process is not None
+        stack.rabbit.keep_ports()
+        stack.rabbit.stop()
+        grid.process.kill()
+        grid.process.wait(timeout=30)
+        assert stack.supervise_once() == ["grid"]
+        # It finds its exchanges before its web server starts: it waits, alive, saying so.
+        wait_for(
+            lambda: (
+                "the broker is not reachable while" in grid.log_path.read_text(errors="replace")
+            ),
+            timeout=60,
+            what="grid to log that it waits for its broker",
+        )
+        wait_for(
+            lambda: (
+                grid.log_path.read_text(errors="replace").count("the broker is not reachable") >= 3
+            ),
+            timeout=60,
+            what="grid to go on waiting",
+        )
+        assert grid.process.poll() is None
+        # One handler waits and logs at a time; the others follow once it is back.
+        log = grid.log_path.read_text(errors="replace")
+        waiting = [line for line in log.splitlines() if "the broker is not reachable" in line]
+        assert len({line.split(" while ", 1)[1].split(",")[0] for line in waiting}) == 1
+
+        stack.rabbit.start()
+        wait_for(
+            lambda: _readiness(grid)[0] == 200,
+            timeout=120,
+            interval=0.2,
+            what=lambda: f"grid ready once the broker is back; it says {_readiness(grid)}",
+        )
+        assert grid.process.poll() is None
+        assert grid.restarts == 1  # the kill above, nothing more
+    finally:
+        stack.stop()
+
+
+def test_a_service_waiting_for_its_broker_at_start_exits_at_once_when_told_to_stop(
+    servers: Servers, tmp_path: Path
+) -> None:
+    stack = _grid_stack(tmp_path, mongo_uri=servers.mongo_uri)
+    stack.start()
+    try:
+        grid = stack.processes["grid"]
+        assert stack.rabbit is not None and grid.process is not None
+        stack.rabbit.keep_ports()
+        stack.rabbit.stop()
+        grid.process.kill()
+        grid.process.wait(timeout=30)
+        assert stack.supervise_once() == ["grid"]
+        wait_for(
+            lambda: (
+                "the broker is not reachable while" in grid.log_path.read_text(errors="replace")
+            ),
+            timeout=60,
+            what="grid to log that it waits for its broker",
+        )
+        grid.process.send_signal(signal.SIGTERM)
+        code = wait_for(
+            lambda: grid.process.poll() is not None and (grid.process.returncode,),
+            timeout=60,
+            interval=0.2,
+            what="grid to exit after the signal",
+        )
+        assert code == (0,)
+        assert "stopped while starting" in grid.log_path.read_text(errors="replace")
     finally:
         stack.stop()
 
