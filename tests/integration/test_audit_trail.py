@@ -115,3 +115,16 @@ def test_queries_filter_by_object_actor_and_time_and_page(database: Any) -> None
     assert [r["seq"] for r in by_actor] == [2, 4]
     assert audit.query(database, {"to": start}, after=None, limit=10)[0] == []
     assert len(audit.query(database, {"from_": start}, after=None, limit=10)[0]) == 5
+
+
+def test_a_record_links_past_a_gap_wider_than_the_window_it_looks_in_first(
+    database: Any,
+) -> None:
+    things(database).change("t-1", 1)
+    first = database[audit.AUDIT].find_one({"seq": 1})
+    # As many aborted changes in a row as the window is wide: their numbers are gone.
+    database[audit.COUNTER].update_one({"_id": audit.AUDIT}, {"$inc": {"seq": audit.PREV_WINDOW}})
+    things(database).change("t-1", 2)
+    second = database[audit.AUDIT].find_one({"seq": audit.PREV_WINDOW + 2})
+    assert second["prev"] == first["hash"]
+    assert audit.verify(database) == []

@@ -22,6 +22,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
+from shequ import audit
 from shequ.outbox import OutboxRelay
 from shequ.store import OUTBOX, Repository, ensure_indexes
 from shequ_services.grid.domain import DuplicateScope, Incident, Rating
@@ -228,6 +229,25 @@ def test_a_burst_of_reports_in_one_cell_is_not_read_whole_for_each_new_report(
     # The newest minute holds 6 of the burst; the next span is sized for the
     # 14 still wanted, twice over: about 34 read, not all 300.
     assert sum(count for _, count in reads) < BYSTANDERS // 2, reads
+
+
+def test_an_audit_record_finds_the_one_it_links_to_without_reading_the_trail(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    db, recorder, _ = recorded
+    ensure_indexes(db, Things)
+    db[audit.AUDIT].insert_many(
+        [{"_id": f"a-{n}", "seq": n, "hash": f"h-{n}"} for n in range(1, BYSTANDERS + 1)]
+    )
+    db[audit.COUNTER].insert_one({"_id": audit.AUDIT, "seq": BYSTANDERS})
+    recorder.commands.clear()
+    things = Things(db, service="testsource", district="test")
+    things.actor, things.action = {"sub": "u-1", "roles": ["admin"]}, "test.change"
+    things.run_in_transaction(lambda: things.audit("thing", "t-1", None, {"v": 1}))
+    assert db[audit.AUDIT].find_one({"seq": BYSTANDERS + 1})["prev"] == f"h-{BYSTANDERS}"
+    reads = examined(db, recorder, {audit.AUDIT})
+    # The window below its number (and the store's look one past its end), not all 300.
+    assert sum(count for _, count in reads) <= audit.PREV_WINDOW + 1, reads
 
 
 def test_mediation_and_volunteer_find_an_incidents_case_and_task_without_a_scan(
