@@ -120,7 +120,7 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
         raise RuntimeError(f"report {number} could not be made")
 
     def reporter() -> None:
-        while True:
+        while not done.is_set():
             with lock:
                 number = next(numbers, None)
             if number is None:
@@ -156,8 +156,16 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
     workers = [threading.Thread(target=reporter) for _ in range(args.reporters)]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.join()
+    except BaseException:
+        # Interrupted (SIGTERM, Ctrl-C): stop the kills and the supervisor
+        # before the stack is stopped, or the supervisor starts again what
+        # the stop ends.
+        done.set()
+        supervisor.join(timeout=30)
+        raise
     reported.set()  # the faults stop with the traffic; reconciliation waits for the backlog
     reported_in = time.monotonic() - started
     print(f"{made[0]} reports in {reported_in:.0f} s; reconciling ...", flush=True)
