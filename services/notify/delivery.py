@@ -120,11 +120,11 @@ class DeliveryWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rand: Callable[[], float] | None = None,
         stopping: Callable[[], bool] = lambda: False,
-        windows: dict[tuple[str, ...] | None, BacklogWindow] | None = None,
+        windows: dict[str | None, BacklogWindow] | None = None,
     ) -> None:
         self.repo = repo
         self.stopping = stopping
-        #: Each pass's place in the due backlog, kept by the caller between passes.
+        #: Each kind's place in the due backlog, kept by the caller between passes.
         self.windows = {} if windows is None else windows
         self.channels = channels
         self.settings = settings
@@ -141,11 +141,10 @@ class DeliveryWorker:
         due for the next process, and a shutdown waits for one send at most.
         """
         handled = 0
-        window = self.windows.setdefault(kinds, BacklogWindow("due_at"))
         while handled < self.settings.batch:
             claimed = 0
             wanted = self.settings.batch - handled
-            for candidate in self.repo.due(self.clock(), kinds, wanted, window):
+            for candidate in self.repo.due(self.clock(), kinds, wanted, self.windows):
                 if self.stopping():
                     return handled + claimed
                 delivery = self.repo.claim(candidate, self.clock(), self.settings.lease)

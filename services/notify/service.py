@@ -158,8 +158,8 @@ class Delivery(DependencyProvider):
         )
         self.seed_file = Path(config.get("NOTIFY_RULES_FILE") or SEED_FILE)
         self.seeded = threading.Event()
-        #: The delivery passes' places in the due backlog (``BacklogWindow``), per kinds.
-        self.windows: dict[tuple[str, ...] | None, BacklogWindow] = {}
+        #: The delivery passes' places in the due backlog (``BacklogWindow``), per kind.
+        self.windows: dict[str | None, BacklogWindow] = {}
 
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""

@@ -164,6 +164,15 @@ def test_notify_claims_a_due_delivery_and_counts_recent_sends_without_a_scan(
     assert notify.sends_to("staff:nobody", NOW - timedelta(hours=1)) == []
     assert_few(examined(db, recorder, {DELIVERIES, ATTEMPTS}))
 
+    # Due, but another pass's: the bureau pass must not read them to find it has nothing.
+    db[DELIVERIES].insert_many(
+        [{"_id": f"p-{n}", "key": f"p-{n}", "kind": "notification", "status": "pending",
+          "due_at": NOW - timedelta(minutes=2), "lease_until": None} for n in range(BYSTANDERS)]
+    )  # fmt: skip
+    recorder.commands.clear()
+    assert notify.claim_due(NOW, timedelta(minutes=2), ("subscription",)) is None
+    assert_few(examined(db, recorder, {DELIVERIES}))
+
 
 def test_grid_checks_duplicates_and_rates_without_reading_every_incident(
     recorded: tuple[Any, Recorder, str],
