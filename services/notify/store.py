@@ -366,8 +366,8 @@ class NotifyRepository(Repository):
         The kind was checked here too, after a read through ``(status,
         due_at)``: then a pass with nothing of its own kinds due (the bureau
         pass, with no subscriptions) read every due delivery of the others
-        at every tick, 7,440 notifications each time in the soak run, and
-        starved the pass that had them. Outside any transaction: on the
+        at every tick: in the soak run 7,440 due notifications, 938 ms of
+        the store's time a read. Outside any transaction: on the
         embedded store a long read inside one holds up every other
         transaction (docs/performance.md). With ``windows`` kept between
         calls (one per kind), a backlog is not read whole each time.
