@@ -97,8 +97,8 @@ class ProbeRoute(Route):
     When event handlers hold every slot (a burst of events; all of them
     waiting for a store that is restarting), a probe waited for a free one:
     in one fault run notify's ``/readyz`` took 31 s to answer. Kubernetes'
-    probes give up after 3 s, so a busy service counted as not live and was
-    restarted in the middle of its work. A probe needs no worker: what it
+    probes give up after 3 s, so a busy service would count as not live and
+    be restarted in the middle of its work. A probe needs no worker: what it
     reads is the container's own state, through ``answer(container)``.
     """
 
