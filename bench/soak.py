@@ -168,29 +168,13 @@ def soak(stack: Stack, args: argparse.Namespace, rng: random.Random) -> dict[str
     for worker in workers:
         worker.start()
     try:
-        for worker in workers:
-            worker.join()
-    except BaseException:
-        # Interrupted (SIGTERM, Ctrl-C): stop the kills and the supervisor
-        # before the stack is stopped, or the supervisor starts again what
-        # the stop ends.
+        found, reported_in = settle(stack, args, workers, made, reported, started)
+    finally:
+        # Also when interrupted (SIGTERM, Ctrl-C): the kills and the supervisor
+        # stop before the stack does, or the supervisor starts again what the
+        # stop ends.
         done.set()
         supervisor.join(timeout=30)
-        raise
-    reported.set()  # the faults stop with the traffic; reconciliation waits for the backlog
-    reported_in = time.monotonic() - started
-    print(f"{made[0]} reports in {reported_in:.0f} s; reconciling ...", flush=True)
-    consumers = [load_service(name) for name in sorted(discover_services())]
-    client: pymongo.MongoClient[Any] = pymongo.MongoClient(stack.mongo_uri, tz_aware=True)
-    deadline = time.monotonic() + args.settle
-    while True:
-        stack.supervise_once()
-        found = reconcile(client, None, consumers)
-        if (found.clean and found.reports >= made[0]) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    done.set()
-    supervisor.join(timeout=30)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} CPUs",
@@ -221,6 +205,38 @@ def _bounds(result: dict[str, Any]) -> str:
     if result.get("report_seconds"):
         asked += f", reporting bounded to {result['report_seconds']:g} s"
     return asked
+
+
+def settle(
+    stack: Stack,
+    args: argparse.Namespace,
+    workers: list[threading.Thread],
+    made: list[int],
+    reported: threading.Event,
+    started: float,
+) -> tuple[Any, float]:
+    """Wait for the reporters, then for reconciliation to come out clean (or ``--settle``).
+
+    Reconciliation reads every report and every consumer's effects; on the
+    embedded store that costs seconds at a few thousand reports, and run
+    back to back it took the store from the consumers it waits for. So the
+    next look waits four times as long as the last one took, at least 5 s.
+    """
+    for worker in workers:
+        worker.join()
+    reported.set()  # the faults stop with the traffic; reconciliation waits for the backlog
+    reported_in = time.monotonic() - started
+    print(f"{made[0]} reports in {reported_in:.0f} s; reconciling ...", flush=True)
+    consumers = [load_service(name) for name in sorted(discover_services())]
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(stack.mongo_uri, tz_aware=True)
+    deadline = time.monotonic() + args.settle
+    while True:
+        stack.supervise_once()
+        looked = time.monotonic()
+        found = reconcile(client, None, consumers)
+        if (found.clean and found.reports >= made[0]) or time.monotonic() > deadline:
+            return found, reported_in
+        time.sleep(max(5.0, 4 * (time.monotonic() - looked)))
 
 
 def write_doc(result: dict[str, Any]) -> None:
