@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import kombu
 import marshmallow
@@ -29,6 +29,14 @@ from shequ.reconcile import Effect
 from shequ.store import Store
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+
+
+def provider_of(container: Any, cls: type[P]) -> P:
+    """The container's dependency provider of ``cls``: for an extension that needs another
+    (the store a seeding provider writes through, the readiness a probe reads)."""
+    return next(ext for ext in container.dependencies if isinstance(ext, cls))
 
 
 class PlatformContainer(ServiceContainer):
@@ -129,7 +137,7 @@ def _readiness(readiness: Readiness) -> Response:
 
 
 def _readiness_of(container: Any) -> Response:
-    return _readiness(next(ext for ext in container.dependencies if isinstance(ext, Readiness)))
+    return _readiness(provider_of(container, Readiness))
 
 
 class HealthSchema(marshmallow.Schema):

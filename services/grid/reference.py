@@ -31,6 +31,7 @@ from nameko.extensions import DependencyProvider
 from pymongo.errors import PyMongoError
 
 from shequ.errors import Unavailable
+from shequ.service import provider_of
 from shequ.store import Store, bind_actor
 from shequ_services.grid import registry
 from shequ_services.grid.deadlines import Policy, parse_policy
@@ -135,7 +136,7 @@ class Reference(DependencyProvider):
         self.ready.set()
 
     def _store(self) -> Store:
-        return next(ext for ext in self.container.dependencies if isinstance(ext, Store))
+        return provider_of(self.container, Store)
 
     def repository(self) -> RegistryRepository:
         """A registry repository on the service's own database (the ``Store``'s client)."""
@@ -202,7 +203,7 @@ class RegistryAdmin(DependencyProvider):
     """The registry repository for the admin routes; its writes drop the cached snapshot."""
 
     def get_dependency(self, worker_ctx: Any) -> RegistryRepository:
-        reference = next(ext for ext in self.container.dependencies if isinstance(ext, Reference))
+        reference = provider_of(self.container, Reference)
         repository = reference.repository()
         bind_actor(repository, worker_ctx)
         return repository

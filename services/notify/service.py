@@ -29,7 +29,7 @@ from shequ.http import load_body, load_query, route
 from shequ.pagination import Cursors, InvalidCursor, query_scope
 from shequ.reconcile import Effect
 from shequ.rpc import RpcProxyPool, rpc_calls
-from shequ.service import PlatformService
+from shequ.service import PlatformService, provider_of
 from shequ.store import BacklogWindow, Store
 from shequ.timers import container_stopping, timer
 from shequ_services.notify import domain, signing, templates
@@ -163,7 +163,7 @@ class Delivery(DependencyProvider):
 
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""
-        store = next(d for d in self.container.dependencies if isinstance(d, Store))
+        store = provider_of(self.container, Store)
         # The store creates its collections in its own start(), maybe right now;
         # creating them first keeps the seed's transaction clear of that.
         store.at_start(store.ensure_indexes, "creating indexes")
