@@ -24,10 +24,13 @@ breaks the ``prev`` of the records written after it (``verify``).
 
 ``prev`` links to the latest record below its own ``seq`` that the writing
 transaction could see, not to ``seq - 1``: two changes committed at the same
-moment may both link to the same earlier record. Each record still names one
-that existed before it, so an edit or a deletion (of any record but the
-newest) is detected, without every write in a service contending for one
-"last record" document.
+moment may both link to the same earlier record, so that writes in a
+service do not all contend for one "last record" document. Each record
+still names one that existed before it, so every edit is detected, and so
+is the deletion of any record a later one links to. A record nothing links
+to (the newest; one a concurrent record passed over) can be deleted
+unseen: anchoring the trail outside the database would close that, and is
+not done (docs/security.md).
 """
 
 from __future__ import annotations

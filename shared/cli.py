@@ -207,6 +207,45 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0 if found.clean else 1
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Check each service's audit trail for tampering; exit 1 if any shows a sign of it."""
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    from shequ import audit
+    from shequ.discovery import discover_services
+    from shequ.store import database_name
+
+    uri = _server_uri(args, "mongo")
+    if uri is None:
+        return 2
+    known = sorted(discover_services())
+    unknown = sorted(set(args.service) - set(known))
+    if unknown:
+        print(f"shequ audit: no service {', '.join(unknown)}; known: {', '.join(known)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    prefix = os.environ.get("SHEQU_MONGO_DATABASE_PREFIX")
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    found: dict[str, dict[str, object]] = {}
+    try:
+        for service in args.service or known:
+            db = client[database_name(service, prefix)]
+            found[service] = {
+                "records": db[audit.AUDIT].estimated_document_count(),
+                "problems": audit.verify(db),
+            }
+    except PyMongoError as exc:
+        print(f"shequ audit: cannot read the databases: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(found, ensure_ascii=False, indent=2))
+    return 1 if any(result["problems"] for result in found.values()) else 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Declare every queue and create every index before the services start (install job)."""
     import pymongo.errors
@@ -579,6 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=0, help="retry for up to this many seconds until clean"
     )
 
+    auditing = sub.add_parser("audit", help="check the services' audit trails")
+    auditing_sub = auditing.add_subparsers(dest="audit_action", required=True)
+    audit_verify = auditing_sub.add_parser(
+        "verify", help="report every edited or unlinked record; exit 1 if there is one"
+    )
+    _add_data_dir(audit_verify)
+    audit_verify.add_argument("service", nargs="*", help="the services to check (default: all)")
+
     disclosure = sub.add_parser("disclosure", help="check and witness the public disclosure log")
     disclosure_sub = disclosure.add_subparsers(dest="disclosure_action", required=True)
     disclosure_sub.add_parser("keygen", help="print a new Ed25519 key pair (base64) as JSON")
@@ -619,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_deadletters(args)
     if args.command == "reconcile":
         return cmd_reconcile(args)
+    if args.command == "audit":
+        return cmd_audit(args)
     if args.command == "init":
         return cmd_init(args)
     if args.command == "apikey":

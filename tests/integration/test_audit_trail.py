@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shequ import audit
-from shequ.store import Repository, ensure_indexes
+from shequ import audit, cli
+from shequ.store import Repository, database_name, ensure_indexes
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.integration
@@ -128,3 +129,32 @@ def test_a_record_links_past_a_gap_wider_than_the_window_it_looks_in_first(
     second = database[audit.AUDIT].find_one({"seq": audit.PREV_WINDOW + 2})
     assert second["prev"] == first["hash"]
     assert audit.verify(database) == []
+
+
+def test_the_operators_command_reports_a_trail_tampered_with(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shequ audit verify``: what an auditor runs, so ``verify`` is not only a test's."""
+    prefix = f"a{uuid.uuid4().hex[:8]}_"
+    client = servers.mongo()
+    grid = client[database_name("grid", prefix)]
+    ensure_indexes(grid, Things)
+    monkeypatch.setenv("SHEQU_MONGO_URI", servers.mongo_uri)
+    monkeypatch.setenv("SHEQU_MONGO_DATABASE_PREFIX", prefix)
+    try:
+        for value in range(3):
+            things(grid).change("t-1", value)
+        assert cli.main(["audit", "verify", "grid"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"grid": {"records": 3, "problems": []}}
+
+        grid[audit.AUDIT].update_one({"seq": 2}, {"$set": {"actor.sub": "someone-else"}})
+        assert cli.main(["audit", "verify", "grid"]) == 1
+        assert json.loads(capsys.readouterr().out)["grid"]["problems"] == [
+            "record 2: its content does not match its hash"
+        ]
+
+        assert cli.main(["audit", "verify", "gird"]) == 2
+        assert "no service gird" in capsys.readouterr().err
+    finally:
+        client.drop_database(database_name("grid", prefix))
+        client.close()
