@@ -165,6 +165,17 @@ def _shared_limiter(per_minute: float, burst: int) -> RateLimiter:
     return RateLimiter(per_minute, burst)
 
 
+def token_verifier(config: Mapping[str, Any]) -> TokenVerifier:
+    """The verifier of ``config``'s tokens, shared by every route of the process.
+
+    Whatever checks a token (the routes' gate, the SLA board's session
+    cookie) takes it from here, so each accepts exactly what the
+    configuration says: the identity provider's keys with a JWKS URL, the
+    development secret without one.
+    """
+    return _shared_verifier(AuthSettings.from_config(config))
+
+
 @cache
 def _shared_verifier(settings: AuthSettings) -> TokenVerifier:
     """One verifier per process and setting, so the identity provider's keys are cached once."""
@@ -513,7 +524,7 @@ class Route(HttpRequestHandler):
     def setup(self) -> None:
         config = self.container.config
         self.max_body = int(config.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-        self.verifier = _shared_verifier(AuthSettings.from_config(config))
+        self.verifier = token_verifier(config)
         self.api_keys: ApiKeys = api_keys_from_config(config)
         self.limited = self.public and bool(set(self.method.split(",")) & WRITE_METHODS)
         self.limiter = _shared_limiter(

@@ -33,9 +33,9 @@ import jwt
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request, Response
 
-from shequ.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, Identity, verify_token
+from shequ.auth import Identity
 from shequ.errors import InvalidInput, NotFound, Unauthorized
-from shequ.http import PAGE_HEADERS, load_query, page_response, route
+from shequ.http import PAGE_HEADERS, load_query, page_response, route, token_verifier
 from shequ_services.grid import sla
 from shequ_services.grid.schemas import (
     SLA_PAGE_DOC,
@@ -72,9 +72,10 @@ class SlaSettings(DependencyProvider):
             "charts": sla.Recent(
                 float(config.get("GRID_SLA_CHART_SECONDS", sla.DEFAULT_CHART_SECONDS))
             ),
-            "secret": config.get("JWT_SECRET") or "",
-            "issuer": config.get("JWT_ISSUER", DEFAULT_ISSUER),
-            "audience": config.get("JWT_AUDIENCE", DEFAULT_AUDIENCE),
+            # The routes' own verifier: a production grid (a JWKS URL) takes the
+            # identity provider's tokens here too, and never one signed with the
+            # development secret.
+            "verifier": token_verifier(config),
         }
 
     def get_dependency(self, worker_ctx: Any) -> dict[str, Any]:
@@ -211,15 +212,8 @@ class SlaPages:
     # Helpers.
 
     def _verify(self, token: str) -> Identity:
-        settings = self.sla_settings
-        if not settings["secret"]:
-            raise Unauthorized("this service has no JWT_SECRET configured")
-        return verify_token(
-            token,
-            secret=settings["secret"],
-            issuer=settings["issuer"],
-            audience=settings["audience"],
-        )
+        identity: Identity = self.sla_settings["verifier"].verify(token)
+        return identity
 
     def _sla_identity(self, request: Request) -> tuple[Identity | None, bool]:
         """The caller from the bearer header, else from the session cookie; and whether a

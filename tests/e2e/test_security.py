@@ -405,3 +405,34 @@ def test_a_service_configured_with_a_jwks_url_refuses_development_tokens(
     )
     assert response.status_code == 401
     assert "'HS256' is not accepted" in response.json()["detail"]
+
+
+def test_the_sla_board_takes_the_providers_tokens_and_refuses_development_ones(
+    provider_grid: tuple[Any, Provider],
+) -> None:
+    """The board checks its session cookie itself (its pages are public routes, so
+    the runtime's gate does not); it must accept what the gate accepts and
+    nothing else. It verified with the development secret alone: a production
+    grid refused the provider's tokens there and took ones signed with the secret."""
+    stack, idp = provider_grid
+    board = f"{stack.url}/sla/"
+    provider_token = idp.sign("k1", roles=["community_staff"], communities=["hx-qingyuan"])
+    development_token = mint_token(
+        stack.jwt_secret(), roles=["admin"], sub="dev", issuer=ISSUER, audience=AUDIENCE
+    )
+    assert requests.get(board, cookies={"shequ_sla": provider_token}, timeout=10).status_code == 200
+    refused = requests.get(board, cookies={"shequ_sla": development_token}, timeout=10)
+    assert refused.status_code == 401
+    assert "登录已失效" in refused.text
+
+    for token, status in ((development_token, 401), (provider_token, 303)):
+        session = requests.Session()
+        session.get(board, timeout=10)
+        signed = session.post(
+            f"{stack.url}/sla/session",
+            data={"token": token, "csrf": session.cookies["shequ_sla_csrf"]},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert signed.status_code == status, signed.text
+    assert session.get(board, timeout=10).status_code == 200
