@@ -134,6 +134,14 @@ class TeamSchema(marshmallow.Schema):
 
 class TeamListSchema(marshmallow.Schema):
     items = fields.List(fields.Nested(TeamSchema))
+    next = fields.String(allow_none=True, metadata={"description": "pass as after= for more"})
+
+
+class PageQuerySchema(marshmallow.Schema):
+    """A listing in id order: a page of at most ``limit``, after the id ``after``."""
+
+    after = fields.String(validate=ID)
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
 
 
 class HouseholdSchema(marshmallow.Schema):
@@ -156,6 +164,7 @@ class HouseholdChangeSchema(marshmallow.Schema):
 
 class HouseholdListSchema(marshmallow.Schema):
     items = fields.List(fields.Nested(HouseholdSchema))
+    next = fields.String(allow_none=True, metadata={"description": "pass as after= for more"})
 
 
 class SeedSchema(marshmallow.Schema):
@@ -269,6 +278,7 @@ class EntrySchema(marshmallow.Schema):
 
 class EntryListSchema(marshmallow.Schema):
     items = fields.List(fields.Nested(EntrySchema))
+    next = fields.String(allow_none=True, metadata={"description": "pass as after= for more"})
 
 
 class CheckOutResultSchema(marshmallow.Schema):
@@ -280,6 +290,14 @@ class HoursQuerySchema(marshmallow.Schema):
     volunteer_id = fields.String(validate=ID)
     community = fields.String(validate=ID)
     month = fields.String(validate=MONTH)
+
+
+class HoursPageQuerySchema(HoursQuerySchema):
+    """The ledger listing: in service-time order, a page of at most ``limit`` after the
+    entry ``after`` (the CSV export takes the same filters and no page)."""
+
+    after = fields.String(validate=validate.Length(min=1, max=64))
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
 
 
 class CorrectionSchema(marshmallow.Schema):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -34,10 +34,12 @@ from shequ_services.volunteer.schemas import (
     CorrectionSchema,
     EntryListSchema,
     EntrySchema,
+    HoursPageQuerySchema,
     HoursQuerySchema,
     HouseholdChangeSchema,
     HouseholdListSchema,
     HouseholdSchema,
+    PageQuerySchema,
     RoundResultSchema,
     TaskCreateSchema,
     TaskListSchema,
@@ -579,14 +581,18 @@ class VolunteerService(PlatformService):
         "GET",
         "/api/v1/volunteer/teams",
         action="volunteer.team.read",
-        summary="The teams of the caller's communities",
+        summary="The teams of the caller's communities, in id order",
+        query=PageQuerySchema,
         response=TeamListSchema,
         errors=(403,),
     )
     def list_teams(self, request: Request) -> dict[str, Any]:
+        query = load_query(request, PageQuerySchema())
         communities = self._staff_communities(request, "volunteer.team.read")
-        teams = self.tasks.teams(communities)
-        return {"items": TeamSchema(many=True).dump(list(teams.values()))}
+        teams = list(
+            self.tasks.teams(communities, after=query.get("after"), limit=query["limit"]).values()
+        )
+        return {"items": TeamSchema(many=True).dump(teams), "next": _next(teams, query["limit"])}
 
     @route(
         "POST",
@@ -616,13 +622,17 @@ class VolunteerService(PlatformService):
         "GET",
         "/api/v1/volunteer/households",
         action="volunteer.household.read",
-        summary="The care-list households of the caller's communities",
+        summary="The care-list households of the caller's communities, in id order",
+        query=PageQuerySchema,
         response=HouseholdListSchema,
         errors=(403,),
     )
     def list_households(self, request: Request) -> dict[str, Any]:
-        found = self.tasks.households(self._staff_communities(request, "volunteer.household.read"))
-        return {"items": HouseholdSchema(many=True).dump(found)}
+        query = load_query(request, PageQuerySchema())
+        communities = self._staff_communities(request, "volunteer.household.read")
+        found = self.tasks.households(communities, after=query.get("after"), limit=query["limit"])
+        page = {"items": HouseholdSchema(many=True).dump(found)}
+        return {**page, "next": _next(found, query["limit"])}
 
     @route(
         "PATCH",
@@ -671,18 +681,27 @@ class VolunteerService(PlatformService):
         "/api/v1/volunteer/hours",
         action="volunteer.hours.read",
         summary="Ledger entries (staff: their communities; a volunteer: their own)",
-        query=HoursQuerySchema,
+        query=HoursPageQuerySchema,
         response=EntryListSchema,
         errors=(403,),
     )
     def list_hours(self, request: Request) -> dict[str, Any]:
-        query = load_query(request, HoursQuerySchema())
+        query = load_query(request, HoursPageQuerySchema())
         communities, volunteer_id = self._ledger_scope(request, query)
         start, end = self._month_bounds(query.get("month"))
+        after = None
+        if "after" in query:
+            try:
+                after = self.tasks.entry(query["after"])
+            except NotFound as exc:
+                raise InvalidInput(
+                    "the request failed validation", {"after": ["no such ledger entry"]}
+                ) from exc
         found = self.tasks.entries(
-            communities=communities, volunteer_id=volunteer_id, start=start, end=end
-        )
-        return {"items": EntrySchema(many=True).dump(found)}
+            communities=communities, volunteer_id=volunteer_id, start=start, end=end,
+            after=after, limit=query["limit"],
+        )  # fmt: skip
+        return {"items": EntrySchema(many=True).dump(found), "next": _next(found, query["limit"])}
 
     @route(
         "POST",
@@ -875,6 +894,11 @@ class VolunteerService(PlatformService):
             raise InvalidInput(
                 "the request failed validation", {field_name: [f"unknown grid cell {cell!r}"]}
             )
+
+
+def _next(page: Sequence[Any], limit: int) -> str | None:
+    """The ``after`` that continues a full page in id order (None: it was the last)."""
+    return str(page[-1].id) if len(page) == limit else None
 
 
 def load_query_value(month: str) -> str:

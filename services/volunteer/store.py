@@ -344,11 +344,19 @@ class VolunteerRepository(Repository):
         except DuplicateKeyError as exc:
             raise Duplicate(f"team {team.id!r} exists already") from exc
 
-    def teams(self, communities: Sequence[str] | None = None) -> dict[str, Team]:
-        query = {} if communities is None else {"community": {"$in": list(communities)}}
+    def teams(
+        self,
+        communities: Sequence[str] | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 0,
+    ) -> dict[str, Team]:
+        """Teams in id order: of ``communities`` (None: all), after the id ``after``,
+        at most ``limit`` (0: no limit, for the service's own checks)."""
+        cursor = self.db[TEAMS].find(_in_communities(communities, after)).sort("_id", ASCENDING)
         return {
             d["_id"]: Team(d["_id"], d["community"], d["name"], tuple(d["leaders"]))
-            for d in self.db[TEAMS].find(query).sort("_id", ASCENDING)
+            for d in cursor.limit(limit)
         }
 
     def led_teams(self, leader: str) -> list[str]:
@@ -373,11 +381,17 @@ class VolunteerRepository(Repository):
             raise NotFound(f"no household {household_id!r}")
         return _to_household(document)
 
-    def households(self, communities: Sequence[str] | None = None) -> list[Household]:
-        query: dict[str, Any] = {}
-        if communities is not None:
-            query["community"] = {"$in": list(communities)}
-        return [_to_household(d) for d in self.db[HOUSEHOLDS].find(query).sort("_id", ASCENDING)]
+    def households(
+        self,
+        communities: Sequence[str] | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 0,
+    ) -> list[Household]:
+        """Households in id order, as ``teams`` (0: no limit, for the rounds timer)."""
+        query = _in_communities(communities, after)
+        cursor = self.db[HOUSEHOLDS].find(query).sort("_id", ASCENDING).limit(limit)
+        return [_to_household(d) for d in cursor]
 
     def replace_household(self, household: Household, now: datetime) -> None:
         self._replace(HOUSEHOLDS, "household", self._household_document(household, now))
@@ -546,8 +560,10 @@ class VolunteerRepository(Repository):
         volunteer_id: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        after: Entry | None = None,
         limit: int = 50_000,
     ) -> list[Entry]:
+        """Entries in service-time order (ties by id), those after ``after`` if given."""
         query: dict[str, Any] = {}
         if communities is not None:
             query["community"] = {"$in": list(communities)}
@@ -558,8 +574,32 @@ class VolunteerRepository(Repository):
                 **({"$gte": start} if start else {}),
                 **({"$lt": end} if end else {}),
             }
+        if after is not None:
+            # The range names only what the indexes hold; the tie on the time is
+            # broken by id here (an ``$or`` would read the whole ledger).
+            served = query.setdefault("served_at", {})
+            served["$gte"] = max(served.get("$gte", after.served_at), after.served_at)
         cursor = self.db[LEDGER].find(query).sort([("served_at", ASCENDING), ("_id", ASCENDING)])
-        return [to_entry(d) for d in cursor.limit(limit)]
+        found: list[Entry] = []
+        for document in cursor:
+            entry = to_entry(document)
+            if after is not None and (entry.served_at, entry.id) <= (after.served_at, after.id):
+                continue
+            found.append(entry)
+            if len(found) == limit:
+                break
+        cursor.close()
+        return found
+
+
+def _in_communities(communities: Sequence[str] | None, after: str | None) -> dict[str, Any]:
+    """A listing's filter: the communities (None: all) and the ids after ``after``."""
+    query: dict[str, Any] = {}
+    if communities is not None:
+        query["community"] = {"$in": list(communities)}
+    if after is not None:
+        query["_id"] = {"$gt": after}
+    return query
 
 
 def _to_household(document: Mapping[str, Any]) -> Household:

@@ -403,6 +403,39 @@ def test_a_months_round_makes_one_visit_per_listed_household_and_a_visit_follows
     assert db(stack, servers)["tasks"].count_documents({"household_id": "vt-hh-2"}) == 1
 
 
+def test_households_and_teams_are_listed_in_capped_pages_that_continue_after_the_last_id(
+    stack: Stack,
+) -> None:
+    """The care list grows with the community: a listing hands out at most ``limit``
+    (500 at most) and says where the next page starts, as the volunteers' does."""
+    url, caller = stack.url, staff(stack)
+    for number in range(3):
+        body = {"id": f"vt-pg-{number}", "community": COMMUNITY, "grid_cell": "vt-c2",
+                "care_lists": ["needy"]}  # fmt: skip
+        assert caller.post(f"{url}{BASE}/households", json=body, timeout=10).status_code == 201
+        team = {"id": f"vt-pg-team-{number}", "community": COMMUNITY, "name": f"分页 {number}",
+                "leaders": ["vt-pg-lead"]}  # fmt: skip
+        assert caller.post(f"{url}{BASE}/teams", json=team, timeout=10).status_code == 201
+    for listing, prefix in (("households", "vt-pg-"), ("teams", "vt-pg-team-")):
+        listed: list[str] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 2, **({"after": after} if after else {})}
+            page = caller.get(f"{url}{BASE}/{listing}", params=params, timeout=10)
+            assert page.status_code == 200, page.text
+            assert len(page.json()["items"]) <= 2
+            listed += [item["id"] for item in page.json()["items"]]
+            after = page.json()["next"]
+            if after is None:
+                break
+        assert listed == sorted(set(listed))  # in id order, none twice
+        assert {f"{prefix}{n}" for n in range(3)} <= set(listed)
+        too_many = caller.get(f"{url}{BASE}/{listing}", params={"limit": 501}, timeout=10)
+        assert too_many.status_code == 422 and "limit" in too_many.json()["errors"]
+    nowhere = caller.get(f"{url}{BASE}/hours", params={"after": "no-such-entry"}, timeout=10)
+    assert nowhere.status_code == 422 and "after" in nowhere.json()["errors"]
+
+
 def test_a_volunteer_who_withdraws_consent_is_no_longer_offered_tasks(stack: Stack) -> None:
     register(stack, "vt-f1-v1", "vt-f1")
     register(stack, "vt-f1-v2", "vt-f1")

@@ -155,6 +155,45 @@ def test_an_entry_is_approved_once_even_by_two_approvers_at_once(database: Any) 
     assert outbox_types(database, entry.id) == ["shequ.volunteer.hours.approved"]
 
 
+def test_the_ledger_pages_in_service_time_order_through_entries_served_at_the_same_time(
+    database: Any,
+) -> None:
+    """A page ends inside a run of entries with one time: the next starts after the
+    last one by id, so none is repeated or skipped."""
+    times = [NOW, NOW, NOW, NOW + timedelta(minutes=5), NOW - timedelta(days=40)]
+    for number, served_at in enumerate(times):
+        repository(database).append(
+            ledger.service_entry(
+                volunteer_id=f"v{number}",
+                community="c1",
+                teams=("t1",),
+                minutes=30,
+                served_at=served_at,
+                task_id=None,
+                recorded_by="sw-1",
+                now=NOW + timedelta(hours=1),
+            )
+        )
+    everything = repository(database).entries(communities=["c1"])
+    order = [e.volunteer_id for e in everything]  # by time: v4, then v0-v2 (one time), v3
+    assert (order[0], set(order[1:4]), order[4]) == ("v4", {"v0", "v1", "v2"}, "v3")
+    paged: list[str] = []
+    after = None
+    while True:
+        page = repository(database).entries(communities=["c1"], after=after, limit=2)
+        paged += [e.id for e in page]
+        if len(page) < 2:
+            break
+        after = page[-1]
+    assert paged == [e.id for e in everything]
+    # Within a month's bounds, the position never reaches back before them.
+    start = NOW - timedelta(days=1)
+    in_month = repository(database).entries(
+        communities=["c1"], start=start, after=everything[0], limit=10
+    )
+    assert [e.id for e in in_month] == [e.id for e in everything[1:]]
+
+
 def test_the_seed_is_written_once_and_volunteers_read_back_as_written(database: Any) -> None:
     teams, volunteers, households = load_seed(SEED)
     assert repository(database).seed_once(teams, volunteers, households, NOW)

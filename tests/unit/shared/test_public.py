@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow
 import pytest
 
@@ -20,7 +22,8 @@ ROUTES = [
 
 
 def test_every_service_route_is_checked() -> None:
-    assert {service for service, _, _ in ROUTES} >= {"grid", "disclosure", "notify"}
+    services = {service for service, _, _ in ROUTES}
+    assert services >= {"grid", "mediation", "disclosure", "volunteer", "notify"}
 
 
 @pytest.mark.parametrize(
@@ -79,3 +82,41 @@ def _limits() -> list[tuple[str, marshmallow.fields.Field]]:
 def test_every_page_size_is_capped(where: str, field: marshmallow.fields.Field) -> None:
     caps = [v.max for v in field.validators if isinstance(v, marshmallow.validate.Range) and v.max]
     assert caps and min(caps) <= MAX_PAGE, f"{where}: limit has no cap of at most {MAX_PAGE}"
+
+
+#: Listings without a ``limit``, each bounded by what it lists rather than by a page.
+BOUNDED_BY_NATURE = {
+    "disclosure.board_entries_json": "the board's own pages, a fixed number of entries each",
+    "grid.get_history": "one incident's lifecycle steps",
+    "mediation.list_mediators": "the district's roster of mediators",
+    "notify.list_rules": "the district's notification rules, written by its admins",
+    "notify.list_templates": "the district's message templates, written by its admins",
+    "notify.list_subscriptions": "the caller's own webhook subscriptions (one per bureau need)",
+    "volunteer.hours_totals": "one sum per volunteer, team or community",
+    "volunteer.my_offers": "the caller's own offers still open",
+}
+
+
+def _listings() -> list[tuple[str, Any]]:
+    """Every GET route answering ``{"items": [...]}``, as ``(service.method, route)``."""
+    found = []
+    for service, name, route in ROUTES:
+        response = route.response
+        schema = response() if isinstance(response, type) else response
+        if route.method == "GET" and isinstance(schema, marshmallow.Schema):
+            if isinstance(schema.fields.get("items"), marshmallow.fields.List):
+                found.append((f"{service}.{name}", route))
+    return found
+
+
+@pytest.mark.parametrize(("where", "route"), _listings(), ids=[w for w, _ in _listings()])
+def test_every_listing_takes_a_capped_page_size_or_is_bounded_by_what_it_lists(
+    where: str, route: Any
+) -> None:
+    """A listing without a page size answers with all it has, which grows with the
+    district: the care list and the hours ledger did until this test."""
+    query = route.query() if isinstance(route.query, type) else route.query
+    if where in BOUNDED_BY_NATURE:
+        assert query is None or "limit" not in query.fields, f"{where} pages now: unlist it"
+        return
+    assert query is not None and "limit" in query.fields, f"{where}: no limit parameter"
