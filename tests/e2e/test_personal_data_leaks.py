@@ -12,7 +12,9 @@ then searches, for each value and its digits:
 * the disclosure log: every document of its database, and its public
   answers (the entries listing, each entry, its proof, the board's pages,
   entries JSON and Atom feed);
-* every service's ``/metrics``.
+* every service's ``/metrics``;
+* notify's deliveries and attempts about the planted reports (what it
+  rendered and sent, and each attempt's error).
 
 and, at rest, the three services that seal personal data (mediation's cases,
 volunteer's registry, notify's contacts): their raw documents, read through
@@ -26,7 +28,8 @@ grid
   * ``POST /api/v1/grid/incidents``: ``description`` (free text); the
     reporter is the token's subject. Planted.
   * ``POST .../incidents/{id}/transitions``: ``reason``, ``feedback``,
-    ``note`` (free text). Planted: ``feedback``, and ``reason`` of a rejection.
+    ``note`` (free text). Planted: ``feedback``, ``note`` of a start, and
+    ``reason`` of a rejection.
   * ``POST .../incidents/{id}/rating``: ``comment``. Planted.
   * ``POST /open311/v2/requests.json``: ``first_name``, ``last_name``,
     ``phone``, ``email``, ``device_id``, ``account_id``, ``address_string``,
@@ -38,7 +41,9 @@ mediation
     address), ``facts``. Planted.
   * ``POST .../cases/{id}/parties``: the same, for parties added later. Planted.
   * ``POST .../cases/{id}/transitions``: ``place``, ``notes``, ``reason``,
-    the agreement's texts. Planted: ``place``, ``notes``, the agreement.
+    the agreement's texts. Planted: ``place``, ``notes``, an extension's
+    ``reason``, the agreement (responsibilities included). Not planted:
+    ``override_reason`` of an assignment against the roster's choice.
 volunteer
   * ``POST /api/v1/volunteer/volunteers``, ``PATCH .../volunteers/{id}``:
     ``name``, ``phone``. Planted.
@@ -163,7 +168,9 @@ def plant_in_grid(platform: Platform, p: Planted, resident: str) -> list[str]:
 
     resolved = step(staff, resolved, action="accept")
     resolved = step(staff, resolved, action="dispatch", department="municipal")
-    resolved = step(department(platform), resolved, action="start")
+    resolved = step(
+        department(platform), resolved, action="start", note=f"{p.name}不在家，{p.phone}"
+    )
     resolved = step(
         department(platform), resolved, action="report_handled",
         feedback=f"已联系{p.name}（{p.phone}）更换井盖",
@@ -250,9 +257,12 @@ def plant_in_mediation(platform: Platform, p: Planted) -> str:
     case = step(me, "schedule_session", session_at=at, place=p.address)
     case = step(me, "record_session", session_id="S1", attendance=["P1", "P2"],
                 notes=f"{p.name}情绪激动，{p.id_number}")  # fmt: skip
+    case = step(office, "extend", days=15, reason=f"{p.other_name}出差，{p.phone}",
+                parties_consent=True)  # fmt: skip
     today = datetime.now(UTC).date().isoformat()
     agreement = {
         "facts": f"{p.name}家漏水", "issues": f"{p.other_name}是否赔偿",
+        "responsibilities": f"{p.other_name}负主要责任",
         "obligations": [{"party_id": "P2", "obligation": f"向{p.name}赔偿800元",
                          "manner": f"转账至{p.phone}", "due_on": "2026-12-31"}],
         "signatures": [{"party_id": x, "signed": True} for x in ("P1", "P2")],
@@ -373,6 +383,13 @@ def texts(platform: Platform, incidents: list[str]) -> Iterator[tuple[str, str]]
         yield f"GET {path}", page.text
     for service, process in platform.stack.processes.items():
         yield f"{service} /metrics", requests.get(f"{process.url}/metrics", timeout=10).text
+    notify = platform.db("notify")
+    deliveries = list(notify["deliveries"].find({"subject_ref": {"$in": incidents}}))
+    assert deliveries, "notify's deliveries about the planted reports"
+    for delivery in deliveries:
+        yield f"notify delivery {delivery['_id']}", dump(delivery)
+        for attempt in notify["attempts"].find({"delivery_id": delivery["_id"]}):
+            yield f"notify attempt {attempt['_id']}", dump(attempt)
 
 
 def dump(document: Any) -> str:
