@@ -416,6 +416,9 @@ PROBES: dict[str, Probe] = {
 #: Community-scoped actions this file does not probe, and where they are tested instead.
 NOT_PROBED = {
     "grid.sla.read": "the SLA board's pages check it themselves: tests/e2e/test_sla_board.py",
+    # These need a worked task's ledger entry; test_volunteer.py's
+    # test_corrections_are_new_entries_and_totals_csv_and_certificate_follow_them
+    # has another community's staff try each.
     "volunteer.hours.read": "needs a worked task's ledger entry: tests/e2e/test_volunteer.py",
     "volunteer.hours.approve": "needs a worked task's ledger entry: tests/e2e/test_volunteer.py",
     "volunteer.hours.export": "needs a worked task's ledger entry: tests/e2e/test_volunteer.py",

@@ -265,7 +265,19 @@ def test_corrections_are_new_entries_and_totals_csv_and_certificate_follow_them(
     assert approve_added.status_code == 200
     assert total() == entry["minutes"] + 90
     removed = caller.post(corrections, json={"minutes_delta": -30, "reason": "记多了"}, timeout=10)
-    caller.post(f"{url}{BASE}/hours/{removed.json()['id']}/approval", timeout=10)
+    # Another community's staff neither approve these hours nor see them.
+    elsewhere = session(stack, "community_staff", sub="sw-elsewhere", communities=["vt-elsewhere"])
+    removed_approval = f"{url}{BASE}/hours/{removed.json()['id']}/approval"
+    assert elsewhere.post(removed_approval, timeout=10).status_code == 403
+    assert elsewhere.post(corrections, json={"minutes_delta": 5, "reason": "x"},
+                          timeout=10).status_code == 403  # fmt: skip
+    theirs = elsewhere.get(f"{url}{BASE}/hours", params={"volunteer_id": "vt-c1-v1"}, timeout=10)
+    assert theirs.status_code == 200 and theirs.json()["items"] == []
+    asked = elsewhere.get(f"{url}{BASE}/hours", params={"community": COMMUNITY}, timeout=10)
+    assert asked.status_code == 200 and asked.json()["items"] == []
+    their_csv = elsewhere.get(f"{url}{BASE}/hours.csv", params={"month": month}, timeout=10)
+    assert their_csv.status_code == 200 and "vt-c1-v1" not in their_csv.text
+    caller.post(removed_approval, timeout=10)
     assert total() == entry["minutes"] + 60
     original = db(stack, servers)["ledger"].find_one({"_id": entry["id"]})
     assert original["minutes"] == entry["minutes"]  # never edited
