@@ -24,7 +24,9 @@ from pymongo import monitoring
 
 from shequ import audit
 from shequ.outbox import OutboxRelay
-from shequ.store import OUTBOX, Repository, ensure_indexes
+from shequ.store import OUTBOX, BacklogWindow, Repository, ensure_indexes
+from shequ_services.disclosure import domain as disclosure_domain
+from shequ_services.disclosure.store import PENDING, EntryRepository
 from shequ_services.grid.domain import DuplicateScope, Incident, Rating
 from shequ_services.grid.store import INCIDENTS, IncidentRepository
 from shequ_services.mediation.store import CASES, CaseRepository
@@ -275,3 +277,35 @@ def test_mediation_and_volunteer_find_an_incidents_case_and_task_without_a_scan(
     assert cases.for_incident("inc-new") == []
     assert tasks.for_incident("inc-new") == []
     assert_few(examined(db, recorder, {CASES, TASKS}))
+
+
+def test_the_sequencer_reads_the_oldest_queued_drafts_not_the_whole_queue(
+    recorded: tuple[Any, Recorder, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its read of ``{"refused": None}``, sorted, examined every queued draft for
+    every batch, and at 2,900 queued took the embedded store 20 s: the log fell
+    ever further behind (the soak run of 24 November 2026)."""
+    db, recorder, _ = recorded
+    ensure_indexes(db, EntryRepository)
+    monkeypatch.setattr(EntryRepository, "PENDING_WINDOW", BacklogWindow("accepted_at", batches=2))
+    log = EntryRepository(db, service="disclosure", district="test")
+    month = disclosure_domain.month_of(NOW)
+
+    def queue() -> None:
+        for number in range(6 * 100):
+            draft = disclosure_domain.EntryDraft(
+                kind="notice", cadence="ad_hoc", community="hx-qingyuan", period=month,
+                title=f"通知 {number}", body={"text": f"第 {number} 号"},
+            )  # fmt: skip
+            log.enqueue(draft)
+
+    log.run_in_transaction(queue)
+    assert len(log.integrate()) == 100  # the first batch reads the queue and notes where
+    recorder.commands.clear()
+    second = log.integrate()
+    assert [entry.index for entry in second] == list(range(100, 200))
+    reads = examined(db, recorder, {PENDING})
+    assert reads, "the sequencer sent no query to explain"
+    # The window up to its horizon (200 drafts in, 100 of them appended) and the
+    # batch itself: never the 500 still queued.
+    assert max(count for _, count in reads) <= 150, reads
