@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -414,6 +414,24 @@ class Repository:
             object_id=object_id,
             before=before,
             after=after,
+        )
+
+    def audit_many(
+        self, kind: str, changes: Sequence[tuple[str, Any, Any]]
+    ) -> list[dict[str, Any]]:
+        """``audit`` for several objects of one kind, ``(id, before, after)`` each, in one write.
+
+        For a batch changed in one transaction: the records are numbered and
+        chained together (``shequ.audit.append_many`` says why that matters).
+        """
+        if self.session is None:
+            raise RuntimeError("audit_many() must be called inside transaction()")
+        return audit_trail.append_many(
+            self.db,
+            self.session,
+            actor=self.actor,
+            action=self.action,
+            changes=[(kind, object_id, before, after) for object_id, before, after in changes],
         )
 
     def mark_processed(self, handler: str, event: CloudEvent) -> None:

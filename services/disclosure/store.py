@@ -162,8 +162,7 @@ class EntryRepository(Repository):
         )
         documents = [_entry_document(entry) for entry in entries]
         self.db[ENTRIES].insert_many(documents, session=self.session)
-        for document in documents:
-            self.audit("entry", str(document["_id"]), None, document)
+        self.audit_many("entry", [(str(d["_id"]), None, d) for d in documents])
         if nodes:
             self.db[NODES].insert_many(nodes, session=self.session)
         self.emit_many(

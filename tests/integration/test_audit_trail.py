@@ -131,6 +131,49 @@ def test_a_record_links_past_a_gap_wider_than_the_window_it_looks_in_first(
     assert audit.verify(database) == []
 
 
+class Batches(Things):
+    def change_many(self, values: dict[str, int]) -> None:
+        changes = [(key, None, {"_id": key, "value": value}) for key, value in values.items()]
+        self.run_in_transaction(lambda: self.audit_many("thing", changes))
+
+
+def test_a_batch_is_recorded_in_one_write_numbered_and_chained_in_order(database: Any) -> None:
+    things(database).change("t-0", 0)
+    batch = Batches(database, service="demo", district="dev")
+    batch.actor, batch.action = {"sub": "u-1", "roles": ["admin"]}, "demo.thing.change"
+    batch.change_many({f"t-{n}": n for n in range(1, 6)})
+    records = list(database[audit.AUDIT].find({}, sort=[("seq", 1)]))
+    assert [r["seq"] for r in records] == list(range(1, 7))
+    assert [r["object"]["id"] for r in records] == [f"t-{n}" for n in range(6)]
+    assert all(
+        later["prev"] == earlier["hash"]
+        for earlier, later in zip(records, records[1:], strict=False)
+    )
+    assert all(r["action"] == "demo.thing.change" for r in records[1:])
+    assert audit.verify(database) == []
+
+
+def test_a_record_written_in_a_transaction_older_than_many_others_still_links(
+    database: Any,
+) -> None:
+    """A long transaction (the sequencer's batch) does not see the records committed
+    since it began: nothing is in the first window below its number, so it looks
+    further down, a wider range at a time."""
+    things(database).change("t-1", 1)
+    first = database[audit.AUDIT].find_one({"seq": 1})
+    client = database.client
+    with client.start_session() as session, session.start_transaction():
+        database["things"].find_one({"_id": "t-1"}, session=session)  # the snapshot is taken
+        for value in range(2, 2 + 3 * audit.PREV_WINDOW):
+            things(database, "u-other").change("t-2", value)  # committed, but not seen
+        record = audit.append(
+            database, session, actor={"sub": "u-1", "roles": []}, action="demo.late",
+            kind="thing", object_id="t-1", before=None, after={"v": 1},
+        )  # fmt: skip
+    assert record["prev"] == first["hash"]
+    assert audit.verify(database) == []
+
+
 def test_the_operators_command_reports_a_trail_tampered_with(
     servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
