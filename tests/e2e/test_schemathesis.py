@@ -83,8 +83,12 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(
             # On the service's own port, not behind the front door the run goes through.
             "--exclude-path-regex",
             "^/(healthz|readyz|metrics)$",
+            # One worker: with two, st's threads parse hypothesis's lambda
+            # sources at once, and CPython 3.11 then raises a spurious "AST
+            # constructor recursion depth mismatch" (python/cpython#106905),
+            # which this test counts as an error (seen once in a full run).
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "30",
             "--no-color",
