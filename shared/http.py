@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -276,6 +276,10 @@ def load_body(request: Request, schema: marshmallow.Schema) -> dict[str, Any]:
         raise InvalidInput("the request body failed validation", _as_dict(exc.messages)) from exc
 
 
+#: Bodies whose field names are keys like a query's.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def unsafe_key(key: str) -> str | None:
     """Why ``key`` may not appear in any body or query, or None if it may."""
     if key.startswith("$"):
@@ -320,16 +324,31 @@ _BRACKETS = re.compile(r"[\[\]]")
 
 def check_query(request: Request) -> None:
     """Refuse query keys that begin with ``$`` or contain ``.``, and over-long parameters."""
+    problems = _unsafe_fields(request.args.items(multi=True), MAX_QUERY_CHARS)
+    if problems:
+        raise InvalidInput("the query parameters have keys or values no route accepts", problems)
+
+
+def check_form_body(request: Request) -> None:
+    """The same for a form body (Open311's ``POST requests``): its keys are refused alike.
+
+    Values are bounded by the body's size limit and the route's own checks.
+    """
+    problems = _unsafe_fields(request.form.items(multi=True), None)
+    if problems:
+        raise InvalidInput("the form has fields no route accepts", problems)
+
+
+def _unsafe_fields(items: Iterable[tuple[str, str]], longest: int | None) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
-    for key, value in request.args.items(multi=True):
+    for key, value in items:
         # ``a[$ne]=1`` is how qs-style parsers spell a nested key: each part counts.
         reason = next(filter(None, map(unsafe_key, _BRACKETS.split(key))), None)
         if reason:
             problems.setdefault(key, []).append(reason)
-        if len(key) > MAX_QUERY_CHARS or len(value) > MAX_QUERY_CHARS:
-            problems.setdefault(key[:64], []).append(f"longer than {MAX_QUERY_CHARS} characters")
-    if problems:
-        raise InvalidInput("the query parameters have keys or values no route accepts", problems)
+        if longest is not None and (len(key) > longest or len(value) > longest):
+            problems.setdefault(key[:64], []).append(f"longer than {longest} characters")
+    return problems
 
 
 def check_json_body(request: Request) -> None:
@@ -609,6 +628,8 @@ class Route(HttpRequestHandler):
         check_query(request)
         if request.method in WRITE_METHODS and request.mimetype == "application/json":
             check_json_body(request)
+        if request.method in WRITE_METHODS and request.mimetype in FORM_TYPES:
+            check_form_body(request)
 
     def handle_result(self, event: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
         # Before the response is released: the record of a read of sensitive

@@ -311,6 +311,18 @@ def test_a_refused_request_gets_the_spec_error_and_stores_nothing(
     assert stored(platform) == before
 
 
+def test_a_form_field_named_like_an_operator_is_refused_and_stores_nothing(
+    platform: Platform, api_key: str
+) -> None:
+    """The runtime refuses ``$`` and ``.`` keys in every body; a form's field names too."""
+    before = stored(platform)
+    response = post(platform, spec_form(api_key, **{"$where": "1", "attribute[$ne]": "x"}))
+    assert response.status_code == 422, response.text
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert set(response.json()["errors"]) == {"$where", "attribute[$ne]"}
+    assert stored(platform) == before
+
+
 def test_a_bad_list_query_is_a_400(platform: Platform) -> None:
     response = requests.get(
         url(platform, "requests.json"),

@@ -13,6 +13,7 @@ from shequ.http import (
     MAX_JSON_DEPTH,
     MAX_STRING_CHARS,
     RateLimiter,
+    check_form_body,
     check_query,
     client_key,
     load_body,
@@ -89,6 +90,25 @@ def test_an_over_long_query_value_is_refused() -> None:
 
 def test_ordinary_query_values_with_dots_and_dollars_pass() -> None:
     check_query(get("q=a.b&r=$5"))
+
+
+def form(body: str) -> Request:
+    builder = EnvironBuilder(
+        method="POST", data=body, content_type="application/x-www-form-urlencoded"
+    )
+    return Request(builder.get_environ())
+
+
+@pytest.mark.parametrize("body", ["$where=1", "email.x=a", "attribute[$ne]=x"])
+def test_operator_and_dotted_form_keys_are_refused(body: str) -> None:
+    """Open311 posts a form: its field names are keys like a query's, refused alike."""
+    with pytest.raises(InvalidInput) as caught:
+        check_form_body(form(body))
+    assert all("key may not" in messages[0] for messages in caught.value.errors.values())
+
+
+def test_an_open311_form_with_brackets_dots_in_values_and_long_text_passes() -> None:
+    check_form_body(form("attribute[facility_type]=manhole&lat=30.27&description=" + "x" * 3000))
 
 
 class Clock:
