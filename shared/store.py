@@ -403,18 +403,8 @@ class Repository:
         ``emit``, outside a transaction this is a programming error: a change
         must not commit without its record.
         """
-        if self.session is None:
-            raise RuntimeError("audit() must be called inside transaction()")
-        return audit_trail.append(
-            self.db,
-            self.session,
-            actor=self.actor,
-            action=self.action,
-            kind=kind,
-            object_id=object_id,
-            before=before,
-            after=after,
-        )
+        (record,) = self.audit_many(kind, [(object_id, before, after)])
+        return record
 
     def audit_many(
         self, kind: str, changes: Sequence[tuple[str, Any, Any]]
@@ -425,7 +415,7 @@ class Repository:
         chained together (``shequ.audit.append_many`` says why that matters).
         """
         if self.session is None:
-            raise RuntimeError("audit_many() must be called inside transaction()")
+            raise RuntimeError("audit() must be called inside transaction()")
         return audit_trail.append_many(
             self.db,
             self.session,

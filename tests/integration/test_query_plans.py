@@ -242,21 +242,27 @@ def test_a_burst_of_reports_in_one_cell_is_not_read_whole_for_each_new_report(
     assert sum(count for _, count in reads) < BYSTANDERS // 2, reads
 
 
-def test_an_audit_record_finds_the_one_it_links_to_without_reading_the_trail(
-    recorded: tuple[Any, Recorder, str],
-) -> None:
+def record_after_trail(recorded: tuple[Any, Recorder, str], *, taken: int) -> list[Any]:
+    """A trail of ``BYSTANDERS`` records with ``taken`` numbers used, then one change
+    recorded: the reads it took, explained. It must link to the last record."""
     db, recorder, _ = recorded
     ensure_indexes(db, Things)
     db[audit.AUDIT].insert_many(
         [{"_id": f"a-{n}", "seq": n, "hash": f"h-{n}"} for n in range(1, BYSTANDERS + 1)]
     )
-    db[audit.COUNTER].insert_one({"_id": audit.AUDIT, "seq": BYSTANDERS})
+    db[audit.COUNTER].insert_one({"_id": audit.AUDIT, "seq": taken})
     recorder.commands.clear()
     things = Things(db, service="testsource", district="test")
     things.actor, things.action = {"sub": "u-1", "roles": ["admin"]}, "test.change"
     things.run_in_transaction(lambda: things.audit("thing", "t-1", None, {"v": 1}))
-    assert db[audit.AUDIT].find_one({"seq": BYSTANDERS + 1})["prev"] == f"h-{BYSTANDERS}"
-    reads = examined(db, recorder, {audit.AUDIT})
+    assert db[audit.AUDIT].find_one({"seq": taken + 1})["prev"] == f"h-{BYSTANDERS}"
+    return examined(db, recorder, {audit.AUDIT})
+
+
+def test_an_audit_record_finds_the_one_it_links_to_without_reading_the_trail(
+    recorded: tuple[Any, Recorder, str],
+) -> None:
+    reads = record_after_trail(recorded, taken=BYSTANDERS)
     # The window below its number (and the store's look one past its end), not all 300.
     assert sum(count for _, count in reads) <= audit.PREV_WINDOW + 1, reads
 
@@ -267,18 +273,7 @@ def test_a_record_past_a_wide_gap_looks_further_down_a_range_at_a_time(
     """What a long transaction sees: the last 40 numbers taken by records it cannot
     see. It read the whole trail, sorted, for every such record (1.1 s a record
     in a soak run's sequencer batch); now it reads ranges four times wider each."""
-    db, recorder, _ = recorded
-    ensure_indexes(db, Things)
-    db[audit.AUDIT].insert_many(
-        [{"_id": f"a-{n}", "seq": n, "hash": f"h-{n}"} for n in range(1, BYSTANDERS + 1)]
-    )
-    db[audit.COUNTER].insert_one({"_id": audit.AUDIT, "seq": BYSTANDERS + 40})
-    recorder.commands.clear()
-    things = Things(db, service="testsource", district="test")
-    things.actor, things.action = {"sub": "u-1", "roles": ["admin"]}, "test.change"
-    things.run_in_transaction(lambda: things.audit("thing", "t-1", None, {"v": 1}))
-    assert db[audit.AUDIT].find_one({"seq": BYSTANDERS + 41})["prev"] == f"h-{BYSTANDERS}"
-    reads = examined(db, recorder, {audit.AUDIT})
+    reads = record_after_trail(recorded, taken=BYSTANDERS + 40)
     # The empty 16 below, then the next 64 (of which 24 hold records): not all 300.
     assert sum(count for _, count in reads) <= 2 * audit.PREV_WINDOW + 40, reads
 
