@@ -318,13 +318,9 @@ class VolunteerRepository(Repository):
         after: str | None = None,
         limit: int = 100,
     ) -> list[Volunteer]:
-        query: dict[str, Any] = {}
-        if communities is not None:
-            query["community"] = {"$in": list(communities)}
+        query = _in_communities(communities, after)
         if team is not None:
             query["teams"] = team
-        if after is not None:
-            query["_id"] = {"$gt": after}
         cursor = self.db[VOLUNTEERS].find(query).sort("_id", ASCENDING).limit(limit)
         return [to_volunteer(d, self.keyring) for d in cursor]
 
