@@ -149,6 +149,9 @@ def stack_on(
             # Notify: a quick delivery worker, short retry schedules, and the
             # tests' own http endpoints on loopback.
             "SHEQU_NOTIFY_DELIVER_SECONDS": "0.2",
+            # Rule, template and subscription changes made through notify's
+            # API must count at once, not when the kept routing ages out.
+            "SHEQU_NOTIFY_ROUTING_MAX_AGE_SECONDS": "3600",
             "SHEQU_NOTIFY_ALLOW_HTTP_LOOPBACK": "true",
             "SHEQU_NOTIFY_RETRY_BASE_SECONDS": "0.2",
             "SHEQU_NOTIFY_RETRY_MAX_DELAY_SECONDS": "1",

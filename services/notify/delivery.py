@@ -26,6 +26,7 @@ from shequ.store import BacklogWindow
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import Channel, ChannelError, Message, post_json
 from shequ_services.notify.domain import Contact, ContactChannel, RetryPolicy
+from shequ_services.notify.routing import Routing
 from shequ_services.notify.store import DEAD, PAUSED, PENDING, SENT, SKIPPED, NotifyRepository
 
 log = logging.getLogger("shequ.notify.delivery")
@@ -75,13 +76,17 @@ class Settings:
 Resolver = Callable[[str], str | None]
 
 
-def record_event(repo: NotifyRepository, event: CloudEvent, now: datetime) -> None:
+def record_event(
+    repo: NotifyRepository, event: CloudEvent, now: datetime, routing: Routing | None = None
+) -> None:
     """Record the deliveries an event calls for (in the caller's transaction); send nothing.
 
     Templates see the payload in its JSON form (as the schema dumps it) plus
     ``event`` (id, type, subject, time); a bureau subscription gets the
-    CloudEvent itself.
+    CloudEvent itself. The rules and subscriptions come from ``routing`` (the
+    service's ``CachedRouting``), else straight from the store.
     """
+    routing = repo if routing is None else routing
     spec = event.spec or REGISTRY.by_dataschema(event.dataschema)
     data = spec.schema().dump(event.data)
     envelope = {
@@ -90,13 +95,13 @@ def record_event(repo: NotifyRepository, event: CloudEvent, now: datetime) -> No
         "subject": event.subject,
         "time": event.time.isoformat(),
     }
-    rules = repo.rules_for(event.type)
+    rules = routing.rules_for(event.type)
     plans = domain.plan(
         rules, event_id=event.id, event_type=event.type, subject=event.subject, data=data
     )
     for planned in plans:
         repo.record_planned(planned, {**data, "event": envelope}, now)
-    for subscription_id in repo.subscribed_to(event.type):
+    for subscription_id in routing.subscribed_to(event.type):
         body = {**event.to_json_dict(), "data": data}
         repo.record_for_subscription(
             subscription_id, event.id, event.type, event.subject, body, now
@@ -121,8 +126,11 @@ class DeliveryWorker:
         rand: Callable[[], float] | None = None,
         stopping: Callable[[], bool] = lambda: False,
         windows: dict[str | None, BacklogWindow] | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.repo = repo
+        #: Where templates are looked up: the service's ``CachedRouting``, else the store.
+        self.routing = repo if routing is None else routing
         self.stopping = stopping
         #: Each kind's place in the due backlog, kept by the caller between passes.
         self.windows = {} if windows is None else windows
@@ -269,7 +277,7 @@ class DeliveryWorker:
     def _render(self, delivery: dict[str, Any], contact: Contact | None) -> tuple[str, str]:
         if delivery.get("rendered"):
             return delivery["rendered"]["subject"], delivery["rendered"]["text"]
-        template = self.repo.template(delivery["template"])
+        template = self.routing.template(delivery["template"])
         if template is None:
             return "", f"[{delivery['event_type']}] {delivery['subject_ref']}"
         language = contact.language if contact else domain.DEFAULT_LANGUAGE

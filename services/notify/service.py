@@ -42,6 +42,7 @@ from shequ_services.notify.delivery import (
     record_event,
 )
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, Rule, Template
+from shequ_services.notify.routing import CachedRouting, RoutingTable
 from shequ_services.notify.schemas import (
     AttemptPageSchema,
     AttemptQuerySchema,
@@ -146,7 +147,7 @@ SEED_WAIT_SECONDS = 30.0
 
 
 class Delivery(DependencyProvider):
-    """The channel plugins and the worker's settings, loaded once per container."""
+    """The channel plugins, the worker's settings and the routing, loaded once per container."""
 
     def setup(self) -> None:
         config = self.container.config
@@ -160,6 +161,11 @@ class Delivery(DependencyProvider):
         self.seeded = threading.Event()
         #: The delivery passes' places in the due backlog (``BacklogWindow``), per kind.
         self.windows: dict[str | None, BacklogWindow] = {}
+        #: Rules, subscriptions and templates in memory (``routing.CachedRouting``).
+        max_age = config.get("NOTIFY_ROUTING_MAX_AGE_SECONDS")
+        self.routing = CachedRouting(
+            self._read_routing, max_age=float(5 if max_age in (None, "") else max_age)
+        )
 
     def start(self) -> None:
         """Seed the rules into a notify database that has none, before any event is handled."""
@@ -171,10 +177,15 @@ class Delivery(DependencyProvider):
         if not store.at_start(repo.has_rules, "looking for rules"):
             rules, seeded = load_seed(self.seed_file)
             store.at_start(lambda: repo.seed(rules, seeded, datetime.now(UTC)), "seeding rules")
+        self.routing.changed()
         self.seeded.set()
 
     def get_dependency(self, worker_ctx: Any) -> Delivery:
         return self
+
+    def _read_routing(self) -> RoutingTable:
+        repo: NotifyRepository = provider_of(self.container, Store).get_dependency(None)
+        return repo.routing_table()
 
     def stopping(self) -> bool:
         """Whether the process is shutting down (the delivery worker stops claiming)."""
@@ -189,7 +200,7 @@ def _handles(source: str, event_name: str, method: str) -> Callable[..., Any]:
     """
 
     def handle(self: NotifyService, event: CloudEvent) -> None:
-        record_event(self.notifications, event, datetime.now(UTC))
+        record_event(self.notifications, event, datetime.now(UTC), self.delivery.routing)
 
     handle.__name__ = method
     handle_once = idempotent("notifications")(handle)
@@ -336,6 +347,7 @@ class NotifyService(PlatformService):
             resolve_reporter=self.reporters,
             stopping=self.delivery.stopping,
             windows=self.delivery.windows,
+            routing=self.delivery.routing,
         )
 
     # Compatibility with the first slice: notifications about one subject.
@@ -386,6 +398,7 @@ class NotifyService(PlatformService):
         except domain.RuleError as exc:
             raise InvalidInput("the rule cannot be saved", exc.errors) from exc
         self.notifications.save_rule(rule, datetime.now(UTC))
+        self.delivery.routing.changed()
         return RuleSchema().dump(rule)
 
     @route(
@@ -399,6 +412,7 @@ class NotifyService(PlatformService):
     def delete_rule(self, request: Request, rule_id: str) -> dict[str, Any]:
         if not self.notifications.delete_rule(rule_id):
             raise NotFound(f"no rule {rule_id}")
+        self.delivery.routing.changed()
         return {"deleted": rule_id}
 
     @route(
@@ -440,6 +454,7 @@ class NotifyService(PlatformService):
         if errors:
             raise InvalidInput("the template cannot be saved", errors)
         self.notifications.save_template(template, datetime.now(UTC))
+        self.delivery.routing.changed()
         return {"id": template_id, "body": dict(template.body), "subject": dict(template.subject)}
 
     # Contact points: the only place contact data lives.
@@ -560,6 +575,7 @@ class NotifyService(PlatformService):
             request.identity.sub,
             datetime.now(UTC),
         )
+        self.delivery.routing.changed()
         return 201, SubscriptionCreatedSchema().dump(created)
 
     @route(
@@ -618,6 +634,7 @@ class NotifyService(PlatformService):
     def delete_subscription(self, request: Request, subscription_id: str) -> dict[str, Any]:
         self._own_subscription(request, subscription_id, "notify.subscription.change")
         self.notifications.delete_subscription(subscription_id, datetime.now(UTC))
+        self.delivery.routing.changed()
         return SubscriptionSchema().dump(self.notifications.subscription(subscription_id))
 
     @route(
@@ -670,6 +687,7 @@ class NotifyService(PlatformService):
         if current["status"] == "deleted":
             raise NotFound(f"subscription {subscription_id} was deleted")
         self.notifications.set_subscription_status(subscription_id, status, datetime.now(UTC))
+        self.delivery.routing.changed()
         return SubscriptionSchema().dump(self.notifications.subscription(subscription_id))
 
     # The audit: deliveries and every attempt.

@@ -46,6 +46,7 @@ from shequ_services.notify.domain import (
     Template,
     audience_role,
 )
+from shequ_services.notify.routing import RoutingTable
 
 RULES = "rules"
 TEMPLATES = "templates"
@@ -595,6 +596,17 @@ class NotifyRepository(Repository):
         query = {"owner": owner} if owner else {}
         cursor = self.db[SUBSCRIPTIONS].find(query).sort("created_at", 1)
         return [as_record(d) for d in cursor.limit(limit)]
+
+    def routing_table(self) -> RoutingTable:
+        """Every rule, live subscription and template, read outside any transaction."""
+        live = self.db[SUBSCRIPTIONS].find(
+            {"status": {"$ne": "deleted"}}, {"_id": 1, "event_types": 1}
+        )
+        return RoutingTable.of(
+            self.rules(),
+            [(document["_id"], document.get("event_types") or []) for document in live],
+            self.templates(),
+        )
 
     def subscribed_to(self, event_type: str) -> list[str]:
         found = self.db[SUBSCRIPTIONS].find(

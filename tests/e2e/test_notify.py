@@ -212,7 +212,16 @@ def test_a_paused_subscription_receives_nothing_until_resumed_and_a_rotated_secr
 
 
 def test_an_admin_rule_with_a_new_template_changes_what_is_sent(platform: Platform) -> None:
+    """Counts from the next event, though notify keeps its rules in memory
+    (``routing.py``; the tests' platform lets them age for an hour)."""
     admin = platform.session("admin")
+    staff = platform.session("community_staff")
+    url = f"{platform.url}{NOTIFY}/notifications"
+    before = report(platform, cell="qy-03")
+    wait_for(
+        lambda: staff.get(url, params={"subject_ref": before}, timeout=10).json()["items"],
+        what="notify handling a report under the old rules",
+    )
     put = admin.put(
         f"{platform.url}{NOTIFY}/templates/e2e.cell_alert",
         json={"body": {"zh-CN": "E2E {{ grid_cell }} {{ incident_id }}"}},
@@ -232,8 +241,6 @@ def test_an_admin_rule_with_a_new_template_changes_what_is_sent(platform: Platfo
     assert rule.status_code == 200, rule.text
     try:
         incident_id = report(platform, cell="qy-03")
-        staff = platform.session("community_staff")
-        url = f"{platform.url}{NOTIFY}/notifications"
         found = wait_for(
             lambda: [
                 n

@@ -43,6 +43,7 @@ from shequ_services.notify.domain import (
     RetryPolicy,
     Template,
 )
+from shequ_services.notify.routing import CachedRouting
 from shequ_services.notify.service import SEED_FILE, load_seed
 from shequ_services.notify.store import NotifyRepository
 from tests.conftest import Servers
@@ -697,9 +698,11 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
         for collection, models in NotifyRepository.INDEXES.items():
             db[collection].create_indexes(models)
         seeded = _ObservedEvent()
+        repo = NotifyRepository(db, service="notify", district="test")
+        routing = CachedRouting(repo.routing_table, max_age=3600)
+        assert routing.rules_for(event_type=reported().type) == []  # read before the seed
         host = SimpleNamespace(
-            notifications=NotifyRepository(db, service="notify", district="test"),
-            delivery=SimpleNamespace(seeded=seeded),
+            notifications=repo, delivery=SimpleNamespace(seeded=seeded, routing=routing)
         )
         host._wait_for_rules = lambda: NotifyService._wait_for_rules(host)  # type: ignore[arg-type]
         event = reported("INC-early")
@@ -710,6 +713,7 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
         assert seeded.waited_on.wait(30), "the handler never waited for the rules"
         rules, templates = load_seed(SEED_FILE)
         NotifyRepository(db, service="notify", district="test").seed(rules, templates, START)
+        routing.changed()  # as the service's start does, before it lets handlers in
         seeded.set()
         handler.join(timeout=60)
         assert not handler.is_alive()
@@ -822,3 +826,34 @@ def test_subscription_and_contact_changes_are_recorded_without_their_secrets(
     text = json.dumps(list(repo.db[audit.AUDIT].find()), default=str)
     assert "s3cret-value" not in text and "13800001111" not in text
     assert audit.verify(repo.db) == []
+
+
+def test_the_routing_table_holds_the_stored_rules_live_subscriptions_and_templates(
+    repo: NotifyRepository, clock: Clock
+) -> None:
+    """What the service keeps in memory is what the handler read from the store before."""
+    reported_type = grid_events.INCIDENT_REPORTED_V1.type
+    live = repo.add_subscription("https://a.example/", [reported_type], "s", "b1", START)
+    paused = repo.add_subscription("https://b.example/", [reported_type], "s", "b2", START)
+    gone = repo.add_subscription("https://c.example/", [reported_type], "s", "b3", START)
+    repo.set_subscription_status(paused["id"], "paused", START)
+    repo.delete_subscription(gone["id"], START)
+    table = repo.routing_table()
+    assert sorted(table.subscriptions[reported_type]) == sorted([live["id"], paused["id"]])
+    assert sorted(table.subscriptions[reported_type]) == sorted(repo.subscribed_to(reported_type))
+    for event_type in {r.event_type for r in repo.rules()}:
+        assert list(table.rules[event_type]) == repo.rules_for(event_type)
+    assert set(table.templates) == repo.template_ids()
+    template_id = next(iter(table.templates))
+    assert table.templates[template_id] == repo.template(template_id)
+
+    # Recording through the table plans what recording through the store does.
+    routing = CachedRouting(repo.routing_table, max_age=3600)
+    received = parse_event(json.loads(json.dumps(reported("INC-R").to_json_dict())))
+    repo.run_in_transaction(lambda: record_event(repo, received, clock(), routing))
+    planned = {(d["audience"], d["rule"]) for d in repo.about("INC-R", 100)}
+    subscribed = repo.deliveries({"subscription": live["id"]}, 10)[0]
+    assert [d["event_id"] for d in subscribed] == [received.id]
+    received_again = parse_event(json.loads(json.dumps(reported("INC-S").to_json_dict())))
+    repo.run_in_transaction(lambda: record_event(repo, received_again, clock()))
+    assert planned and planned == {(d["audience"], d["rule"]) for d in repo.about("INC-S", 100)}
