@@ -205,13 +205,17 @@ class DeliveryWorker:
                     delivery["_id"], domain.digest_day(now, contact), recipient
                 )
                 return
-        wait = domain.not_before(
-            urgency=delivery["urgency"],
-            now=now,
-            contact=contact,
-            recent_sends=self.repo.sends_to(recipient, now - self.settings.rate_window),
-            rate_limit=self.settings.rate_limit,
-            rate_window=self.settings.rate_window,
+        wait = (
+            domain.not_before(
+                urgency=delivery["urgency"],
+                now=now,
+                contact=contact,
+                recent_sends=self.repo.sends_to(recipient, now - self.settings.rate_window),
+                rate_limit=self.settings.rate_limit,
+                rate_window=self.settings.rate_window,
+            )
+            if domain.can_wait(delivery["urgency"], contact)
+            else None
         )
         if wait is not None:
             self.repo.defer(delivery["_id"], *wait)

@@ -284,16 +284,23 @@ def rate_limited_until(
     return recent[-limit] + window
 
 
+def can_wait(urgency: str, contact: Contact | None) -> bool:
+    """Whether quiet hours or the rate limit can hold a message at all.
+
+    Immediate messages (overdue, escalations) go at once, through quiet hours
+    and rate limits alike: that is what makes them immediate. A recipient
+    with no contact record has neither. The worker asks first, so it reads
+    the recipient's recent sends only when they can matter.
+    """
+    return urgency != IMMEDIATE and contact is not None
+
+
 def not_before(
     *, urgency: str, now: datetime, contact: Contact | None, recent_sends: Sequence[datetime],
     rate_limit: int, rate_window: timedelta,
 ) -> tuple[datetime, str] | None:  # fmt: skip
-    """Whether a due message must wait, until when and why; None means send now.
-
-    Immediate messages (overdue, escalations) go at once, through quiet hours
-    and rate limits alike: that is what makes them immediate.
-    """
-    if urgency == IMMEDIATE or contact is None:
+    """Whether a due message must wait, until when and why; None means send now."""
+    if contact is None or not can_wait(urgency, contact):
         return None
     waits = [
         (quiet_until(now, contact), "quiet hours"),

@@ -151,6 +151,26 @@ def test_urgent_messages_ignore_quiet_hours_and_rate_limits() -> None:
     )
 
 
+def test_only_a_non_urgent_message_to_a_known_contact_can_wait() -> None:
+    """The worker reads a recipient's recent sends only when this says they can matter."""
+    assert domain.can_wait("normal", contact())
+    assert domain.can_wait("digest", contact())
+    assert not domain.can_wait("immediate", contact())
+    assert not domain.can_wait("normal", None)
+    busy = [shanghai(12, 0) - timedelta(minutes=m) for m in range(5)]
+    assert (
+        domain.not_before(
+            urgency="normal",
+            now=shanghai(12, 0),
+            contact=None,
+            recent_sends=busy,
+            rate_limit=1,
+            rate_window=timedelta(hours=1),
+        )  # fmt: skip
+        is None
+    )
+
+
 def test_a_wait_names_the_reason_that_holds_longest() -> None:
     now = shanghai(12, 0)
     busy = [now - timedelta(minutes=1)]
