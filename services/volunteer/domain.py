@@ -125,18 +125,6 @@ def check_volunteer(volunteer: Volunteer, cells: Iterable[str], teams: dict[str,
             raise InvalidRecord("windows", "a window must end after it starts (split at midnight)")
 
 
-def sees_personal_data(
-    *, roles: frozenset[str], communities: Sequence[str], sub: str, volunteer: Volunteer,
-    led_teams: Iterable[str],
-) -> bool:  # fmt: skip
-    """Names and phones: admins, the community's staff, the volunteer, their team leaders."""
-    if "admin" in roles or sub == volunteer.id:
-        return True
-    if "community_staff" in roles and volunteer.community in communities:
-        return True
-    return "volunteer" in roles and bool(set(led_teams) & set(volunteer.teams))
-
-
 # -- tasks and dispatch ---------------------------------------------------------------
 
 

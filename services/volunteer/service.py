@@ -13,6 +13,7 @@ import jinja2
 from werkzeug.wrappers import Request, Response
 
 from shequ import policy
+from shequ.auth import Identity
 from shequ.contracts import CloudEvent
 from shequ.contracts import grid as grid_events
 from shequ.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -525,13 +526,7 @@ class VolunteerService(PlatformService):
         identity = request.identity
         volunteer = self.tasks.volunteer(volunteer_id)
         led = self.tasks.led_teams(identity.sub) if identity.has_role("volunteer") else []
-        # A volunteer's record is "own" to themself and to the leaders of their teams.
-        owners = (
-            (volunteer_id, identity.sub) if set(led) & set(volunteer.teams) else (volunteer_id,)
-        )
-        target = policy.Target(
-            "volunteer", volunteer_id, owners=owners, community=volunteer.community
-        )
+        target = _volunteer_target(identity, volunteer, led)
         if policy.allows(identity, "volunteer.volunteer.read", target):
             return volunteer
         raise NotFound(f"no volunteer {volunteer_id!r}")
@@ -539,15 +534,18 @@ class VolunteerService(PlatformService):
     def _volunteer_view(
         self, request: Request, volunteer: domain.Volunteer, led: list[str] | None = None
     ) -> dict[str, Any]:
+        """The volunteer with name and phone masked unless the table lets the caller see them.
+
+        Seeing them is a sensitive read (logged with the caller's purpose,
+        recorded in the audit trail), except a volunteer's own.
+        """
         identity = request.identity
         if led is None:
             led = self.tasks.led_teams(identity.sub) if identity.has_role("volunteer") else []
-        full = domain.sees_personal_data(
-            roles=identity.roles,
-            communities=identity.communities,
-            sub=identity.sub,
-            volunteer=volunteer,
-            led_teams=led,
+        full = identity.sub == volunteer.id or policy.allows(
+            identity,
+            "volunteer.volunteer.read_personal",
+            _volunteer_target(identity, volunteer, led),
         )
         view = _volunteer_values(volunteer)
         if not full:
@@ -916,6 +914,19 @@ def _matches(volunteer: domain.Volunteer, query: dict[str, Any]) -> bool:
         query.get("community", volunteer.community) == volunteer.community
         and (team is None or team in volunteer.teams)
         and volunteer.id > query.get("after", "")
+    )
+
+
+def _volunteer_target(
+    identity: Identity, volunteer: domain.Volunteer, led: list[str]
+) -> policy.Target:
+    """A volunteer's record as the table sees it: "own" to themself and their teams' leaders."""
+    leads = bool(set(led) & set(volunteer.teams))
+    return policy.Target(
+        "volunteer",
+        volunteer.id,
+        owners=(volunteer.id, identity.sub) if leads else (volunteer.id,),
+        community=volunteer.community,
     )
 
 

@@ -116,15 +116,31 @@ def create_task(stack: Stack, cell: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_personal_data_is_masked_unless_the_caller_needs_it(stack: Stack) -> None:
+    """Seeing a name and phone in the clear is a sensitive read: recorded with its purpose."""
     register(stack, "vt-mask-1", "vt-e1")
+    since = datetime.now(UTC)
     url = f"{stack.url}{BASE}/volunteers/vt-mask-1"
-    auditor = session(stack, "auditor", sub="aud-1").get(url, timeout=10).json()
-    assert (auditor["name"], auditor["phone"], auditor["masked"]) == ("王**", "139****5678", True)
-    assert staff(stack).get(url, timeout=10).json()["phone"] == "13912345678"
+    auditor = session(stack, "auditor", sub="aud-1")
+    masked = auditor.get(url, timeout=10).json()
+    assert (masked["name"], masked["phone"], masked["masked"]) == ("王**", "139****5678", True)
+    reader = session(stack, "community_staff", sub="sw-reader", purpose="casework")
+    assert reader.get(url, timeout=10).json()["phone"] == "13912345678"
     self_view = session(stack, "volunteer", sub="vt-mask-1", communities=[]).get(url, timeout=10)
     assert self_view.json()["name"] == "王小明"
     other = session(stack, "volunteer", sub="vt-someone", communities=[]).get(url, timeout=10)
     assert other.status_code == 404
+    trail = auditor.get(
+        f"{stack.url}{BASE}/audit",
+        params={"object_kind": "volunteer", "object_id": "vt-mask-1", "from": since.isoformat()},
+        timeout=10,
+    )
+    assert trail.status_code == 200, trail.text
+    assert [(r["action"], r["actor"]) for r in trail.json()["items"]] == [
+        (
+            "volunteer.volunteer.read_personal",
+            {"sub": "sw-reader", "roles": ["community_staff"], "purpose": "casework"},
+        )
+    ]
 
 
 @pytest.mark.parametrize(
