@@ -10,6 +10,7 @@ change was committed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -557,20 +558,19 @@ class Store(DependencyProvider):
             log.exception("recording %d use(s) of sensitive data failed", len(uses))
 
     def _record_uses(self, uses: list[tuple[Any, str, Any]]) -> None:
-        for caller, action, target in uses:
-            audit_trail.append(
+        """A listing's uses (a page of volunteers in the clear): one write per actor and action."""
+
+        def actor_and_action(use: tuple[Any, str, Any]) -> tuple[Any, ...]:
+            caller, action, _ = use
+            return caller.sub, tuple(sorted(caller.roles)), caller.purpose, action
+
+        for (sub, roles, purpose, action), same in itertools.groupby(uses, actor_and_action):
+            audit_trail.append_many(
                 self.db,
                 None,
-                actor={
-                    "sub": caller.sub,
-                    "roles": sorted(caller.roles),
-                    "purpose": caller.purpose,
-                },
+                actor={"sub": sub, "roles": list(roles), "purpose": purpose},
                 action=action,
-                kind=target.kind,
-                object_id=target.id or "-",
-                before=None,
-                after=None,
+                changes=[(target.kind, target.id or "-", None, None) for _, _, target in same],
             )
 
     def get_dependency(self, worker_ctx: Any) -> Repository:

@@ -141,6 +141,17 @@ def test_personal_data_is_masked_unless_the_caller_needs_it(stack: Stack) -> Non
             {"sub": "sw-reader", "roles": ["community_staff"], "purpose": "casework"},
         )
     ]
+    # A page of a listing in the clear: a record per volunteer on it, in one write.
+    lister = session(stack, "community_staff", sub="sw-lister", purpose="casework")
+    listed = lister.get(f"{stack.url}{BASE}/volunteers", params={"limit": 3}, timeout=10).json()
+    recorded = auditor.get(
+        f"{stack.url}{BASE}/audit", params={"actor": "sw-lister"}, timeout=10
+    ).json()["items"]
+    assert len(listed["items"]) >= 1
+    assert [(r["action"], r["object"]["id"]) for r in recorded] == [
+        ("volunteer.volunteer.read_personal", v["id"]) for v in listed["items"]
+    ]
+    assert [r["prev"] for r in recorded[1:]] == [r["hash"] for r in recorded[:-1]]
 
 
 @pytest.mark.parametrize(
