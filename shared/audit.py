@@ -28,9 +28,12 @@ moment may both link to the same earlier record, so that writes in a
 service do not all contend for one "last record" document. Each record
 still names one that existed before it, so every edit is detected, and so
 is the deletion of any record a later one links to. A record nothing links
-to (the newest; one a concurrent record passed over) can be deleted
-unseen: anchoring the trail outside the database would close that, and is
-not done (docs/security.md).
+to (the newest; one a concurrent record passed over) can be deleted unseen
+by the links alone. An **anchor** closes that: a digest of every record up
+to a point, kept outside the database (``shequ audit anchor``, appended to
+a file or a store the database's users cannot write); ``check_anchor``
+then finds any record up to that point deleted, added or changed
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -217,6 +220,52 @@ def verify(db: Database[Any]) -> list[str]:
         seen.add(str(record.get("hash")))
         first = False
     return problems
+
+
+#: A record is anchored only once no transaction can still commit one below
+#: it: longer than the store's transaction lifetime (60 s on the embedded
+#: store and MongoDB's default, 15 s in the Kubernetes manifests), with room
+#: for the clocks of replicas to differ.
+ANCHOR_SETTLE = timedelta(seconds=120)
+
+
+def anchor(
+    db: Database[Any], *, now: datetime | None = None, settle: timedelta = ANCHOR_SETTLE
+) -> dict[str, Any]:
+    """A digest of every record up to the newest one written ``settle`` ago, to keep elsewhere.
+
+    ``seq`` is that record's number, ``count`` how many records are at or
+    below it, ``digest`` SHA-256 (hex) over their numbers and hashes in
+    ``seq`` order. Records written since are left for the next anchor: a
+    transaction still open may yet commit one with a lower number.
+    """
+    moment = now or datetime.now(UTC)
+    settled = db[AUDIT].find({"at": {"$lt": timestamp(moment - settle)}}, {"seq": 1})
+    last = max((int(record["seq"]) for record in settled), default=0)
+    count, digest = _digest_up_to(db, last)
+    return {"seq": last, "count": count, "digest": digest, "at": moment.isoformat()}
+
+
+def check_anchor(db: Database[Any], kept: Mapping[str, Any]) -> list[str]:
+    """What changed, since ``kept`` (an ``anchor``) was taken, among the records it covers."""
+    count, digest = _digest_up_to(db, int(kept["seq"]))
+    if (count, digest) == (kept["count"], kept["digest"]):
+        return []
+    what = f"the records up to {kept['seq']}, anchored at {kept['at']}"
+    if count < kept["count"]:
+        return [f"{what}: {kept['count'] - count} of them deleted"]
+    if count > kept["count"]:
+        return [f"{what}: {count - kept['count']} added below the anchor"]
+    return [f"{what}: one or more replaced or renumbered"]
+
+
+def _digest_up_to(db: Database[Any], last: int) -> tuple[int, str]:
+    digest, count = hashlib.sha256(), 0
+    found = db[AUDIT].find({"seq": {"$lte": last}}, {"seq": 1, "hash": 1}).sort("seq", ASCENDING)
+    for record in found:
+        digest.update(f"{record['seq']}:{record.get('hash')}\n".encode())
+        count += 1
+    return count, digest.hexdigest()
 
 
 def query(

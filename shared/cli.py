@@ -12,6 +12,7 @@ import threading
 import urllib.parse
 import warnings
 from pathlib import Path
+from typing import Any
 
 from shequ.auth import PURPOSES, ROLES, mint_token
 
@@ -208,7 +209,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Check each service's audit trail for tampering; exit 1 if any shows a sign of it."""
+    """Anchor the services' audit trails, or check them for tampering (exit 1 if any shows)."""
     import pymongo
     from pymongo.errors import PyMongoError
 
@@ -225,25 +226,61 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"shequ audit: no service {', '.join(unknown)}; known: {', '.join(known)}",
               file=sys.stderr)  # fmt: skip
         return 2
+    kept: dict[str, list[dict[str, Any]]] = {}
+    if getattr(args, "anchors", None) is not None:
+        try:
+            kept = _read_anchors(args.anchors)
+        except (OSError, ValueError) as exc:
+            print(f"shequ audit: cannot read the anchors in {args.anchors}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     prefix = os.environ.get("SHEQU_MONGO_DATABASE_PREFIX")
     client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
         uri, serverSelectionTimeoutMS=5000, tz_aware=True
     )
-    found: dict[str, dict[str, object]] = {}
+    found: dict[str, dict[str, Any]] = {}
     try:
         for service in args.service or known:
             db = client[database_name(service, prefix)]
+            if args.audit_action == "anchor":
+                found[service] = audit.anchor(db)
+                continue
+            problems = audit.verify(db)
+            for anchor in kept.get(service, []):
+                problems += audit.check_anchor(db, anchor)
             found[service] = {
                 "records": db[audit.AUDIT].estimated_document_count(),
-                "problems": audit.verify(db),
+                "anchors": len(kept.get(service, [])),
+                "problems": problems,
             }
     except PyMongoError as exc:
         print(f"shequ audit: cannot read the databases: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
+    if args.audit_action == "anchor":
+        # One line, so that `shequ audit anchor >> anchors.jsonl` keeps a history.
+        print(json.dumps(found, sort_keys=True))
+        return 0
     print(json.dumps(found, ensure_ascii=False, indent=2))
     return 1 if any(result["problems"] for result in found.values()) else 0
+
+
+def _read_anchors(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every anchor in a file of ``shequ audit anchor`` lines, by service."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            anchors = json.loads(line)
+            for service, anchor in anchors.items():
+                kept.setdefault(service, []).append(
+                    {key: anchor[key] for key in ("seq", "count", "digest", "at")}
+                )
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {number} is not a `shequ audit anchor` line ({exc})") from exc
+    return kept
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -625,6 +662,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(audit_verify)
     audit_verify.add_argument("service", nargs="*", help="the services to check (default: all)")
+    audit_verify.add_argument(
+        "--anchors",
+        type=Path,
+        help="a file of `shequ audit anchor` lines: also report records deleted, added or "
+        "changed below each",
+    )
+    audit_anchor = auditing_sub.add_parser(
+        "anchor",
+        help="print, as one JSON line, a digest of each trail up to its settled records, "
+        "to keep outside the database",
+    )
+    _add_data_dir(audit_anchor)
+    audit_anchor.add_argument("service", nargs="*", help="the services to anchor (default: all)")
 
     disclosure = sub.add_parser("disclosure", help="check and witness the public disclosure log")
     disclosure_sub = disclosure.add_subparsers(dest="disclosure_action", required=True)

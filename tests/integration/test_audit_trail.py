@@ -188,7 +188,9 @@ def test_the_operators_command_reports_a_trail_tampered_with(
         for value in range(3):
             things(grid).change("t-1", value)
         assert cli.main(["audit", "verify", "grid"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"grid": {"records": 3, "problems": []}}
+        assert json.loads(capsys.readouterr().out) == {
+            "grid": {"records": 3, "anchors": 0, "problems": []}
+        }
 
         grid[audit.AUDIT].update_one({"seq": 2}, {"$set": {"actor.sub": "someone-else"}})
         assert cli.main(["audit", "verify", "grid"]) == 1
@@ -198,6 +200,92 @@ def test_the_operators_command_reports_a_trail_tampered_with(
 
         assert cli.main(["audit", "verify", "gird"]) == 2
         assert "no service gird" in capsys.readouterr().err
+    finally:
+        client.drop_database(database_name("grid", prefix))
+        client.close()
+
+
+def old_record(database: Any, thing_id: str, minutes_ago: int) -> None:
+    """A record as written that long ago (on its own, as a read's record is)."""
+    audit.append(
+        database, None, actor={"sub": "u-1", "roles": ["admin"]}, action="demo.thing.read",
+        kind="thing", object_id=thing_id, before=None, after=None,
+        at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )  # fmt: skip
+
+
+def test_an_anchor_kept_elsewhere_shows_the_deletion_the_links_cannot(database: Any) -> None:
+    for n in range(3):
+        old_record(database, f"t-{n}", minutes_ago=10)
+    kept = audit.anchor(database)
+    assert (kept["seq"], kept["count"]) == (3, 3)
+    assert audit.check_anchor(database, kept) == []
+
+    old_record(database, "t-later", minutes_ago=5)  # appended after: the anchor still holds
+    assert audit.check_anchor(database, kept) == []
+    database[audit.AUDIT].delete_one({"seq": 4})  # the newest: nothing links to it
+    database[audit.AUDIT].delete_one({"seq": 3})  # the newest once more
+    assert audit.verify(database) == []  # the links alone cannot see it
+    assert audit.check_anchor(database, kept) == [
+        f"the records up to 3, anchored at {kept['at']}: 1 of them deleted"
+    ]
+
+
+def test_an_anchor_leaves_records_that_a_transaction_may_yet_precede_for_the_next(
+    database: Any,
+) -> None:
+    old_record(database, "t-1", minutes_ago=10)
+    things(database).change("t-2", 1)  # just now: within the settling time
+    kept = audit.anchor(database)
+    assert (kept["seq"], kept["count"]) == (1, 1)
+    later = audit.anchor(database, now=datetime.now(UTC) + audit.ANCHOR_SETTLE * 2)
+    assert (later["seq"], later["count"]) == (2, 2)
+    assert audit.check_anchor(database, later) == []
+
+    replaced = database[audit.AUDIT].find_one({"seq": 1})
+    database[audit.AUDIT].replace_one(
+        {"seq": 1}, {**replaced, "actor": {"sub": "someone-else", "roles": ["admin"]}}
+    )
+    assert audit.check_anchor(database, later) == []  # hashes unchanged: verify sees this one
+    database[audit.AUDIT].update_one({"seq": 1}, {"$set": {"hash": "0" * 64}})
+    assert audit.check_anchor(database, later) == [
+        f"the records up to 2, anchored at {later['at']}: one or more replaced or renumbered"
+    ]
+
+
+def test_operators_keep_anchors_in_a_file_and_verify_against_them(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:  # fmt: skip
+    prefix = f"a{uuid.uuid4().hex[:8]}_"
+    client = servers.mongo()
+    grid = client[database_name("grid", prefix)]
+    ensure_indexes(grid, Things)
+    monkeypatch.setenv("SHEQU_MONGO_URI", servers.mongo_uri)
+    monkeypatch.setenv("SHEQU_MONGO_DATABASE_PREFIX", prefix)
+    anchors = tmp_path / "anchors.jsonl"
+    try:
+        for n in range(2):
+            old_record(grid, f"t-{n}", minutes_ago=10)
+        assert cli.main(["audit", "anchor", "grid"]) == 0
+        line = capsys.readouterr().out
+        assert json.loads(line)["grid"]["count"] == 2 and line.count("\n") == 1
+        anchors.write_text(line + "\n")
+        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 0
+        assert json.loads(capsys.readouterr().out)["grid"] == {
+            "records": 2, "anchors": 1, "problems": []
+        }  # fmt: skip
+
+        grid[audit.AUDIT].delete_one({"seq": 2})
+        assert cli.main(["audit", "verify", "grid"]) == 0  # without the anchors: unseen
+        capsys.readouterr()
+        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 1
+        (problem,) = json.loads(capsys.readouterr().out)["grid"]["problems"]
+        assert problem.endswith("1 of them deleted")
+
+        anchors.write_text("not json\n")
+        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 2
+        assert "line 1 is not a `shequ audit anchor` line" in capsys.readouterr().err
     finally:
         client.drop_database(database_name("grid", prefix))
         client.close()
