@@ -259,8 +259,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if args.audit_action == "anchor":
-        # One line, so that `shequ audit anchor >> anchors.jsonl` keeps a history.
-        print(json.dumps(found, sort_keys=True))
+        # One line, so that a file of them (--append, or >>) keeps a history.
+        line = json.dumps(found, sort_keys=True)
+        if args.append is not None:
+            try:
+                with args.append.open("a", encoding="utf-8") as kept_file:
+                    kept_file.write(line + "\n")
+            except OSError as exc:
+                print(f"shequ audit: cannot append to {args.append}: {exc}", file=sys.stderr)
+                return 1
+        print(line)
         return 0
     print(json.dumps(found, ensure_ascii=False, indent=2))
     return 1 if any(result["problems"] for result in found.values()) else 0
@@ -675,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(audit_anchor)
     audit_anchor.add_argument("service", nargs="*", help="the services to anchor (default: all)")
+    audit_anchor.add_argument(
+        "--append", type=Path, help="also append the line to this file (created if missing)"
+    )
 
     disclosure = sub.add_parser("disclosure", help="check and witness the public disclosure log")
     disclosure_sub = disclosure.add_subparsers(dest="disclosure_action", required=True)

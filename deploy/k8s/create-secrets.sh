@@ -39,7 +39,7 @@ done
 keda_password=$(random)
 create shequ-keda-rabbitmq username=shequ-keda password="$keda_password" \
     host="http://shequ-keda:$keda_password@shequ-rabbitmq.$ns.svc:15672/shequ"
-for user in grid notify disclosure mediation volunteer init admin; do
+for user in grid notify disclosure mediation volunteer init auditor admin; do
     create "shequ-mongodb-$user-password" password="$(random)"
 done
 signing_key=$(shequ disclosure keygen | python3 -c 'import json,sys; print(json.load(sys.stdin)["private_key"])')

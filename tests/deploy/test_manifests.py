@@ -23,12 +23,14 @@ KUBERNETES_VERSION = "1.34.0"
 
 CORE_KINDS = {
     "ConfigMap",
+    "CronJob",
     "Deployment",
     "HorizontalPodAutoscaler",
     "Ingress",
     "Job",
     "Namespace",
     "NetworkPolicy",
+    "PersistentVolumeClaim",
     "PodDisruptionBudget",
     "Service",
     "ServiceAccount",
@@ -51,11 +53,14 @@ CRD_KINDS = {
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"])
-        for doc in docs
-        if doc["kind"] in ("Deployment", "Job")
-    ]
+    found = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in ("Deployment", "Job"):
+            found.append((where, doc["spec"]["template"]["spec"]))
+        elif doc["kind"] == "CronJob":
+            found.append((where, doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -187,7 +192,29 @@ def test_the_mongodb_users_each_reach_only_their_own_database() -> None:
         user = users[f"shequ-{service}"]
         assert user["roles"] == [{"name": "readWrite", "db": service}]
         assert user["connectionStringSecretName"] == f"shequ-mongodb-{service}"
+    # The audit anchor job reads every service's database and writes none.
+    assert users["shequ-auditor"]["roles"] == [{"name": "read", "db": s} for s in SERVICES]
     assert spec["additionalConnectionStringConfig"]["w"] == "majority"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_anchors_are_kept_on_a_volume_only_their_job_mounts(overlay: str) -> None:
+    docs = rendered(overlay)
+    job = named(docs, "CronJob", "shequ-audit-anchor")["spec"]
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:3] == ["shequ", "audit", "anchor"]
+    (mongo_uri,) = [e for e in container["env"] if e["name"] == "SHEQU_MONGO_URI"]
+    assert mongo_uri["valueFrom"]["secretKeyRef"]["name"] == "shequ-mongodb-auditor"
+    claim = named(docs, "PersistentVolumeClaim", "shequ-audit-anchors")["metadata"]["name"]
+    mounting = [
+        where
+        for where, spec in pod_specs(docs)
+        for volume in spec.get("volumes", [])
+        if volume.get("persistentVolumeClaim", {}).get("claimName") == claim
+    ]
+    assert mounting == ["CronJob/shequ-audit-anchor"]
+    assert job["concurrencyPolicy"] == "Forbid"
 
 
 ACCOUNT_KINDS = ("User", "Permission", "TopicPermission")
