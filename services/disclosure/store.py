@@ -329,11 +329,12 @@ class EntryRepository(Repository):
         """Keep a category's name and flag (in the current transaction, or one of its own)."""
 
         def work() -> None:
-            before = self.db[CATEGORIES].find_one_and_update(
-                {"_id": code},
+            before = self.stored(CATEGORIES, code)
+            self.update_by_id(
+                CATEGORIES,
+                code,
                 {"$set": {"name_zh": name_zh, "sensitive": sensitive}},
                 upsert=True,
-                session=self.session,
             )
             after = {**(before or {"_id": code}), "name_zh": name_zh, "sensitive": sensitive}
             if before != after:
@@ -427,9 +428,10 @@ class EntryRepository(Repository):
         """Record a witness's signature (its latest for this checkpoint wins)."""
 
         def work() -> dict[str, Any] | None:
-            before = self.db[CHECKPOINTS].find_one({"_id": size}, session=self.session)
-            document = self.db[CHECKPOINTS].find_one_and_update(
-                {"_id": size},
+            before = self.stored(CHECKPOINTS, size)
+            document = self.update_by_id(
+                CHECKPOINTS,
+                size,
                 {
                     "$set": {
                         f"cosignatures.{cosignature.witness}": {
@@ -438,8 +440,6 @@ class EntryRepository(Repository):
                         }
                     }
                 },
-                return_document=ReturnDocument.AFTER,
-                session=self.session,
             )
             if document is not None:
                 self.audit("checkpoint", str(size), before, document)
@@ -472,16 +472,15 @@ class EntryRepository(Repository):
         key = _tally_id(source, community, month)
 
         def work() -> None:
-            before = self.db[TALLIES].find_one({"_id": key}, session=self.session)
-            after = self.db[TALLIES].find_one_and_update(
-                {"_id": key},
+            before = self.stored(TALLIES, key)
+            after = self.update_by_id(
+                TALLIES,
+                key,
                 {
                     "$inc": dict(increments),
                     "$setOnInsert": {"source": source, "community": community, "month": month},
                 },
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
-                session=self.session,
             )
             self.audit("tally", key, before, after)
 

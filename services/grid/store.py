@@ -204,10 +204,9 @@ class IncidentRepository(Repository):
         The version does not move: nothing a person could act on changed, so a
         step decided meanwhile on the same version stays valid.
         """
-        before = self.db[INCIDENTS].find_one_and_update(
-            {"_id": incident_id}, {"$set": {"mediation": outcome}}, session=self.session
-        )
-        if before is not None and self.session is not None:
+        before = self.stored(INCIDENTS, incident_id)
+        if before is not None:
+            self.update_by_id(INCIDENTS, incident_id, {"$set": {"mediation": outcome}})
             after = {**before, "mediation": outcome}
             self.audit(
                 "incident", incident_id, asdict(_to_incident(before)), asdict(_to_incident(after))

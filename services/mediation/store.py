@@ -278,9 +278,7 @@ class CaseRepository(Repository):
         document["_id"] = document.pop("id")
 
         def work() -> None:
-            previous = self.db[MEDIATORS].find_one_and_replace(
-                {"_id": mediator.id}, document, upsert=True, session=self.session
-            )
+            previous = self.replace_by_id(MEDIATORS, mediator.id, document, upsert=True)
             self.audit("mediator", mediator.id, previous, self.stored(MEDIATORS, mediator.id))
 
         self.run_in_transaction(work)

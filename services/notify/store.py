@@ -32,7 +32,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from shequ import sealing
 from shequ.contracts import notify as contract
@@ -142,9 +142,7 @@ class NotifyRepository(Repository):
         """Create or replace a document by id, with its audit record, in one transaction."""
 
         def work() -> None:
-            previous = self.db[collection].find_one_and_replace(
-                {"_id": document_id}, document, upsert=True, session=self.session
-            )
+            previous = self.replace_by_id(collection, document_id, document, upsert=True)
             self.audit(kind, document_id, previous, self.stored(collection, document_id))
 
         self.run_in_transaction(work)
@@ -153,9 +151,7 @@ class NotifyRepository(Repository):
         """Delete a document by id with its audit record; False if there was none."""
 
         def work() -> bool:
-            previous = self.db[collection].find_one_and_delete(
-                {"_id": document_id}, session=self.session
-            )
+            previous = self.delete_by_id(collection, document_id)
             if previous is None:
                 return False
             self.audit(kind, document_id, previous, None)
@@ -459,12 +455,7 @@ class NotifyRepository(Repository):
                 previous = self.db[DELIVERIES].find_one(
                     {"_id": delivery["_id"]}, session=self.session
                 )
-                written = self.db[DELIVERIES].find_one_and_update(
-                    {"_id": delivery["_id"]},
-                    update,
-                    return_document=ReturnDocument.AFTER,
-                    session=self.session,
-                )
+                written = self.update_by_id(DELIVERIES, delivery["_id"], update)
                 if written is not None:
                     self.audit("delivery", delivery["_id"], previous, written)
             else:
@@ -655,12 +646,7 @@ class NotifyRepository(Repository):
         previous = self.db[SUBSCRIPTIONS].find_one({"_id": subscription_id}, session=self.session)
         if previous is None:
             return
-        written = self.db[SUBSCRIPTIONS].find_one_and_update(
-            {"_id": subscription_id},
-            {"$set": changes},
-            return_document=ReturnDocument.AFTER,
-            session=self.session,
-        )
+        written = self.update_by_id(SUBSCRIPTIONS, subscription_id, {"$set": changes})
         self.audit("subscription", subscription_id, previous, written)
 
 

@@ -237,9 +237,7 @@ class VolunteerRepository(Repository):
         """Replace a stored document (matched by ``_id``) and record the change."""
 
         def work() -> None:
-            previous = self.db[collection].find_one_and_replace(
-                {"_id": document["_id"]}, document, session=self.session
-            )
+            previous = self.replace_by_id(collection, document["_id"], document)
             if previous is not None:
                 after = self.stored(collection, document["_id"])
                 self.audit(kind, document["_id"], previous, after)
