@@ -138,6 +138,15 @@ def main() -> None:
                 ),
             )
             timed(
+                "compare-and-set, between: `find_one({_id})` + `find_one_and_update({_id})`",
+                lambda: (
+                    db.incidents.find_one({"_id": "i500"}),
+                    db.incidents.find_one_and_update(
+                        {"_id": "i500"}, {"$set": {"seen": 1}}, return_document=ReturnDocument.AFTER
+                    ),
+                ),
+            )
+            timed(
                 "compare-and-set, new: `find_one({_id})` + `update_one({_id})`",
                 lambda: (
                     db.incidents.find_one({"_id": "i500"}),
