@@ -174,35 +174,39 @@ def test_a_record_written_in_a_transaction_older_than_many_others_still_links(
     assert audit.verify(database) == []
 
 
-def test_the_operators_command_reports_a_trail_tampered_with(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``shequ audit verify``: what an auditor runs, so ``verify`` is not only a test's."""
+@pytest.fixture
+def grid(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A grid database of its own, where the ``shequ`` command looks for it."""
     prefix = f"a{uuid.uuid4().hex[:8]}_"
     client = servers.mongo()
-    grid = client[database_name("grid", prefix)]
-    ensure_indexes(grid, Things)
+    database = client[database_name("grid", prefix)]
+    ensure_indexes(database, Things)
     monkeypatch.setenv("SHEQU_MONGO_URI", servers.mongo_uri)
     monkeypatch.setenv("SHEQU_MONGO_DATABASE_PREFIX", prefix)
-    try:
-        for value in range(3):
-            things(grid).change("t-1", value)
-        assert cli.main(["audit", "verify", "grid"]) == 0
-        assert json.loads(capsys.readouterr().out) == {
-            "grid": {"records": 3, "anchors": 0, "problems": []}
-        }
+    yield database
+    client.drop_database(database_name("grid", prefix))
+    client.close()
 
-        grid[audit.AUDIT].update_one({"seq": 2}, {"$set": {"actor.sub": "someone-else"}})
-        assert cli.main(["audit", "verify", "grid"]) == 1
-        assert json.loads(capsys.readouterr().out)["grid"]["problems"] == [
-            "record 2: its content does not match its hash"
-        ]
 
-        assert cli.main(["audit", "verify", "gird"]) == 2
-        assert "no service gird" in capsys.readouterr().err
-    finally:
-        client.drop_database(database_name("grid", prefix))
-        client.close()
+def test_the_operators_command_reports_a_trail_tampered_with(
+    grid: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shequ audit verify``: what an auditor runs, so ``verify`` is not only a test's."""
+    for value in range(3):
+        things(grid).change("t-1", value)
+    assert cli.main(["audit", "verify", "grid"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "grid": {"records": 3, "anchors": 0, "problems": []}
+    }
+
+    grid[audit.AUDIT].update_one({"seq": 2}, {"$set": {"actor.sub": "someone-else"}})
+    assert cli.main(["audit", "verify", "grid"]) == 1
+    assert json.loads(capsys.readouterr().out)["grid"]["problems"] == [
+        "record 2: its content does not match its hash"
+    ]
+
+    assert cli.main(["audit", "verify", "gird"]) == 2
+    assert "no service gird" in capsys.readouterr().err
 
 
 def old_record(database: Any, thing_id: str, minutes_ago: int) -> None:
@@ -254,38 +258,27 @@ def test_an_anchor_leaves_records_that_a_transaction_may_yet_precede_for_the_nex
 
 
 def test_operators_keep_anchors_in_a_file_and_verify_against_them(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    tmp_path: Any,
-) -> None:  # fmt: skip
-    prefix = f"a{uuid.uuid4().hex[:8]}_"
-    client = servers.mongo()
-    grid = client[database_name("grid", prefix)]
-    ensure_indexes(grid, Things)
-    monkeypatch.setenv("SHEQU_MONGO_URI", servers.mongo_uri)
-    monkeypatch.setenv("SHEQU_MONGO_DATABASE_PREFIX", prefix)
+    grid: Any, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     anchors = tmp_path / "anchors.jsonl"
-    try:
-        for n in range(2):
-            old_record(grid, f"t-{n}", minutes_ago=10)
-        assert cli.main(["audit", "anchor", "grid", "--append", str(anchors)]) == 0
-        line = capsys.readouterr().out
-        assert json.loads(line)["grid"]["count"] == 2 and line.count("\n") == 1
-        assert anchors.read_text() == line
-        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 0
-        assert json.loads(capsys.readouterr().out)["grid"] == {
-            "records": 2, "anchors": 1, "problems": []
-        }  # fmt: skip
+    for n in range(2):
+        old_record(grid, f"t-{n}", minutes_ago=10)
+    assert cli.main(["audit", "anchor", "grid", "--append", str(anchors)]) == 0
+    line = capsys.readouterr().out
+    assert json.loads(line)["grid"]["count"] == 2 and line.count("\n") == 1
+    assert anchors.read_text() == line
+    assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 0
+    assert json.loads(capsys.readouterr().out)["grid"] == {
+        "records": 2, "anchors": 1, "problems": []
+    }  # fmt: skip
 
-        grid[audit.AUDIT].delete_one({"seq": 2})
-        assert cli.main(["audit", "verify", "grid"]) == 0  # without the anchors: unseen
-        capsys.readouterr()
-        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 1
-        (problem,) = json.loads(capsys.readouterr().out)["grid"]["problems"]
-        assert problem.endswith("1 of them deleted")
+    grid[audit.AUDIT].delete_one({"seq": 2})
+    assert cli.main(["audit", "verify", "grid"]) == 0  # without the anchors: unseen
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 1
+    (problem,) = json.loads(capsys.readouterr().out)["grid"]["problems"]
+    assert problem.endswith("1 of them deleted")
 
-        anchors.write_text("not json\n")
-        assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 2
-        assert "line 1 is not a `shequ audit anchor` line" in capsys.readouterr().err
-    finally:
-        client.drop_database(database_name("grid", prefix))
-        client.close()
+    anchors.write_text("not json\n")
+    assert cli.main(["audit", "verify", "grid", "--anchors", str(anchors)]) == 2
+    assert "line 1 is not a `shequ audit anchor` line" in capsys.readouterr().err
