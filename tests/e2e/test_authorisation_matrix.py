@@ -310,6 +310,17 @@ def _volunteer_get(platform: Platform, session: requests.Session) -> Outcome:
     )
 
 
+def _volunteer_in_clear(platform: Platform, session: requests.Session) -> Outcome:
+    """Refused: not found, or found with name and phone masked."""
+    volunteer = _made(platform, "/api/v1/volunteer/volunteers", _volunteer_body())
+    response = session.get(
+        f"{platform.url}/api/v1/volunteer/volunteers/{volunteer['id']}", timeout=10
+    )
+    if response.status_code != 200:
+        return _status(response)
+    return Outcome(bool(response.json()["masked"]), f"masked={response.json()['masked']}")
+
+
 def _task(platform: Platform) -> dict[str, Any]:
     body = {"kind": "home_visit", "community": SAME, "grid_cell": CELL}
     return _made(platform, "/api/v1/volunteer/tasks", body)
@@ -407,6 +418,7 @@ PROBES: dict[str, Probe] = {
     "volunteer.task.assign": _task_assign,
     "volunteer.volunteer.register": _post("/api/v1/volunteer/volunteers", _volunteer_body),
     "volunteer.volunteer.read": _volunteer_get,
+    "volunteer.volunteer.read_personal": _volunteer_in_clear,
     "volunteer.volunteer.change": _volunteer_patch,
     "volunteer.team.create": _post("/api/v1/volunteer/teams", _team_body),
     "volunteer.team.read": _teams,
