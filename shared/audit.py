@@ -222,10 +222,13 @@ def verify(db: Database[Any]) -> list[str]:
     return problems
 
 
-#: A record is anchored only once no transaction can still commit one below
-#: it: longer than the store's transaction lifetime (60 s on the embedded
-#: store and MongoDB's default, 15 s in the Kubernetes manifests), with room
-#: for the clocks of replicas to differ.
+#: A record is anchored only once it is this old, so that no transaction is
+#: likely to commit one below it afterwards: longer than MongoDB lets a
+#: transaction live (60 s by default, 15 s in the Kubernetes manifests; the
+#: embedded store reaps those idle for 60 s), with room for the clocks of
+#: replicas to differ, and a record is numbered near its transaction's end.
+#: One committed below an anchor all the same shows as "added below the
+#: anchor" at the next check: a false alarm, never a deletion missed.
 ANCHOR_SETTLE = timedelta(seconds=120)
 
 
