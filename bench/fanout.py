@@ -281,7 +281,6 @@ def relay_rate(
                 "routing_key": grid_events.INCIDENT_REPORTED_V1.name,
                 "type": event.type,
                 "body": event.to_json_dict(),
-                "lease_until": None,
             }
         )
     for start in range(0, len(entries), 1000):

@@ -1,45 +1,58 @@
 """The outbox relay: publishes committed events with pipelined publisher confirms.
 
 Repositories write events to the ``outbox`` collection in the same
-transaction as the state change. The relay, running inside the service
-process, claims pending entries under a lease (so replicas do not publish the
-same entry at the same moment), publishes the whole claimed batch of
-persistent messages on a channel in confirm mode without waiting between
-them, then waits (bounded by ``confirm_timeout``) for the broker's acks and
-marks sent only the entries the broker confirmed. Waiting for each confirm in
-turn, as nameko's stock ``EventDispatcher`` does, costs a round trip per
-event; one wait per batch costs one.
+transaction as the state change. One relay at a time publishes a service's
+outbox: the process holding the service's relay lease (``outbox_relay``, one
+document, taken and renewed by compare-and-set). It reads the oldest pending
+entries, publishes the whole batch of persistent messages on a channel in
+confirm mode without waiting between them, then waits (bounded by
+``confirm_timeout``) for the broker's acks and marks sent only the entries
+the broker confirmed. Waiting for each confirm in turn, as nameko's stock
+``EventDispatcher`` does, costs a round trip per event; one wait per batch
+costs one.
+
+One lease per service, not one per entry: leasing each entry cost a
+transaction that read and wrote every entry of a batch before it was
+published, and on the embedded store that was more than half of the relay's
+time and two of the store writes of every event (docs/performance.md). The
+price is that the other replicas of a service do not publish while one holds
+the lease: their events wait for the holder's next poll
+(``OUTBOX_POLL_SECONDS``) instead of leaving at their own commit.
 
 The broker may ack or nack several deliveries at once (``multiple``);
 ``ConfirmTracker`` turns those into entry ids. A nacked entry, or one still
-unconfirmed when the wait runs out or the channel fails, stays pending with
-its lease released, so the next round publishes it again.
+unconfirmed when the wait runs out or the channel fails, stays pending, so
+the next round publishes it again.
 
-A crash between the confirm and the mark means the entry is published again
-after its lease runs out. That duplicate is deliberate: delivery is at least
-once and every consumer deduplicates on the event ``id``. What can never
-happen is an event that is committed and never published.
+A crash between the confirm and the mark means the batch is published again
+by the next holder of the lease: the crashed process restarted on the same
+host takes it over at once (the holder's process is gone), a replica
+elsewhere once the lease runs out. That duplicate is deliberate: delivery is
+at least once and every consumer deduplicates on the event ``id``. What can
+never happen is an event that is committed and never published.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import os
 import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import amqp
 import kombu
 from kombu.exceptions import KombuError
-from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.faults import fault_point
@@ -53,6 +66,73 @@ ORDER = [("created_at", 1), ("_id", 1)]
 #: How many batches ahead a full read of the pending entries sets the horizon
 #: that the next claims read up to (``shequ.store.BacklogWindow``).
 HORIZON_BATCHES = 10
+#: The collection of the relay lease, and the lease's one document in it.
+RELAY_LEASE = "outbox_relay"
+RELAY_LEASE_ID = "relay"
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """Who holds a lease: host, process id and the process's start time.
+
+    The start time (clock ticks since boot, from ``/proc``) tells a process
+    from a later one given the same id, such as the process of a container
+    restarted in the same pod; it is None where ``/proc`` is not.
+    """
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            # Field 22; the command name (field 2) may hold spaces, so count after its ")".
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def holder_gone(holder: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Is the process that holds a lease known to have ended?
+
+    Only a process of this host can be looked at; of one elsewhere nothing is
+    known and its lease has to run out. A process whose id is no longer in
+    use has ended, and so has one whose id now belongs to a process started
+    at another time.
+    """
+    if holder.get("host") != here["host"] or not isinstance(holder.get("pid"), int):
+        return False
+    running_since = _start_time(holder["pid"])
+    if running_since is None:
+        return not _pid_in_use(holder["pid"])
+    return holder.get("started") is not None and running_since != holder["started"]
+
+
+def _pid_in_use(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def lease_free(
+    lease: dict[str, Any] | None,
+    *,
+    owner: str,
+    now: datetime,
+    gone: Callable[[dict[str, Any]], bool],
+) -> bool:
+    """May the relay ``owner`` take (or keep) the relay lease as it stands?
+
+    Yes if no one holds it, if it is the owner's own, if it has run out, or
+    if its holder's process has ended (``gone``): a service restarted after a
+    crash takes over at once instead of waiting out its own old lease.
+    """
+    if lease is None or lease.get("owner") == owner:
+        return True
+    return lease_expired(lease.get("until"), now) or gone(lease)
 
 
 class ConfirmTracker:
@@ -93,7 +173,8 @@ class ConfirmTracker:
 
 
 class OutboxRelay:
-    """Moves pending outbox entries to the broker; one per service process."""
+    """Moves pending outbox entries to the broker; one per service process,
+    one of them at a time publishing (the holder of the relay lease)."""
 
     def __init__(
         self,
@@ -122,6 +203,9 @@ class OutboxRelay:
         self._tracker: ConfirmTracker | None = None
         self._window = BacklogWindow("created_at", batches=HORIZON_BATCHES)
         self._exchanges: dict[str, kombu.Exchange] = {}
+        self._owner = uuid.uuid4().hex
+        self._process = process_identity()
+        self._held_until: datetime | None = None
         self.running = False
 
     def start(self) -> None:
@@ -137,6 +221,7 @@ class OutboxRelay:
             self._thread.join(timeout=10)
         self.running = False
         self._close_connection()
+        self._release_lease()
 
     def nudge(self) -> None:
         """Wake the relay now: a transaction that emitted events has committed."""
@@ -167,22 +252,25 @@ class OutboxRelay:
                 self._close_connection()
 
     def relay_once(self) -> int:
-        """Claim, publish and mark one batch; return how many the broker confirmed."""
-        claimed = self.claim(datetime.now(UTC))
-        if not claimed:
+        """Publish and mark one batch if this relay holds the lease; how many were confirmed."""
+        now = datetime.now(UTC)
+        if not self.holds_lease(now):
+            return 0
+        batch = self.oldest_pending()
+        if not batch:
             return 0
         tracker = ConfirmTracker()
         try:
             connection = self._ensure_connection()
             self._tracker = tracker
-            for entry in claimed:
+            for entry in batch:
                 self._publish(entry)
                 tracker.published(self._delivery_tag, entry["_id"])
             self._await_confirms(connection, tracker)
             fault_point(self.service, "relay_after_publish")
         finally:
             self._tracker = None
-            self._settle(claimed, tracker)
+            self._mark_sent(batch, tracker)
         return len(tracker.confirmed)
 
     def _await_confirms(self, connection: kombu.Connection, tracker: ConfirmTracker) -> None:
@@ -207,81 +295,75 @@ class OutboxRelay:
             with contextlib.suppress(socket.timeout):
                 connection.drain_events(timeout=remaining)
 
-    def _settle(self, claimed: list[dict[str, Any]], tracker: ConfirmTracker) -> None:
-        """Mark the confirmed entries sent; release the lease of all the others."""
-        outbox = self.db[OUTBOX]
+    def _mark_sent(self, batch: list[dict[str, Any]], tracker: ConfirmTracker) -> None:
+        """Mark the confirmed entries sent; the others stay pending for the next round."""
         confirmed = set(tracker.confirmed)
-        if confirmed:
-            outbox.update_many(
-                {"_id": {"$in": list(confirmed)}},
-                {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
-            )
-            for entry in claimed:
-                if entry["_id"] in confirmed:
-                    EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
-        retry = [entry["_id"] for entry in claimed if entry["_id"] not in confirmed]
-        if retry:
-            # Nacked, unconfirmed or never published: pending again at once, not after the lease.
-            outbox.update_many(
-                {"_id": {"$in": retry}, "status": "pending"},
-                {"$set": {"lease_until": None}},
-            )
-
-    def claim(self, now: datetime) -> list[dict[str, Any]]:
-        """Lease the oldest claimable entries (at most a batch) to this relay, in order.
-
-        Claimable: pending, and not leased or the lease run out (its relay
-        died between publishing and marking). The candidates are read through
-        the outbox's ``(status, created_at)`` index, outside any transaction
-        (on the embedded store a long read inside one holds up every other
-        transaction), so the read costs what is pending, never what was
-        sent. Then a short transaction reads them again by ``_id`` and leases
-        those still claimable: two relays leasing the same entries conflict,
-        and the one retried sees the other's lease
-        (``Repository.compare_and_set`` says why not in one filter).
-        """
-        outbox = self.db[OUTBOX]
-        candidates = self._candidates(now)
-        if not candidates:
-            return []
-        lease = {"lease_until": now + self.lease, "lease_owner": uuid.uuid4().hex}
-
-        def lease_still_claimable(session: ClientSession) -> list[dict[str, Any]]:
-            current = outbox.find({"_id": {"$in": candidates}}, session=session)
-            claimed = [
-                {**entry, **lease}
-                for entry in current
-                if entry["status"] == "pending" and lease_expired(entry.get("lease_until"), now)
-            ]
-            if claimed:
-                outbox.update_many(
-                    {"_id": {"$in": [entry["_id"] for entry in claimed]}},
-                    {"$set": lease},
-                    session=session,
-                )
-            return sorted(claimed, key=lambda entry: (entry["created_at"], entry["_id"]))
-
-        with self.db.client.start_session() as session:
-            return session.with_transaction(lease_still_claimable)
-
-    def _candidates(self, now: datetime) -> list[str]:
-        """The ids of the oldest claimable entries, at most a batch, in order.
-
-        The embedded store reads and sorts every pending entry for a query
-        on ``status`` alone, so with a backlog each claim cost the whole
-        backlog and draining it took time quadratic in its size; the
-        ``BacklogWindow`` reads only up to a horizon its last full read noted.
-        Entries leased by another replica are passed over, never in the way.
-        """
-        found = self._window.oldest(
-            self.db[OUTBOX],
-            {"status": "pending"},
-            {"lease_until": 1},
-            ORDER,
-            self.batch_size,
-            lambda entry: lease_expired(entry.get("lease_until"), now),
+        if not confirmed:
+            return
+        self.db[OUTBOX].update_many(
+            {"_id": {"$in": list(confirmed)}},
+            {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
         )
-        return [entry["_id"] for entry in found]
+        for entry in batch:
+            if entry["_id"] in confirmed:
+                EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
+
+    def oldest_pending(self) -> list[dict[str, Any]]:
+        """The oldest pending entries, at most a batch, in the order they were written.
+
+        Read through the outbox's ``(status, created_at)`` index, so the read
+        costs what is pending, never what was sent. The embedded store reads
+        and sorts every pending entry for a query on ``status`` alone, so with
+        a backlog each read cost the whole backlog and draining it took time
+        quadratic in its size; the ``BacklogWindow`` reads only up to a
+        horizon its last full read noted.
+        """
+        return self._window.oldest(
+            self.db[OUTBOX], {"status": "pending"}, None, ORDER, self.batch_size
+        )
+
+    def holds_lease(self, now: datetime) -> bool:
+        """Whether this relay may publish now: it holds the service's relay lease.
+
+        The lease is renewed when less than half of it is left, so a relay
+        publishing steadily writes it about twice per lease period, not per
+        batch. Taken by compare-and-set on the one document: of two relays
+        taking it at once, one write matches and the other does not.
+        """
+        if self._held_until is not None and now < self._held_until - self.lease / 2:
+            return True
+        self._held_until = None
+        leases = self.db[RELAY_LEASE]
+        current = leases.find_one({"_id": RELAY_LEASE_ID})
+        gone = functools.partial(holder_gone, here=self._process)
+        if not lease_free(current, owner=self._owner, now=now, gone=gone):
+            return False
+        mine = {"owner": self._owner, "until": now + self.lease, **self._process}
+        if current is None:
+            try:
+                leases.insert_one({"_id": RELAY_LEASE_ID, **mine})
+            except DuplicateKeyError:
+                return False
+        else:
+            taken = leases.update_one(
+                {"_id": RELAY_LEASE_ID, "owner": current["owner"], "until": current["until"]},
+                {"$set": mine},
+            )
+            if not taken.matched_count:
+                return False
+        self._held_until = mine["until"]
+        return True
+
+    def _release_lease(self) -> None:
+        """Hand the lease back on a clean stop, so another relay need not wait it out."""
+        if self._held_until is None:
+            return
+        self._held_until = None
+        with contextlib.suppress(PyMongoError):
+            self.db[RELAY_LEASE].update_one(
+                {"_id": RELAY_LEASE_ID, "owner": self._owner},
+                {"$set": {"until": datetime.now(UTC)}},
+            )
 
     def pending_count(self) -> int:
         return self.db[OUTBOX].count_documents({"status": "pending"})

@@ -76,27 +76,31 @@ class BacklogWindow:
         self,
         collection: Any,
         query: dict[str, Any],
-        projection: dict[str, Any],
+        projection: dict[str, Any] | None,
         order: list[tuple[str, int]],
         wanted: int,
-        keep: Callable[[dict[str, Any]], bool],
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
         """Up to ``wanted`` documents matching ``query`` that ``keep`` accepts, in ``order``.
 
         ``order`` must begin with ``field`` ascending, and ``query`` may bound
-        ``field`` only with ``$lte``; ``projection`` need not name ``field``.
+        ``field`` only with ``$lte``; ``projection`` need not name ``field``
+        (None: whole documents). Without ``keep`` every match is wanted, and
+        a read up to the horizon asks for no more than ``wanted``.
         """
-        projection = {**projection, self.field: 1}
+        projection = None if projection is None else {**projection, self.field: 1}
         if self.horizon is not None:
-            bounded = self._bounded(query, self.horizon)
-            found = [doc for doc in collection.find(bounded, projection).sort(order) if keep(doc)]
+            cursor = collection.find(self._bounded(query, self.horizon), projection).sort(order)
+            if keep is None:
+                cursor = cursor.limit(wanted)
+            found = [doc for doc in cursor if keep is None or keep(doc)]
             if len(found) >= wanted:
                 return found[:wanted]
         self.horizon = None
         found, seen = [], 0
         for doc in collection.find(query, projection).sort(order):
             seen += 1
-            if len(found) < wanted and keep(doc):
+            if len(found) < wanted and (keep is None or keep(doc)):
                 found.append(doc)
             # Read on until a batch is found, however many are passed over
             # (another reader's kinds, leased items), so the front of the
@@ -432,7 +436,6 @@ class Repository:
                     "routing_key": spec.name,
                     "type": spec.type,
                     "body": event.to_json_dict(),
-                    "lease_until": None,
                 }
                 for position, event in enumerate(emitted)
             ],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +15,13 @@ import kombu
 import pytest
 
 from shequ.contracts import new_event
-from shequ.outbox import HORIZON_BATCHES, OutboxRelay
+from shequ.outbox import (
+    HORIZON_BATCHES,
+    RELAY_LEASE,
+    RELAY_LEASE_ID,
+    OutboxRelay,
+    process_identity,
+)
 from shequ.store import OUTBOX, AlreadyProcessed, Repository, ensure_indexes
 from tests.conftest import Servers
 from tests.support.flaky import THING_HAPPENED_V1
@@ -165,7 +174,6 @@ def test_the_relay_marks_sent_only_what_the_broker_confirmed(
             assert sent == {"p-0", "p-1"}
             retried = list(database[OUTBOX].find({"status": "pending"}))
             assert sorted(e["body"]["subject"] for e in retried) == ["p-2", "p-3", "p-4"]
-            assert all(e["lease_until"] is None for e in retried)
             bound.purge()
             assert relay.relay_once() == 2
             bound.purge()
@@ -178,41 +186,99 @@ def test_the_relay_marks_sent_only_what_the_broker_confirmed(
     assert relay.pending_count() == 0
 
 
+@contextlib.contextmanager
+def relaying(
+    database: Any, servers: Servers, name: str, **options: Any
+) -> Iterator[tuple[OutboxRelay, list[str]]]:
+    """A relay of the test outbox, and what its bound queue got (filled as the block ends)."""
+    received: list[str] = []
+    with kombu.Connection(servers.amqp_uri) as connection:
+        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
+        queue = kombu.Queue(
+            f"{name}-{uuid.uuid4().hex[:8]}", exchange, "thing.happened", auto_delete=False
+        )
+        bound = queue(connection.default_channel)
+        bound.declare()
+        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", **options)
+        try:
+            yield relay, received
+        finally:
+            relay.stop()
+            while (message := bound.get(no_ack=True)) is not None:
+                received.append(json.loads(message.body)["subject"])
+            bound.delete()
+
+
+def lease_held_by(database: Any, holder: dict[str, Any]) -> None:
+    """The service's relay lease held by ``holder`` for another hour."""
+    until = datetime.now(UTC) + timedelta(hours=1)
+    database[RELAY_LEASE].insert_one({"_id": RELAY_LEASE_ID, **holder, "until": until})
+
+
 def test_a_backlog_leaves_in_order_through_the_claim_horizon(
     database: Any, servers: Servers
 ) -> None:
-    """More than ``HORIZON_BATCHES`` batches pending: the claims after the first
-    read only up to the horizon, and still publish every entry once, in order,
-    including one leased by another relay whose lease then runs out."""
+    """More than ``HORIZON_BATCHES`` batches pending: the reads after the first
+    go only up to the horizon, and still publish every entry once, in order."""
     things = repository(database)
     count = 3 * HORIZON_BATCHES + 5
     for n in range(count):
         things.run_in_transaction(lambda n=n: things.happen(f"h-{n:03d}"))
-    leased_elsewhere = database[OUTBOX].find_one({"body.subject": "h-004"})
-    database[OUTBOX].update_one(
-        {"_id": leased_elsewhere["_id"]},
-        {"$set": {"lease_until": datetime.now(UTC) + timedelta(hours=1)}},
-    )
-    queue_name = f"test-relay-horizon-{uuid.uuid4().hex[:8]}"
-    with kombu.Connection(servers.amqp_uri) as connection:
-        exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
-        queue = kombu.Queue(queue_name, exchange, routing_key="thing.happened", auto_delete=False)
-        bound = queue(connection.default_channel)
-        bound.declare()
-        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", batch_size=3)
+    with relaying(database, servers, "test-relay-horizon", batch_size=3) as (relay, received):
+        while relay.relay_once():
+            pass
+        assert relay.pending_count() == 0
+    assert received == [f"h-{n:03d}" for n in range(count)]
+
+
+def test_one_relay_at_a_time_publishes_a_services_outbox(database: Any, servers: Servers) -> None:
+    """Replicas share the outbox; the one holding the lease publishes, and a
+    clean stop hands the lease over at once."""
+    things = repository(database)
+    things.run_in_transaction(lambda: things.happen("first"))
+    with relaying(database, servers, "test-relay-lease") as (standby, received):
+        holder = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
         try:
-            while relay.relay_once():
-                pass
-            assert relay.pending_count() == 1
-            database[OUTBOX].update_one(
-                {"_id": leased_elsewhere["_id"]}, {"$set": {"lease_until": None}}
-            )
-            assert relay.relay_once() == 1
+            assert holder.relay_once() == 1
+            things.run_in_transaction(lambda: things.happen("second"))
+            assert standby.relay_once() == 0
+            assert standby.pending_count() == 1
+            holder.stop()
+            assert standby.relay_once() == 1
+            things.run_in_transaction(lambda: things.happen("third"))
+            assert holder.relay_once() == 0
+            assert standby.relay_once() == 1
         finally:
-            relay.stop()
-        received = []
-        while (message := bound.get(no_ack=True)) is not None:
-            received.append(json.loads(message.body)["subject"])
-        bound.delete()
-    expected = [f"h-{n:03d}" for n in range(count) if n != 4]
-    assert received == [*expected, "h-004"]
+            holder.stop()
+    assert received == ["first", "second", "third"]
+
+
+def test_a_lease_held_elsewhere_is_waited_out(database: Any, servers: Servers) -> None:
+    """Of a holder on another host nothing is known: its lease has to run out."""
+    things = repository(database)
+    things.run_in_transaction(lambda: things.happen("waited"))
+    lease_held_by(database, {**process_identity(), "host": "another-host", "owner": "elsewhere"})
+    with relaying(database, servers, "test-relay-elsewhere") as (relay, received):
+        assert relay.relay_once() == 0
+        database[RELAY_LEASE].update_one(
+            {"_id": RELAY_LEASE_ID}, {"$set": {"until": datetime.now(UTC)}}
+        )
+        assert relay.relay_once() == 1
+    assert received == ["waited"]
+
+
+def test_a_restart_takes_over_from_its_own_ended_process_at_once(
+    database: Any, servers: Servers
+) -> None:
+    """A relay killed between publishing and marking (its lease an hour from
+    running out): the process restarted on the same host republishes at once."""
+    things = repository(database)
+    things.run_in_transaction(lambda: things.happen("republished"))
+    ended = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    holder = {**process_identity(ended.pid), "owner": "killed"}
+    ended.communicate(b"")
+    lease_held_by(database, holder)
+    with relaying(database, servers, "test-relay-restart") as (relay, received):
+        assert relay.relay_once() == 1
+    assert received == ["republished"]
