@@ -398,6 +398,8 @@ class Platform:
         self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
         self.session.headers["Authorization"] = f"Bearer {self.token}"
         self.lock = threading.Lock()
+        #: Notify's deliveries of the last reports waited for, by state (``finished``).
+        self.deliveries: dict[str, int] = {}
         self.number = 0
 
     def report(self) -> tuple[str, float]:
@@ -417,9 +419,20 @@ class Platform:
         return response.json()["id"], sent
 
     def finished(self, incidents: Sequence[str], timeout: float) -> dict[str, float]:
-        """Wait until every handler has marked every incident; the last mark's time of each."""
+        """Wait for every incident's whole fan-out; the time of each one's last effect.
+
+        Done when every handler of ``incident.reported`` has marked every
+        incident (each mark is written in the transaction of its effect, so
+        ``processed_at`` is the effect's time) and notify has sent every
+        delivery of theirs that is due: the handler only records who is to
+        be told, and the telling, a pass of notify's delivery timer later, is
+        the effect a resident or a department sees. Deliveries that wait by
+        design (quiet hours, a send limit, a digest) are counted, not waited
+        for; one that failed for good counts as settled.
+        """
         wanted = set(incidents)
         last: dict[str, float] = {}
+        self.deliveries = {}
 
         def marked() -> bool:
             events = self._event_ids(wanted)
@@ -440,11 +453,32 @@ class Platform:
                     )
             if any(counts.get(i, 0) < len(self.handlers) for i in wanted):
                 return False
+            if not self._notified(events, times):
+                return False
             last.update(times)
             return True
 
         wait_for(marked, timeout, "the fan-out of the reports", every=0.5)
         return last
+
+    def _notified(self, events: dict[str, str], times: dict[str, float]) -> bool:
+        """Whether notify has sent every due delivery of ``events``; adds the sends to ``times``."""
+        now = datetime.now(UTC)
+        tally: dict[str, int] = {}
+        for delivery in self.client[database_name("notify")]["deliveries"].find(
+            {"event_id": {"$in": list(events)}},
+            {"event_id": 1, "status": 1, "due_at": 1, "sent_at": 1},
+        ):
+            status = delivery["status"]
+            if status == "pending" and delivery["due_at"] <= now:
+                return False
+            state = "waiting by design" if status in ("pending", "held") else status
+            tally[state] = tally.get(state, 0) + 1
+            if delivery.get("sent_at") is not None:
+                incident = events[delivery["event_id"]]
+                times[incident] = max(times[incident], delivery["sent_at"].timestamp())
+        self.deliveries = tally
+        return True
 
     def _event_ids(self, incidents: set[str]) -> dict[str, str]:
         grid = self.client[database_name("grid")]
@@ -528,6 +562,7 @@ def measure_platform(platform: Platform, args: argparse.Namespace) -> dict[str, 
         "reporters": args.reporters,
         "handlers": [f"{s}.{h}" for s, h in platform.handlers],
         "store_writes_per_incident": round(writes / len(made), 1) if writes else None,
+        "notify_deliveries": platform.deliveries,
         "store_operations": {k: after[k] - before[k] for k in after},
         **load,
         "latency_ms": {},
@@ -827,6 +862,12 @@ def table(result: dict[str, Any]) -> str:
             f"Store writes per report: {p['store_writes_per_incident']} "
             f"(the store's insert + update + delete counters over the sustained run, "
             f"divided by its reports).",
+        ]
+    if p.get("notify_deliveries"):
+        tally = ", ".join(f"{n:,} {state}" for state, n in sorted(p["notify_deliveries"].items()))
+        rows += [
+            "",
+            f"Notify's deliveries of the sustained run's reports, waited for until sent: {tally}.",
         ]
     return "\n".join(rows)
 
