@@ -31,7 +31,7 @@ from shequ.reconcile import Effect
 from shequ.rpc import RpcProxyPool, rpc_calls
 from shequ.service import PlatformService, provider_of
 from shequ.store import BacklogWindow, Store
-from shequ.timers import container_stopping, timer
+from shequ.timers import container_stopping, timer, wake_timers, wakeable_timer
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url, load_channels
 from shequ_services.notify.delivery import (
@@ -183,6 +183,10 @@ class Delivery(DependencyProvider):
     def get_dependency(self, worker_ctx: Any) -> Delivery:
         return self
 
+    def wake(self) -> None:
+        """Start the delivery passes now: an event handler has just recorded deliveries."""
+        wake_timers(self.container)
+
     def _read_routing(self) -> RoutingTable:
         repo: NotifyRepository = provider_of(self.container, Store).get_dependency(None)
         return repo.routing_table()
@@ -207,7 +211,10 @@ def _handles(source: str, event_name: str, method: str) -> Callable[..., Any]:
 
     def wait_for_rules_then_handle(self: NotifyService, body: Any) -> Any:
         self._wait_for_rules()
-        return handle_once(self, body)
+        result = handle_once(self, body)
+        # Committed: send what it recorded now, not at the delivery timers' next tick.
+        self.delivery.wake()
+        return result
 
     wait_for_rules_then_handle.__name__ = method
     return event_handler(source, event_name)(wait_for_rules_then_handle)
@@ -322,7 +329,7 @@ class NotifyService(PlatformService):
         if not self.delivery.seeded.wait(SEED_WAIT_SECONDS):
             raise RuntimeError("notify's rules are not loaded yet")
 
-    @timer("NOTIFY_DELIVER_SECONDS", 2)
+    @wakeable_timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver(self) -> None:
         """Send people's due notifications, then bundle digests whose day is over."""
         worker = self._worker()
@@ -334,7 +341,7 @@ class NotifyService(PlatformService):
         """Re-seal, in batches, contacts sealed under an old key or stored before sealing."""
         self.notifications.reseal_batch(limit=100)
 
-    @timer("NOTIFY_DELIVER_SECONDS", 2)
+    @wakeable_timer("NOTIFY_DELIVER_SECONDS", 2)
     def deliver_to_bureaus(self) -> None:
         """Send due bureau webhook deliveries (their own timer: see ``delivery.BUREAUS``)."""
         self._worker().run_once(BUREAUS)
