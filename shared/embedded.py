@@ -143,7 +143,7 @@ def _pids_with_env(entry: str) -> list[int]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
@@ -160,10 +160,10 @@ def _pid_alive(pid: int) -> bool:
 
 def _wait_gone(pids: list[int], deadline: float) -> list[int]:
     """Poll until none of ``pids`` is alive or ``deadline`` passes; return the survivors."""
-    alive = [p for p in pids if _pid_alive(p)]
+    alive = [p for p in pids if pid_alive(p)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
-        alive = [p for p in alive if _pid_alive(p)]
+        alive = [p for p in alive if pid_alive(p)]
     return alive
 
 
@@ -402,7 +402,7 @@ class RabbitMQNode(_ChildServer):
                 comm = pathlib.Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            if comm.startswith("beam") and _pid_alive(pid):
+            if comm.startswith("beam") and pid_alive(pid):
                 raise EmbeddedError(
                     f"a RabbitMQ node from an earlier run still uses {self.data_dir} "
                     f"(pid {pid}); stop or kill it first"

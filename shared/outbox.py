@@ -55,6 +55,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
+from shequ.embedded import pid_alive
 from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
 from shequ.store import OUTBOX, BacklogWindow, lease_expired
@@ -96,25 +97,16 @@ def holder_gone(holder: dict[str, Any], here: dict[str, Any]) -> bool:
 
     Only a process of this host can be looked at; of one elsewhere nothing is
     known and its lease has to run out. A process whose id is no longer in
-    use has ended, and so has one whose id now belongs to a process started
-    at another time.
+    use (or a zombie) has ended, and so has one whose id now belongs to a
+    process started at another time.
     """
     if holder.get("host") != here["host"] or not isinstance(holder.get("pid"), int):
         return False
-    running_since = _start_time(holder["pid"])
-    if running_since is None:
-        return not _pid_in_use(holder["pid"])
-    return holder.get("started") is not None and running_since != holder["started"]
-
-
-def _pid_in_use(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
+    if not pid_alive(holder["pid"]):
         return True
-    return True
+    running_since = _start_time(holder["pid"])
+    started = holder.get("started")
+    return None not in (running_since, started) and running_since != started
 
 
 def lease_free(
