@@ -254,14 +254,29 @@ class _OutboxOnly(Repository):
 
 
 def relay_rate(
-    amqp_uri: str, mongo_uri: str, events: int, batch_size: int = 100, queues: int = 1
+    amqp_uri: str,
+    mongo_uri: str,
+    events: int,
+    batch_size: int = 100,
+    queues: int = 1,
+    following: bool = True,
 ) -> dict[str, Any]:
-    """The relay draining a backlog of ``events`` pending entries into ``queues`` bound
-    durable queues (each event is routed to every one of them, as to each subscriber)."""
+    """The relay draining a backlog of ``events`` unpublished entries into ``queues`` bound
+    durable queues (each event is routed to every one of them, as to each subscriber).
+
+    ``following``: the relay has a position and the backlog was written after
+    it, so it comes on the outbox's change stream (a burst, a broker outage);
+    otherwise the relay has never run and reads the outbox itself.
+    """
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_uri, tz_aware=True)
     name = f"bench_relay_{uuid.uuid4().hex[:8]}"
     db = client[name]
     ensure_indexes(db, _OutboxOnly)
+    relay = OutboxRelay(
+        db, amqp_uri=amqp_uri, service="benchrelay", batch_size=batch_size, poll_interval=0.5
+    )
+    if following and relay.relay_once():
+        raise RuntimeError("relay: a new outbox had entries to publish")
     now = datetime.now(UTC)
     entries = []
     for n in range(events):
@@ -275,7 +290,6 @@ def relay_rate(
         entries.append(
             {
                 "_id": event.id,
-                "status": "pending",
                 "created_at": now + timedelta(milliseconds=n),
                 "exchange": "benchrelay.events",
                 "routing_key": grid_events.INCIDENT_REPORTED_V1.name,
@@ -289,7 +303,6 @@ def relay_rate(
         _bound_queue(amqp_uri, "benchrelay.events", grid_events.INCIDENT_REPORTED_V1.name)
         for _ in range(queues)
     ]
-    relay = OutboxRelay(db, amqp_uri=amqp_uri, service="benchrelay", batch_size=batch_size)
     sent = 0
     started = time.perf_counter()
     try:
@@ -313,6 +326,7 @@ def relay_rate(
         "events": events,
         "queues": queues,
         "batch_size": relay.batch_size,
+        "read_from": "change stream" if following else "outbox",
         **snapshot(),
     }
 

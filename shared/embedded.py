@@ -563,9 +563,13 @@ class SecantusServer(_ChildServer):
         *,
         port: int | None = None,
         admin: tuple[str, str] | None = None,
+        oplog_entries: int | None = None,
     ) -> None:
         super().__init__(data_dir)
         self._fixed_port = port
+        #: How many operations the server's oplog keeps, and with it how far
+        #: back a change stream can resume (its default: 100,000).
+        self.oplog_entries = oplog_entries
         self.port = port
         self.log_dir = self.data_dir
         self.log_file = self.data_dir / "secantusd.log"
@@ -638,6 +642,7 @@ class SecantusServer(_ChildServer):
                 "--storage-path",
                 str(self.data_dir / "store"),
                 *(["--auth"] if auth else []),
+                *([f"--oplog-max-entries={self.oplog_entries}"] if self.oplog_entries else []),
             ]
             env = {k: v for k, v in os.environ.items() if k != _MARKER_VAR}
             env["PYTHONUNBUFFERED"] = "1"

@@ -1,35 +1,41 @@
-"""The outbox relay: publishes committed events with pipelined publisher confirms.
+"""The outbox relay: publishes committed events in commit order, with pipelined confirms.
 
 Repositories write events to the ``outbox`` collection in the same
-transaction as the state change. One relay at a time publishes a service's
-outbox: the process holding the service's relay lease (``outbox_relay``, one
-document, taken and renewed by compare-and-set). It reads the oldest pending
-entries, publishes the whole batch of persistent messages on a channel in
-confirm mode without waiting between them, then waits (bounded by
-``confirm_timeout``) for the broker's acks and marks sent only the entries
-the broker confirmed. Waiting for each confirm in turn, as nameko's stock
-``EventDispatcher`` does, costs a round trip per event; one wait per batch
-costs one.
+transaction as the state change, and never change them after. One relay at
+a time publishes a service's outbox: the process holding the service's relay
+lease (``outbox_relay``, one document, taken and renewed by compare-and-set).
 
-One lease per service, not one per entry: leasing each entry cost a
-transaction that read and wrote every entry of a batch before it was
-published, and on the embedded store that was more than half of the relay's
-time and two of the store writes of every event (docs/performance.md). The
-price is that the other replicas of a service do not publish while one holds
-the lease: their events wait for the holder's next poll
-(``OUTBOX_POLL_SECONDS``) instead of leaving at their own commit.
+The holder follows the outbox's change stream (``OutboxFeed``): the store
+tells it of each entry as its transaction commits, in commit order, from the
+position where the relay left off. It publishes a batch of persistent
+messages on a channel in confirm mode without waiting between them, waits
+(bounded by ``confirm_timeout``) for the broker's acks, then writes two small
+documents: the publication log (``outbox_published``: the ids the broker
+confirmed) and the position (the stream's resume token after the batch).
+Waiting for each confirm in turn, as nameko's stock ``EventDispatcher``
+does, costs a round trip per event; one wait per batch costs one.
+
+Why a stream and a position, not a status on each entry: reading the
+oldest pending entries and marking each one sent cost the store a read and
+a write per event, and on the embedded store those were nine tenths of the
+relay's time (docs/performance.md). Following the stream costs neither, and
+an entry is published when its transaction commits, whichever replica wrote
+it, instead of at the holder's next poll.
 
 The broker may ack or nack several deliveries at once (``multiple``);
-``ConfirmTracker`` turns those into entry ids. A nacked entry, or one still
-unconfirmed when the wait runs out or the channel fails, stays pending, so
-the next round publishes it again.
+``ConfirmTracker`` turns those into entry ids. A batch not wholly confirmed
+(a nack, a wait run out, a failed channel) does not move the position: the
+feed is opened again from the position, and the batch published again.
 
-A crash between the confirm and the mark means the batch is published again
-by the next holder of the lease: the crashed process restarted on the same
-host takes it over at once (the holder's process is gone), a replica
-elsewhere once the lease runs out. That duplicate is deliberate: delivery is
-at least once and every consumer deduplicates on the event ``id``. What can
-never happen is an event that is committed and never published.
+A crash between the confirm and the position's write likewise means the batch
+is published again by the next holder of the lease: the crashed process
+restarted on the same host takes it over at once (the holder's process is
+gone), a replica elsewhere once the lease runs out. That duplicate is
+deliberate: delivery is at least once and every consumer deduplicates on the
+event ``id``. What must never happen is an event that is committed and never
+published; the one case the stream cannot cover, a position older than the
+store keeps the stream's history for, falls back to reading the outbox
+(``OutboxFeed._unpublished``).
 """
 
 from __future__ import annotations
@@ -44,32 +50,44 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import amqp
 import kombu
 from kombu.exceptions import KombuError
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from shequ.contracts.envelope import CONTENT_TYPE
 from shequ.embedded import pid_alive
 from shequ.faults import fault_point
 from shequ.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING
-from shequ.store import OUTBOX, BacklogWindow, lease_expired
+from shequ.store import OUTBOX, OUTBOX_PUBLISHED, lease_expired
 
 log = logging.getLogger(__name__)
 
-#: The order events leave the outbox in: the order they were written.
-ORDER = [("created_at", 1), ("_id", 1)]
-#: How many batches ahead a full read of the pending entries sets the horizon
-#: that the next claims read up to (``shequ.store.BacklogWindow``).
-HORIZON_BATCHES = 10
-#: The collection of the relay lease, and the lease's one document in it.
+#: The collection of the relay lease and position, and their documents in it.
 RELAY_LEASE = "outbox_relay"
 RELAY_LEASE_ID = "relay"
+POSITION_ID = "position"
+#: How long after its ``created_at`` an entry's transaction may still commit.
+#: Only used when the stream's history since the position is gone: the outbox
+#: is then read again from this far before the last published entry. MongoDB
+#: aborts a transaction after 60 s (``transactionLifetimeLimitSeconds``).
+LATE_COMMIT_MARGIN = timedelta(minutes=10)
+#: The server's answers to a resume token it can no longer resume from:
+#: ChangeStreamHistoryLost, InvalidResumeToken, ChangeStreamFatalError.
+HISTORY_LOST = frozenset({286, 260, 280})
+#: How often an idle relay moves its position up to the stream's: the store
+#: keeps the stream's history for a bounded time (SecantusDB: an hour, or
+#: 100,000 operations; MongoDB: the oplog's window).
+POSITION_REFRESH_SECONDS = 60.0
+#: The order entries were written in: ``created_at``, then ``_id`` within a millisecond.
+ORDER = [("created_at", 1), ("_id", 1)]
+#: What the stream is asked for: new entries (they are never changed).
+INSERTS = [{"$match": {"operationType": "insert"}}]
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
@@ -164,8 +182,161 @@ class ConfirmTracker:
         return [self._outstanding.pop(tag) for tag in settled]
 
 
+class FeedItem(NamedTuple):
+    """One step of the feed: an outbox entry to publish, a stream position, or both.
+
+    An entry read from the stream comes with the resume token after it; an
+    entry read from the outbox itself (catching up) has none; a position
+    alone (``entry`` None) says the stream has been read up to there.
+    """
+
+    entry: dict[str, Any] | None
+    token: Mapping[str, Any] | None
+
+
+class OutboxFeed:
+    """The outbox's committed entries in commit order: its change stream, a batch at a time.
+
+    Opened at the relay's position; with no position (a new database) or
+    one the store no longer has the history of, opened at the present, and
+    the entries the publication log does not hold are read from the outbox
+    first. Read with ``aggregate`` and ``getMore`` commands rather than
+    pymongo's ``ChangeStream``, which hands changes out one at a time: a
+    getMore returns every change there is, up to a batch, and waits only
+    when there is none, so a batch is whatever committed since the last one.
+    """
+
+    def __init__(self, db: Database[Any], position: Mapping[str, Any] | None, *, batch_size: int):
+        self.db = db
+        self.position = position or {}
+        self.batch_size = batch_size
+        self._cursor_id: int | None = None
+        #: The stream's resume token after its last batch (``postBatchResumeToken``).
+        self._token: Mapping[str, Any] | None = None
+        self._backlog: Iterator[list[dict[str, Any]]] | None = None
+
+    def open(self) -> None:
+        token = self.position.get("token")
+        if token is not None:
+            try:
+                self._aggregate({"resumeAfter": token})
+                return
+            except OperationFailure as exc:
+                if exc.code not in HISTORY_LOST:
+                    raise
+                log.error(
+                    "the outbox's change stream cannot resume from the relay's position "
+                    "(%s); reading the outbox for what was not published",
+                    exc,
+                )
+        # Opened before reading, so an entry committed while the outbox is read
+        # is in the stream as well: published twice at worst, never missed.
+        self._aggregate({})
+        self._backlog = self._unpublished()
+
+    def take(self, wait: float) -> list[FeedItem]:
+        """The next batch: what committed since the last, waiting up to ``wait`` s if nothing did.
+
+        Empty only when a read of the stream begun by this call found
+        nothing new for ``wait`` seconds.
+        """
+        if self._cursor_id is None:
+            self.open()
+        if self._backlog is not None:
+            chunk = next(self._backlog, None)
+            if chunk is not None:
+                return [FeedItem(entry, None) for entry in chunk]
+            self._backlog = None
+            # Everything before the stream's start is published: the position moves to it.
+            return [FeedItem(None, self._token)]
+        reply = self.db.command(
+            "getMore",
+            self._cursor_id,
+            collection=OUTBOX,
+            batchSize=self.batch_size,
+            maxTimeMS=max(1, int(wait * 1000)),
+        )
+        changes = self._read(reply["cursor"], "nextBatch")
+        return [FeedItem(change["fullDocument"], change["_id"]) for change in changes[:-1]] + [
+            FeedItem(change["fullDocument"], self._token) for change in changes[-1:]
+        ]
+
+    @property
+    def token(self) -> Mapping[str, Any] | None:
+        """The stream's resume token after the last batch taken."""
+        return self._token
+
+    def close(self) -> None:
+        if self._cursor_id:
+            with contextlib.suppress(PyMongoError):
+                self.db.command("killCursors", OUTBOX, cursors=[self._cursor_id])
+        self._cursor_id = None
+
+    def _aggregate(self, start: dict[str, Any]) -> None:
+        reply = self.db.command(
+            "aggregate",
+            OUTBOX,
+            pipeline=[{"$changeStream": start}, *INSERTS],
+            cursor={"batchSize": 0},
+        )
+        self._read(reply["cursor"], "firstBatch")
+
+    def _read(self, cursor: Mapping[str, Any], batch: str) -> list[dict[str, Any]]:
+        self._cursor_id = cursor["id"]
+        changes: list[dict[str, Any]] = cursor[batch]
+        # The token after the batch: past the last change, and past what the
+        # stream passed over since (other collections' writes, on a replica set).
+        self._token = cursor.get("postBatchResumeToken") or (
+            changes[-1]["_id"] if changes else self._token
+        )
+        return changes
+
+    def _unpublished(self) -> Iterator[list[dict[str, Any]]]:
+        """The entries the publication log does not hold, in batches, in the order written.
+
+        From the start of the outbox if nothing was ever published, else
+        from ``LATE_COMMIT_MARGIN`` before the last published entry. Ids
+        first, then the entries a batch at a time, so a large outbox is
+        never held in memory whole.
+        """
+        through = self.position.get("through")
+        since = None if through is None else through - LATE_COMMIT_MARGIN
+        published = published_ids(self.db, since=since)
+        written = {} if since is None else {"created_at": {"$gte": since}}
+        waiting = [
+            entry["_id"]
+            for entry in self.db[OUTBOX].find(written, {"_id": 1}).sort(ORDER)
+            if entry["_id"] not in published
+        ]
+        for start in range(0, len(waiting), self.batch_size):
+            chunk = list(
+                self.db[OUTBOX].find({"_id": {"$in": waiting[start : start + self.batch_size]}})
+            )
+            yield sorted(chunk, key=lambda entry: (entry["created_at"], entry["_id"]))
+
+
+def published_ids(db: Database[Any], *, since: datetime | None = None) -> set[str]:
+    """The ids of the entries the publication log holds (published no earlier than ``since``)."""
+    query = {} if since is None else {"through": {"$gte": since}}
+    return {
+        entry_id
+        for logged in db[OUTBOX_PUBLISHED].find(query, {"ids": 1})
+        for entry_id in logged["ids"]
+    }
+
+
+def unpublished_count(db: Database[Any]) -> int:
+    """How many outbox entries the publication log does not hold: exact, and a full read.
+
+    For tests, benchmarks and ``shequ reconcile``; the relay's gauges use
+    the position instead (``OutboxRelay._report_pending``).
+    """
+    published = published_ids(db)
+    return sum(1 for entry in db[OUTBOX].find({}, {"_id": 1}) if entry["_id"] not in published)
+
+
 class OutboxRelay:
-    """Moves pending outbox entries to the broker; one per service process,
+    """Moves committed outbox entries to the broker; one per service process,
     one of them at a time publishing (the holder of the relay lease)."""
 
     def __init__(
@@ -186,18 +357,20 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.confirm_timeout = confirm_timeout
-        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: kombu.Connection | None = None
         self._channel: Any = None
         self._delivery_tag = 0
         self._tracker: ConfirmTracker | None = None
-        self._window = BacklogWindow("created_at", batches=HORIZON_BATCHES)
+        self._feed: OutboxFeed | None = None
+        self._logged_past_position: set[str] = set()
+        self._advanced_at = time.monotonic()
         self._exchanges: dict[str, kombu.Exchange] = {}
         self._owner = uuid.uuid4().hex
         self._process = process_identity()
         self._held_until: datetime | None = None
+        self._gauges_at = 0.0
         self.running = False
 
     def start(self) -> None:
@@ -208,61 +381,94 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=10 + self.poll_interval)
         self.running = False
+        self._close_feed()
         self._close_connection()
         self._release_lease()
-
-    def nudge(self) -> None:
-        """Wake the relay now: a transaction that emitted events has committed."""
-        self._wake.set()
 
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            self._wake.wait(self.poll_interval if failures == 0 else min(30, 2**failures))
-            self._wake.clear()
-            if self._stopping.is_set():
-                break
             try:
-                while self.relay_once() and not self._stopping.is_set():
-                    pass
-                self._report_pending()
+                published = self.relay_once()
                 failures = 0
+                if not published:
+                    self._report_pending_now_and_then()
+                    if self._feed is None:  # another replica holds the lease
+                        self._stopping.wait(self.poll_interval)
             except (PyMongoError, OSError, KombuError) as exc:
                 failures = min(failures + 1, 5)
                 log.warning("outbox relay for %s failed, will retry: %s", self.service, exc)
-                self._close_connection()
                 # A broker outage is when the backlog grows: keep the gauges telling it.
                 with contextlib.suppress(PyMongoError):
                     self._report_pending()
+                self._stopping.wait(min(30, 2**failures))
             except Exception:
                 failures = min(failures + 1, 5)
                 log.exception("outbox relay for %s failed unexpectedly", self.service)
-                self._close_connection()
+                self._stopping.wait(min(30, 2**failures))
 
-    def relay_once(self) -> int:
-        """Publish and mark one batch if this relay holds the lease; how many were confirmed."""
-        now = datetime.now(UTC)
-        if not self.holds_lease(now):
+    def relay_once(self, wait: float | None = None) -> int:
+        """Publish one batch if this relay holds the lease; how many the broker confirmed.
+
+        0 when the lease is another's, or when nothing committed is left to
+        publish: the stream brought nothing for ``wait`` seconds (by default
+        the poll interval).
+        """
+        if not self.holds_lease(datetime.now(UTC)):
+            self._close_feed()
             return 0
-        batch = self.oldest_pending()
-        if not batch:
-            return 0
-        tracker = ConfirmTracker()
         try:
-            connection = self._ensure_connection()
-            self._tracker = tracker
-            for entry in batch:
+            feed = self._open_feed()
+            while items := feed.take(self.poll_interval if wait is None else wait):
+                entries = self._not_yet_logged(items)
+                if entries:
+                    return self._publish_batch(items, entries)
+                self._advance(items)  # a position alone, or entries published already
+            if time.monotonic() - self._advanced_at >= POSITION_REFRESH_SECONDS:
+                # Idle: keep the position within the history the store keeps.
+                self._advance([FeedItem(None, feed.token)])
+            return 0
+        except BaseException:
+            # What was taken from the feed and not recorded is read again from the position.
+            self._close_feed()
+            self._close_connection()
+            raise
+
+    def _not_yet_logged(self, items: list[FeedItem]) -> list[dict[str, Any]]:
+        """The batch's entries less those that a batch not wholly confirmed logged.
+
+        Such a batch leaves the position before it, so the feed brings its
+        entries again; the ones the broker confirmed are passed over until
+        the position moves past them.
+        """
+        return [
+            item.entry
+            for item in items
+            if item.entry is not None and item.entry["_id"] not in self._logged_past_position
+        ]
+
+    def _publish_batch(self, items: list[FeedItem], entries: list[dict[str, Any]]) -> int:
+        tracker = ConfirmTracker()
+        connection = self._ensure_connection()
+        self._tracker = tracker
+        try:
+            for entry in entries:
                 self._publish(entry)
                 tracker.published(self._delivery_tag, entry["_id"])
             self._await_confirms(connection, tracker)
-            fault_point(self.service, "relay_after_publish")
         finally:
             self._tracker = None
-            self._mark_sent(batch, tracker)
+        fault_point(self.service, "relay_after_publish")
+        self._record(entries, tracker)
+        if len(tracker.confirmed) == len(entries):
+            self._advance(items)
+        else:
+            # The position stays before this batch: the feed brings it again.
+            self._logged_past_position.update(tracker.confirmed)
+            self._close_feed()
         return len(tracker.confirmed)
 
     def _await_confirms(self, connection: kombu.Connection, tracker: ConfirmTracker) -> None:
@@ -287,32 +493,53 @@ class OutboxRelay:
             with contextlib.suppress(socket.timeout):
                 connection.drain_events(timeout=remaining)
 
-    def _mark_sent(self, batch: list[dict[str, Any]], tracker: ConfirmTracker) -> None:
-        """Mark the confirmed entries sent; the others stay pending for the next round."""
+    def _record(self, entries: list[dict[str, Any]], tracker: ConfirmTracker) -> None:
+        """Log the entries the broker confirmed, in one document for the batch."""
         confirmed = set(tracker.confirmed)
         if not confirmed:
             return
-        self.db[OUTBOX].update_many(
-            {"_id": {"$in": list(confirmed)}},
-            {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
+        published = [entry for entry in entries if entry["_id"] in confirmed]
+        self.db[OUTBOX_PUBLISHED].insert_one(
+            {
+                "_id": uuid.uuid4().hex,
+                "ids": [entry["_id"] for entry in published],
+                "through": max(entry["created_at"] for entry in published),
+                "at": datetime.now(UTC),
+                "relay": self._owner,
+            }
         )
-        for entry in batch:
-            if entry["_id"] in confirmed:
-                EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
+        for entry in published:
+            EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
 
-    def oldest_pending(self) -> list[dict[str, Any]]:
-        """The oldest pending entries, at most a batch, in the order they were written.
+    def _advance(self, items: list[FeedItem]) -> None:
+        """Move the position past a wholly confirmed batch: one write, not one per entry.
 
-        Read through the outbox's ``(status, created_at)`` index, so the read
-        costs what is pending, never what was sent. The embedded store reads
-        and sorts every pending entry for a query on ``status`` alone, so with
-        a backlog each read cost the whole backlog and draining it took time
-        quadratic in its size; the ``BacklogWindow`` reads only up to a
-        horizon its last full read noted.
+        ``through`` only grows: catching up may publish an entry older than
+        one already published.
         """
-        return self._window.oldest(
-            self.db[OUTBOX], {"status": "pending"}, None, ORDER, self.batch_size
+        update: dict[str, Any] = {"$set": {"at": datetime.now(UTC)}}
+        tokens = [item.token for item in items if item.token is not None]
+        if tokens:
+            update["$set"]["token"] = tokens[-1]
+        written = [item.entry["created_at"] for item in items if item.entry is not None]
+        if written:
+            update["$max"] = {"through": max(written)}
+        self.db[RELAY_LEASE].update_one({"_id": POSITION_ID}, update, upsert=True)
+        self._advanced_at = time.monotonic()
+        self._logged_past_position.difference_update(
+            item.entry["_id"] for item in items if item.entry is not None
         )
+
+    def _open_feed(self) -> OutboxFeed:
+        if self._feed is None:
+            position = self.db[RELAY_LEASE].find_one({"_id": POSITION_ID})
+            self._feed = OutboxFeed(self.db, position, batch_size=self.batch_size)
+        return self._feed
+
+    def _close_feed(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
 
     def holds_lease(self, now: datetime) -> bool:
         """Whether this relay may publish now: it holds the service's relay lease.
@@ -358,13 +585,27 @@ class OutboxRelay:
             )
 
     def pending_count(self) -> int:
-        return self.db[OUTBOX].count_documents({"status": "pending"})
+        """How many entries are not published yet: exact, and a read of the whole outbox."""
+        return unpublished_count(self.db)
+
+    def _report_pending_now_and_then(self) -> None:
+        if time.monotonic() - self._gauges_at >= self.poll_interval:
+            self._report_pending()
 
     def _report_pending(self) -> None:
-        OUTBOX_PENDING.labels(self.service).set(self.pending_count())
-        oldest = self.db[OUTBOX].find_one(
-            {"status": "pending"}, {"created_at": 1}, sort=[("created_at", 1)]
-        )
+        """The backlog gauges, from the position: the entries written after the last published.
+
+        A read of the outbox's ``created_at`` index from the position on, so
+        its cost is the backlog's, not the outbox's. An entry whose
+        transaction committed after a later one was published is not
+        counted; it is published with the next batch all the same.
+        """
+        self._gauges_at = time.monotonic()
+        position = self.db[RELAY_LEASE].find_one({"_id": POSITION_ID}) or {}
+        through = position.get("through")
+        after = {} if through is None else {"created_at": {"$gt": through}}
+        OUTBOX_PENDING.labels(self.service).set(self.db[OUTBOX].count_documents(after))
+        oldest = self.db[OUTBOX].find_one(after, {"created_at": 1}, sort=[("created_at", 1)])
         age = (datetime.now(UTC) - oldest["created_at"]).total_seconds() if oldest else 0.0
         OUTBOX_OLDEST_PENDING_SECONDS.labels(self.service).set(max(age, 0.0))
 

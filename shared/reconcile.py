@@ -6,7 +6,8 @@ consumer keeps a processed mark per handler and event (committed with the
 effect), and each declares in ``report_effects`` where the effect of a
 report lives in its own database. Reconciling compares the three:
 
-* **unpublished**: committed in the grid, not yet confirmed by the broker;
+* **unpublished**: committed in the grid, not yet confirmed by the broker
+  (not in the relay's publication log);
 * **missing**: a consumer has no processed mark for a published report, or
   no effect where its rule expects one (lost, or still in flight);
 * **duplicated**: more than one effect for one report where one is expected,
@@ -24,6 +25,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from shequ.outbox import published_ids
 from shequ.store import OUTBOX, PROCESSED, database_name
 from shequ.topology import subscriptions
 
@@ -90,8 +92,9 @@ def reconcile(
     report = Report()
     reports = _reports(grid, limit)
     report.reports = len(reports)
-    report.unpublished = sum(1 for r in reports.values() if r["status"] != "sent")
-    published = {event_id: r for event_id, r in reports.items() if r["status"] == "sent"}
+    logged = published_ids(grid)
+    published = {event_id: r for event_id, r in reports.items() if event_id in logged}
+    report.unpublished = len(reports) - len(published)
     by_incident = {r["incident_id"]: r for r in published.values()}
     for service_cls in consumers:
         handlers = [
@@ -111,7 +114,7 @@ def reconcile(
 def _reports(grid: Database[Any], limit: int | None) -> dict[str, dict[str, Any]]:
     cursor = (
         grid[OUTBOX]
-        .find({"type": REPORTED_TYPE}, {"status": 1, "body.subject": 1, "body.data.category": 1})
+        .find({"type": REPORTED_TYPE}, {"body.subject": 1, "body.data.category": 1})
         .sort("created_at", 1)
     )
     if limit:
@@ -120,7 +123,6 @@ def _reports(grid: Database[Any], limit: int | None) -> dict[str, dict[str, Any]
         doc["_id"]: {
             "incident_id": doc["body"]["subject"],
             "category": doc["body"]["data"]["category"],
-            "status": doc["status"],
         }
         for doc in cursor
     }

@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OUTBOX = "outbox"
+#: The relay's publication log: one document per published batch (``shequ.outbox``).
+OUTBOX_PUBLISHED = "outbox_published"
 PROCESSED = "processed_events"
 
-#: The outbox's one index: the relay's claim reads pending entries through it.
-OUTBOX_PENDING_INDEX = [("status", 1), ("created_at", 1)]
+#: The outbox's one index: the relay's backlog gauges and its catching up read through it.
+OUTBOX_ORDER_INDEX = [("created_at", 1)]
 
 
 def lease_expired(lease_until: datetime | None, now: datetime) -> bool:
@@ -150,7 +152,8 @@ def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
     and upgrade job), so a large index build can happen before a rollout.
     """
     indexes: dict[str, list[IndexModel]] = {
-        OUTBOX: [IndexModel(OUTBOX_PENDING_INDEX)],
+        OUTBOX: [IndexModel(OUTBOX_ORDER_INDEX)],
+        OUTBOX_PUBLISHED: [IndexModel([("through", 1)])],
         PROCESSED: [IndexModel([("processed_at", 1)])],
         **{name: list(models) for name, models in audit_trail.INDEXES.items()},
     }
@@ -194,14 +197,11 @@ class Repository:
         *,
         service: str,
         district: str,
-        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.service = service
         self.district = district
         self.session: ClientSession | None = None
-        self._on_commit = on_commit
-        self._emitted = False
         #: Who is changing things through this repository, for the audit trail
         #: (``audit``): set from the worker (the route's caller, the event) by ``Store``.
         self.actor: dict[str, Any] = {"system": service}
@@ -233,14 +233,11 @@ class Repository:
         with self.db.client.start_session() as session:
             with session.start_transaction():
                 self.session = session
-                self._emitted = False
                 try:
                     yield
                 finally:
                     self.session = None
             # Leaving start_transaction() committed without raising.
-        if self._emitted:
-            self._on_commit()
 
     def run_in_transaction(self, work: Callable[[], T]) -> T:
         """Run ``work`` in a transaction, retrying it on transient conflicts.
@@ -256,16 +253,12 @@ class Repository:
 
             def callback(bound: ClientSession) -> T:
                 self.session = bound
-                self._emitted = False
                 try:
                     return work()
                 finally:
                     self.session = None
 
-            result = session.with_transaction(callback)
-        if self._emitted:
-            self._on_commit()
-        return result
+            return session.with_transaction(callback)
 
     def compare_and_set(
         self,
@@ -428,9 +421,9 @@ class Repository:
             [
                 {
                     "_id": event.id,
-                    "status": "pending",
-                    # The relay publishes in created_at order, which the store
-                    # keeps to the millisecond: a millisecond apart keeps theirs.
+                    # Events of one transaction leave in the order emitted (the
+                    # stream keeps it); reading the outbox itself, the relay goes
+                    # by created_at, which the store keeps to the millisecond.
                     "created_at": now + timedelta(milliseconds=position),
                     "exchange": spec.exchange,
                     "routing_key": spec.name,
@@ -441,7 +434,6 @@ class Repository:
             ],
             session=self.session,
         )
-        self._emitted = True
         return emitted
 
     def audit(self, kind: str, object_id: str, before: Any, after: Any) -> dict[str, Any]:
@@ -620,10 +612,7 @@ class Store(DependencyProvider):
             )
 
     def get_dependency(self, worker_ctx: Any) -> Repository:
-        on_commit = self.relay.nudge if self.relay is not None else (lambda: None)
-        repository = self.repository_cls(
-            self.db, service=self.service, district=self.district, on_commit=on_commit
-        )
+        repository = self.repository_cls(self.db, service=self.service, district=self.district)
         bind_actor(repository, worker_ctx)
         return repository
 

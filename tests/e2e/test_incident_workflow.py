@@ -9,6 +9,7 @@ import requests
 
 from shequ.auth import mint_token
 from tests.conftest import Platform, wait_for
+from tests.support.events import published_entries
 
 pytestmark = pytest.mark.e2e
 
@@ -74,10 +75,9 @@ def test_an_incident_goes_from_report_to_resolved_with_history_and_events(
         "reported", "accepted", "dispatched", "in_progress", "handled", "closed_resolved",
     ]  # fmt: skip
 
-    outbox = platform.db("grid")["outbox"]
     sent = wait_for(
         lambda: (lambda docs: docs if len(docs) == 6 else None)(
-            list(outbox.find({"body.subject": incident["id"], "status": "sent"}))
+            published_entries(platform.db("grid"), {"body.subject": incident["id"]})
         ),
         what="all six events published",
     )

@@ -77,6 +77,7 @@ import requests
 
 from shequ.auth import mint_token
 from shequ.cli import main
+from shequ.outbox import unpublished_count
 from tests.conftest import Platform, wait_for
 from tests.support.personal_data import resident_id, traces
 
@@ -346,10 +347,7 @@ def settled(platform: Platform, incidents: list[str], case_id: str, entries: lis
 
 
 def all_outboxes_relayed(platform: Platform) -> bool:
-    return all(
-        platform.db(s)["outbox"].count_documents({"status": "pending"}) == 0
-        for s in platform.stack.processes
-    )
+    return all(unpublished_count(platform.db(s)) == 0 for s in platform.stack.processes)
 
 
 # -- searching ------------------------------------------------------------------------------

@@ -63,13 +63,17 @@ def test_without_credentials_nothing_is_readable(store: SecantusServer) -> None:
 def test_a_service_reads_and_writes_its_own_database_in_a_transaction(
     uris: dict[str, str],
 ) -> None:
+    """...and follows its outbox's change stream, as its relay does."""
     grid = client(uris["grid"])
     try:
         db = grid[f"{PREFIX}grid"]
         db.incidents.create_index("status")
-        with grid.start_session() as session, session.start_transaction():
-            db.incidents.insert_one({"_id": "INC-1", "status": "reported"}, session=session)
-            db.outbox.insert_one({"event": "incident.reported"}, session=session)
+        with db.outbox.watch(max_await_time_ms=5000) as stream:
+            with grid.start_session() as session, session.start_transaction():
+                db.incidents.insert_one({"_id": "INC-1", "status": "reported"}, session=session)
+                db.outbox.insert_one({"_id": "E-1", "event": "reported"}, session=session)
+            change = stream.try_next()
+        assert change is not None and change["fullDocument"]["_id"] == "E-1"
         assert db.incidents.find_one({"_id": "INC-1"}) == {"_id": "INC-1", "status": "reported"}
     finally:
         grid.close()

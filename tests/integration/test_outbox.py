@@ -12,15 +12,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
+import pymongo
 import pytest
 
 from shequ.contracts import new_event
+from shequ.embedded import SecantusServer
 from shequ.outbox import (
-    HORIZON_BATCHES,
+    POSITION_ID,
     RELAY_LEASE,
     RELAY_LEASE_ID,
     OutboxRelay,
     process_identity,
+    published_ids,
 )
 from shequ.store import OUTBOX, AlreadyProcessed, Repository, ensure_indexes
 from tests.conftest import Servers
@@ -59,7 +62,6 @@ def test_a_state_change_and_its_event_commit_together(database: Any) -> None:
     things.run_in_transaction(lambda: things.happen("t-1"))
     assert database["things"].count_documents({"_id": "t-1"}) == 1
     entry = database[OUTBOX].find_one({"body.subject": "t-1"})
-    assert entry["status"] == "pending"
     assert entry["body"]["type"] == "shequ.testsource.thing.happened"
 
 
@@ -119,19 +121,26 @@ def test_a_second_processed_mark_rolls_back_the_handlers_writes(database: Any) -
     assert [d["thing"] for d in database["effects"].find()] == ["first"]
 
 
-def test_the_relay_publishes_with_confirms_and_marks_entries_sent(
-    database: Any, servers: Servers
+@pytest.mark.parametrize("following", [False, True], ids=["catching-up", "following"])
+def test_the_relay_publishes_with_confirms_and_logs_what_it_published(
+    database: Any, servers: Servers, following: bool
 ) -> None:
+    """Entries written before the relay ever ran are read from the outbox;
+    entries written while it runs come to it on the change stream."""
     things = repository(database)
-    for n in range(3):
-        things.run_in_transaction(lambda n=n: things.happen(f"r-{n}"))
     queue_name = f"test-relay-{uuid.uuid4().hex[:8]}"
     with kombu.Connection(servers.amqp_uri) as connection:
         exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
         queue = kombu.Queue(queue_name, exchange, routing_key="thing.happened", auto_delete=False)
         queue(connection.default_channel).declare()
-        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        relay = OutboxRelay(
+            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
+        )
         try:
+            if following:
+                assert relay.relay_once() == 0
+            for n in range(3):
+                things.run_in_transaction(lambda n=n: things.happen(f"r-{n}"))
             assert relay.relay_once() == 3
             assert relay.relay_once() == 0
         finally:
@@ -144,17 +153,21 @@ def test_the_relay_publishes_with_confirms_and_marks_entries_sent(
     assert [json.loads(m.body)["subject"] for m in received] == ["r-0", "r-1", "r-2"]
     assert received[0].content_type == "application/cloudevents+json"
     assert received[0].properties["delivery_mode"] == 2
-    assert database[OUTBOX].count_documents({"status": "sent"}) == 3
+    assert published_ids(database) == {e["_id"] for e in database[OUTBOX].find()}
     assert relay.pending_count() == 0
 
 
-def test_the_relay_marks_sent_only_what_the_broker_confirmed(
-    database: Any, servers: Servers
+def subjects(database: Any, ids: set[str]) -> set[str]:
+    return {e["body"]["subject"] for e in database[OUTBOX].find({"_id": {"$in": list(ids)}})}
+
+
+@pytest.mark.parametrize("following", [False, True], ids=["catching-up", "following"])
+def test_the_relay_logs_only_what_the_broker_confirmed_and_publishes_the_rest_again(
+    database: Any, servers: Servers, following: bool
 ) -> None:
-    """A full queue that rejects publishes makes the broker nack part of one batch."""
+    """A full queue that rejects publishes makes the broker nack part of one
+    batch: the position stays before it, and only what was nacked goes again."""
     things = repository(database)
-    for n in range(5):
-        things.run_in_transaction(lambda n=n: things.happen(f"p-{n}"))
     queue_name = f"test-relay-full-{uuid.uuid4().hex[:8]}"
     with kombu.Connection(servers.amqp_uri) as connection:
         exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
@@ -167,13 +180,17 @@ def test_the_relay_marks_sent_only_what_the_broker_confirmed(
         )
         bound = queue(connection.default_channel)
         bound.declare()
-        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        relay = OutboxRelay(
+            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
+        )
         try:
+            if following:
+                assert relay.relay_once() == 0
+            for n in range(5):
+                things.run_in_transaction(lambda n=n: things.happen(f"p-{n}"))
             assert relay.relay_once() == 2
-            sent = {e["body"]["subject"] for e in database[OUTBOX].find({"status": "sent"})}
-            assert sent == {"p-0", "p-1"}
-            retried = list(database[OUTBOX].find({"status": "pending"}))
-            assert sorted(e["body"]["subject"] for e in retried) == ["p-2", "p-3", "p-4"]
+            assert subjects(database, published_ids(database)) == {"p-0", "p-1"}
+            assert relay.pending_count() == 3
             bound.purge()
             assert relay.relay_once() == 2
             bound.purge()
@@ -182,7 +199,7 @@ def test_the_relay_marks_sent_only_what_the_broker_confirmed(
         finally:
             relay.stop()
             bound.delete()
-    assert database[OUTBOX].count_documents({"status": "sent"}) == 5
+    assert subjects(database, published_ids(database)) == {f"p-{n}" for n in range(5)}
     assert relay.pending_count() == 0
 
 
@@ -199,6 +216,7 @@ def relaying(
         )
         bound = queue(connection.default_channel)
         bound.declare()
+        options.setdefault("poll_interval", 0.1)
         relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", **options)
         try:
             yield relay, received
@@ -215,16 +233,18 @@ def lease_held_by(database: Any, holder: dict[str, Any]) -> None:
     database[RELAY_LEASE].insert_one({"_id": RELAY_LEASE_ID, **holder, "until": until})
 
 
-def test_a_backlog_leaves_in_order_through_the_claim_horizon(
-    database: Any, servers: Servers
+@pytest.mark.parametrize("following", [False, True], ids=["catching-up", "following"])
+def test_a_backlog_leaves_once_each_in_the_order_written(
+    database: Any, servers: Servers, following: bool
 ) -> None:
-    """More than ``HORIZON_BATCHES`` batches pending: the reads after the first
-    go only up to the horizon, and still publish every entry once, in order."""
+    """Many batches waiting, read from the outbox or from the stream."""
     things = repository(database)
-    count = 3 * HORIZON_BATCHES + 5
-    for n in range(count):
-        things.run_in_transaction(lambda n=n: things.happen(f"h-{n:03d}"))
-    with relaying(database, servers, "test-relay-horizon", batch_size=3) as (relay, received):
+    count = 35
+    with relaying(database, servers, "test-relay-backlog", batch_size=3) as (relay, received):
+        if following:
+            assert relay.relay_once() == 0
+        for n in range(count):
+            things.run_in_transaction(lambda n=n: things.happen(f"h-{n:03d}"))
         while relay.relay_once():
             pass
         assert relay.pending_count() == 0
@@ -237,7 +257,9 @@ def test_one_relay_at_a_time_publishes_a_services_outbox(database: Any, servers:
     things = repository(database)
     things.run_in_transaction(lambda: things.happen("first"))
     with relaying(database, servers, "test-relay-lease") as (standby, received):
-        holder = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource")
+        holder = OutboxRelay(
+            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
+        )
         try:
             assert holder.relay_once() == 1
             things.run_in_transaction(lambda: things.happen("second"))
@@ -282,3 +304,61 @@ def test_a_restart_takes_over_from_its_own_ended_process_at_once(
     with relaying(database, servers, "test-relay-restart") as (relay, received):
         assert relay.relay_once() == 1
     assert received == ["republished"]
+
+
+def test_a_relay_whose_stream_history_is_gone_reads_the_outbox_instead(
+    servers: Servers, tmp_path: Any
+) -> None:
+    """The store keeps a bounded oplog: a relay stopped for longer than it
+    covers cannot resume its stream, and publishes from the outbox what the
+    publication log does not hold, the rest not again."""
+    store = SecantusServer(tmp_path / "store", oplog_entries=100)
+    store.start()
+    client = None
+    try:
+        client = pymongo.MongoClient(store.mongo_uri, tz_aware=True)
+        database = client["outbox_history"]
+        ensure_indexes(database, Things)
+        things = repository(database)
+        with relaying(database, servers, "test-relay-history") as (relay, received):
+            assert relay.relay_once() == 0
+            things.run_in_transaction(lambda: things.happen("before"))
+            assert relay.relay_once() == 1
+            relay.stop()
+            things.run_in_transaction(lambda: things.happen("while-away"))
+            for start in range(0, 2500, 500):  # more operations than the oplog keeps
+                database["churn"].insert_many([{"n": n} for n in range(start, start + 500)])
+            position = database[RELAY_LEASE].find_one({"_id": POSITION_ID})
+            with pytest.raises(pymongo.errors.OperationFailure) as lost:
+                database[OUTBOX].watch(resume_after=position["token"]).try_next()
+            assert lost.value.code == 286
+            after = OutboxRelay(
+                database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
+            )
+            try:
+                assert after.relay_once() == 1
+                things.run_in_transaction(lambda: things.happen("after"))
+                assert after.relay_once() == 1
+                assert after.relay_once() == 0
+            finally:
+                after.stop()
+        assert received == ["before", "while-away", "after"]
+    finally:
+        if client is not None:
+            client.close()
+        store.stop()
+
+
+def test_an_idle_relay_keeps_its_position_up_with_the_stream(
+    database: Any, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store keeps the stream's history for a bounded time: a service with
+    no events for longer must still resume from its position, not fall back."""
+    monkeypatch.setattr("shequ.outbox.POSITION_REFRESH_SECONDS", 0.0)
+    with relaying(database, servers, "test-relay-idle") as (relay, _):
+        assert relay.relay_once() == 0
+        before = database[RELAY_LEASE].find_one({"_id": POSITION_ID})["token"]
+        database["elsewhere"].insert_one({"_id": "not an event"})
+        assert relay.relay_once() == 0
+        after = database[RELAY_LEASE].find_one({"_id": POSITION_ID})["token"]
+    assert after != before

@@ -23,8 +23,8 @@ import pytest
 from pymongo import monitoring
 
 from shequ import audit
-from shequ.outbox import OutboxRelay
-from shequ.store import OUTBOX, BacklogWindow, Repository, ensure_indexes
+from shequ.outbox import RELAY_LEASE, OutboxRelay
+from shequ.store import OUTBOX, OUTBOX_PUBLISHED, BacklogWindow, Repository, ensure_indexes
 from shequ_services.disclosure import domain as disclosure_domain
 from shequ_services.disclosure.store import PENDING, EntryRepository
 from shequ_services.grid.domain import DuplicateScope, Incident, Rating
@@ -119,27 +119,36 @@ class Things(Repository):
                   data={"thing_id": thing_id, "poison": False})  # fmt: skip
 
 
-def test_the_relay_claims_and_marks_its_batch_without_reading_the_sent_events(
+def test_the_relay_resumes_publishes_and_gauges_without_reading_the_published_events(
     recorded: tuple[Any, Recorder, str], servers: Servers
 ) -> None:
+    """A relay taking over a service's outbox after many events were published:
+    its reads of the lease, the position and the backlog gauges stay small."""
     db, recorder, _ = recorded
     ensure_indexes(db, Things)
-    db[OUTBOX].insert_many(
-        [
-            {"_id": f"old-{n}", "status": "sent", "created_at": NOW, "lease_until": None}
-            for n in range(BYSTANDERS)
-        ]  # fmt: skip
-    )
     things = Things(db, service="testsource", district="test")
+    things.run_in_transaction(
+        lambda: things.emit_many(
+            THING_HAPPENED_V1,
+            [(f"old-{n}", 1, {"thing_id": f"old-{n}", "poison": False}) for n in range(BYSTANDERS)],
+        )
+    )
+    earlier = OutboxRelay(db, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1)
+    try:
+        while earlier.relay_once():
+            pass
+    finally:
+        earlier.stop()
     for n in range(2):
         things.run_in_transaction(lambda n=n: things.happen(f"t-{n}"))
-    relay = OutboxRelay(db, amqp_uri=servers.amqp_uri, service="testsource")
+    relay = OutboxRelay(db, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1)
     recorder.commands.clear()
     try:
         assert relay.relay_once() == 2
+        relay._report_pending()
     finally:
         relay.stop()
-    assert_few(examined(db, recorder, {OUTBOX}))
+    assert_few(examined(db, recorder, {OUTBOX, OUTBOX_PUBLISHED, RELAY_LEASE}))
 
 
 def test_notify_claims_a_due_delivery_and_counts_recent_sends_without_a_scan(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from shequ.reconcile import REPORTED_TYPE, Report, reconcile
-from shequ.store import OUTBOX, PROCESSED, database_name
+from shequ.store import OUTBOX, OUTBOX_PUBLISHED, PROCESSED, database_name
 from shequ.topology import subscriptions
 from shequ_services.disclosure.service import DisclosureService
 from shequ_services.mediation.service import MediationService
@@ -46,19 +46,23 @@ class Platform:
     def db(self, service: str) -> Any:
         return self.client[database_name(service, self.prefix)]
 
-    def report(self, category: dict[str, Any], *, status: str = "sent") -> tuple[str, str]:
-        """An ``incident.reported`` in grid's outbox: (event id, incident id)."""
+    def report(self, category: dict[str, Any], *, published: bool = True) -> tuple[str, str]:
+        """An ``incident.reported`` in grid's outbox, and in its relay's publication
+        log if ``published``: (event id, incident id)."""
         self.reported += 1
         event_id, incident_id = f"evt-{self.reported}", f"INC-{self.reported}"
         self.db("grid")[OUTBOX].insert_one(
             {
                 "_id": event_id,
                 "type": REPORTED_TYPE,
-                "status": status,
                 "created_at": START + timedelta(seconds=self.reported),
                 "body": {"subject": incident_id, "data": {"category": category}},
             }
         )
+        if published:
+            self.db("grid")[OUTBOX_PUBLISHED].insert_one(
+                {"_id": f"batch-{self.reported}", "ids": [event_id], "through": START}
+            )
         return event_id, incident_id
 
     def handled(self, event_id: str, incident_id: str, category: dict[str, Any]) -> None:
@@ -133,7 +137,7 @@ def test_a_report_the_broker_has_not_confirmed_is_unpublished_not_missing(
     platform: Platform,
 ) -> None:
     reported_and_handled(platform, HAZARD)
-    platform.report(HAZARD, status="pending")
+    platform.report(HAZARD, published=False)
     found = platform.reconcile()
     assert (found.reports, found.unpublished, found.missing, found.clean) == (2, 1, [], False)
 

@@ -23,7 +23,7 @@ import pytest
 from pymongo import IndexModel
 
 from shequ import audit, sealing
-from shequ.store import OUTBOX
+from shequ.store import OUTBOX, OUTBOX_ORDER_INDEX
 from shequ_services.volunteer import domain, ledger, rounds
 from shequ_services.volunteer.roster import load_seed
 from shequ_services.volunteer.store import (
@@ -50,7 +50,7 @@ def database(servers: Servers) -> Iterator[Any]:
     database = client[name]
     for collection, models in VolunteerRepository.INDEXES.items():
         database[collection].create_indexes(models)
-    database[OUTBOX].create_indexes([IndexModel([("status", 1)])])
+    database[OUTBOX].create_indexes([IndexModel(OUTBOX_ORDER_INDEX)])
     yield database
     client.drop_database(name)
     client.close()

@@ -9,6 +9,8 @@ import pika
 
 from shequ.contracts import EventSpec
 from shequ.contracts.envelope import new_event
+from shequ.outbox import published_ids
+from shequ.store import OUTBOX
 
 
 def publish_event(amqp_uri: str, spec: EventSpec, data: dict[str, Any], subject: str) -> str:
@@ -29,3 +31,10 @@ def publish_event(amqp_uri: str, spec: EventSpec, data: dict[str, Any], subject:
     finally:
         connection.close()
     return event.id
+
+
+def published_entries(db: Any, query: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of a service's outbox matching ``query`` that its relay has published
+    (the broker confirmed them: they are in the relay's publication log)."""
+    logged = published_ids(db)
+    return [entry for entry in db[OUTBOX].find(query) if entry["_id"] in logged]
