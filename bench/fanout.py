@@ -812,8 +812,16 @@ def table(result: dict[str, Any]) -> str:
         )
     if r:
         rows.append(
-            f"| outbox relay, confirmed events/s (batch of {r['batch_size']}) | "
+            f"| outbox relay, confirmed events/s (batch of {r['batch_size']}, "
+            f"read from the {r.get('read_from', 'outbox')}) | "
             f"{f(r['confirmed_per_s'])} | {load(r)} |"
+        )
+    catching_up = result.get("relay_catching_up", {})
+    if catching_up:
+        rows.append(
+            f"| outbox relay catching up, confirmed events/s (no position: read from the "
+            f"{catching_up['read_from']}) | {f(catching_up['confirmed_per_s'])} | "
+            f"{load(catching_up)} |"
         )
     if s:
         rows.append(
@@ -1002,6 +1010,10 @@ def measure_all(
         progress(f"relay against stock dispatch: {args.events} events each")
         out["relay"] = relay_rate(amqp_uri, mongo_uri, args.events)
         progress(f"  relay {out['relay']['confirmed_per_s']:.0f} confirmed/s")
+        out["relay_catching_up"] = relay_rate(amqp_uri, mongo_uri, args.events, following=False)
+        progress(
+            f"  relay catching up {out['relay_catching_up']['confirmed_per_s']:.0f} confirmed/s"
+        )
         out["stock_dispatch"] = stock_dispatch_rate(amqp_uri, args.events)
         progress(f"  stock dispatch {out['stock_dispatch']['confirmed_per_s']:.0f} confirmed/s")
     if "scaling" not in skip:

@@ -132,12 +132,12 @@ EVENTS_PUBLISHED = _counter(
 )
 OUTBOX_PENDING = _gauge(
     "shequ_outbox_pending",
-    "Outbox entries written but not yet confirmed by the broker.",
+    "Outbox entries written after the last one the broker confirmed (the relay's position).",
     ["service"],
 )
 OUTBOX_OLDEST_PENDING_SECONDS = _gauge(
     "shequ_outbox_oldest_pending_seconds",
-    "Age of the oldest outbox entry not yet confirmed by the broker (0 when none): "
+    "Age of the oldest outbox entry written after the relay's position (0 when none): "
     "how far the service's published events lag behind its writes.",
     ["service"],
 )

@@ -73,7 +73,13 @@ def test_results_render_into_the_table(fanout: ModuleType) -> None:
             "broker": {"kombu": {"how": "kombu", "msgs_per_s": 1234.5, **load}},
             "store": [{"threads": 1, "txns_per_s": 321.0, **load}],
         },
-        "relay": {"confirmed_per_s": 900.0, "batch_size": 100, **load},
+        "relay": {
+            "confirmed_per_s": 900.0,
+            "batch_size": 100,
+            "read_from": "change stream",
+            **load,
+        },
+        "relay_catching_up": {"confirmed_per_s": 700.0, "read_from": "outbox", **load},
         "stock_dispatch": {"confirmed_per_s": 300.0, **load},
         "platform": {
             "incidents_per_s": 6.5,
@@ -87,6 +93,13 @@ def test_results_render_into_the_table(fanout: ModuleType) -> None:
         "ratios": {"relay_to_stock_dispatch": 3.0, "to_store_ceiling": 0.4, "to_baseline": 0.2},
     }
     table = fanout.table(result)
-    assert "| outbox relay, confirmed events/s (batch of 100) | 900 | 1.0 |" in table
+    assert (
+        "| outbox relay, confirmed events/s (batch of 100, read from the change stream) "
+        "| 900 | 1.0 |" in table
+    )
+    assert (
+        "| outbox relay catching up, confirmed events/s (no position: read from the outbox)"
+        " | 700 | 1.0 |" in table
+    )
     assert "| `ratios.relay_to_stock_dispatch` | 3.00 | >= 3 |" in table
     assert "Store writes per report: 40.0" in table
