@@ -197,11 +197,15 @@ class Repository:
         *,
         service: str,
         district: str,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.service = service
         self.district = district
         self.session: ClientSession | None = None
+        #: Called after a transaction that emitted events commits: the relay's nudge.
+        self._on_commit = on_commit
+        self._emitted = False
         #: Who is changing things through this repository, for the audit trail
         #: (``audit``): set from the worker (the route's caller, the event) by ``Store``.
         self.actor: dict[str, Any] = {"system": service}
@@ -233,11 +237,14 @@ class Repository:
         with self.db.client.start_session() as session:
             with session.start_transaction():
                 self.session = session
+                self._emitted = False
                 try:
                     yield
                 finally:
                     self.session = None
             # Leaving start_transaction() committed without raising.
+        if self._emitted:
+            self._on_commit()
 
     def run_in_transaction(self, work: Callable[[], T]) -> T:
         """Run ``work`` in a transaction, retrying it on transient conflicts.
@@ -253,12 +260,16 @@ class Repository:
 
             def callback(bound: ClientSession) -> T:
                 self.session = bound
+                self._emitted = False
                 try:
                     return work()
                 finally:
                     self.session = None
 
-            return session.with_transaction(callback)
+            result = session.with_transaction(callback)
+        if self._emitted:
+            self._on_commit()
+        return result
 
     def compare_and_set(
         self,
@@ -434,6 +445,7 @@ class Repository:
             ],
             session=self.session,
         )
+        self._emitted = True
         return emitted
 
     def audit(self, kind: str, object_id: str, before: Any, after: Any) -> dict[str, Any]:
@@ -612,7 +624,10 @@ class Store(DependencyProvider):
             )
 
     def get_dependency(self, worker_ctx: Any) -> Repository:
-        repository = self.repository_cls(self.db, service=self.service, district=self.district)
+        on_commit = self.relay.nudge if self.relay is not None else (lambda: None)
+        repository = self.repository_cls(
+            self.db, service=self.service, district=self.district, on_commit=on_commit
+        )
         bind_actor(repository, worker_ctx)
         return repository
 
