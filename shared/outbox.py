@@ -9,9 +9,10 @@ The holder follows the outbox's change stream (``OutboxFeed``): the store
 tells it of each entry as its transaction commits, in commit order, from the
 position where the relay left off. It publishes a batch of persistent
 messages on a channel in confirm mode without waiting between them, waits
-(bounded by ``confirm_timeout``) for the broker's acks, then writes two small
-documents: the publication log (``outbox_published``: the ids the broker
-confirmed) and the position (the stream's resume token after the batch).
+(bounded by ``confirm_timeout``) for the broker's acks, then writes one small
+document to the publication log (``outbox_published``: the ids the broker
+confirmed). The position (the stream's resume token after the batch) is
+written at most once a second (``POSITION_SAVE_SECONDS``).
 Waiting for each confirm in turn, as nameko's stock ``EventDispatcher``
 does, costs a round trip per event; one wait per batch costs one.
 
@@ -27,7 +28,7 @@ The broker may ack or nack several deliveries at once (``multiple``);
 (a nack, a wait run out, a failed channel) does not move the position: the
 feed is opened again from the position, and the batch published again.
 
-A crash between the confirm and the position's write likewise means the batch
+A crash between the confirm and the log's write likewise means the batch
 is published again by the next holder of the lease: the crashed process
 restarted on the same host takes it over at once (the holder's process is
 gone), a replica elsewhere once the lease runs out. That duplicate is
@@ -95,6 +96,13 @@ POSITION_REFRESH_SECONDS = 60.0
 #: other replicas wait at most this long while the store is busy, and not at
 #: all while it is quiet.
 QUIET_SECONDS = 0.1
+#: How often at most the relay writes its position. The publication log is
+#: written per batch and is the exact record; the position only says where to
+#: resume reading, and the entries read again after a stale one are in the log
+#: and passed over. Writing it per batch cost a second write per event when
+#: events come one at a time (measured: 60.2 store writes per report against
+#: 56.1 with the per-entry mark before).
+POSITION_SAVE_SECONDS = 1.0
 #: The order entries were written in: ``created_at``, then ``_id`` within a millisecond.
 ORDER = [("created_at", 1), ("_id", 1)]
 #: What the stream is asked for: new entries (they are never changed).
@@ -326,9 +334,21 @@ class OutboxFeed:
             yield sorted(chunk, key=lambda entry: (entry["created_at"], entry["_id"]))
 
 
-def published_ids(db: Database[Any], *, since: datetime | None = None) -> set[str]:
-    """The ids of the entries the publication log holds (published no earlier than ``since``)."""
-    query = {} if since is None else {"through": {"$gte": since}}
+def _utc(moment: datetime) -> datetime:
+    """A time from the store as an aware UTC time (a client without ``tz_aware`` reads naive)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def published_ids(
+    db: Database[Any], *, since: datetime | None = None, logged_since: datetime | None = None
+) -> set[str]:
+    """The ids of the entries the publication log holds: all, those of batches
+    reaching ``since`` (by ``created_at``), or those logged since ``logged_since``."""
+    query: dict[str, Any] = {}
+    if since is not None:
+        query["through"] = {"$gte": since}
+    if logged_since is not None:
+        query["at"] = {"$gte": logged_since}
     return {
         entry_id
         for logged in db[OUTBOX_PUBLISHED].find(query, {"ids": 1})
@@ -377,7 +397,10 @@ class OutboxRelay:
         self._tracker: ConfirmTracker | None = None
         self._feed: OutboxFeed | None = None
         self._logged_past_position: set[str] = set()
-        self._advanced_at = time.monotonic()
+        #: The position in memory (token, through), and when it was last written.
+        self._position: dict[str, Any] = {}
+        self._position_dirty = False
+        self._saved_at = float("-inf")
         self._exchanges: dict[str, kombu.Exchange] = {}
         self._owner = uuid.uuid4().hex
         self._process = process_identity()
@@ -399,6 +422,9 @@ class OutboxRelay:
         self.running = False
         self._close_feed()
         self._close_connection()
+        if self._held_until is not None:
+            with contextlib.suppress(PyMongoError):
+                self._save_position()
         self._release_lease()
 
     def nudge(self) -> None:
@@ -447,9 +473,11 @@ class OutboxRelay:
                 if entries:
                     return self._publish_batch(items, entries)
                 self._advance(items)  # a position alone, or entries published already
-            if time.monotonic() - self._advanced_at >= POSITION_REFRESH_SECONDS:
+            if time.monotonic() - self._saved_at >= POSITION_REFRESH_SECONDS:
                 # Idle: keep the position within the history the store keeps.
                 self._advance([FeedItem(None, feed.token)])
+            if self._position_dirty and time.monotonic() - self._saved_at >= POSITION_SAVE_SECONDS:
+                self._save_position()
             return 0
         except BaseException:
             # What was taken from the feed and not recorded is read again from the position.
@@ -532,27 +560,45 @@ class OutboxRelay:
             EVENTS_PUBLISHED.labels(self.service, entry["type"]).inc()
 
     def _advance(self, items: list[FeedItem]) -> None:
-        """Move the position past a wholly confirmed batch: one write, not one per entry.
+        """Move the position past a wholly confirmed batch; written at most once a second.
 
         ``through`` only grows: catching up may publish an entry older than
         one already published.
         """
-        update: dict[str, Any] = {"$set": {"at": datetime.now(UTC)}}
         tokens = [item.token for item in items if item.token is not None]
         if tokens:
-            update["$set"]["token"] = tokens[-1]
-        written = [item.entry["created_at"] for item in items if item.entry is not None]
+            self._position["token"] = tokens[-1]
+        written = [_utc(item.entry["created_at"]) for item in items if item.entry is not None]
+        if "through" in self._position:
+            written.append(_utc(self._position["through"]))
         if written:
-            update["$max"] = {"through": max(written)}
-        self.db[RELAY_LEASE].update_one({"_id": POSITION_ID}, update, upsert=True)
-        self._advanced_at = time.monotonic()
+            self._position["through"] = max(written)
+        self._position_dirty = True
         self._logged_past_position.difference_update(
             item.entry["_id"] for item in items if item.entry is not None
         )
+        if time.monotonic() - self._saved_at >= POSITION_SAVE_SECONDS:
+            self._save_position()
+
+    def _save_position(self) -> None:
+        if not self._position_dirty:
+            return
+        self.db[RELAY_LEASE].update_one(
+            {"_id": POSITION_ID},
+            {"$set": {**self._position, "at": datetime.now(UTC)}},
+            upsert=True,
+        )
+        self._position_dirty = False
+        self._saved_at = time.monotonic()
 
     def _open_feed(self) -> OutboxFeed:
+        """The feed from the written position; what was logged since it is passed over."""
         if self._feed is None:
-            position = self.db[RELAY_LEASE].find_one({"_id": POSITION_ID})
+            position = self.db[RELAY_LEASE].find_one({"_id": POSITION_ID}) or {}
+            self._position = {key: position[key] for key in ("token", "through") if key in position}
+            self._position_dirty = False
+            if "at" in position:
+                self._logged_past_position = published_ids(self.db, logged_since=position["at"])
             self._feed = OutboxFeed(self.db, position, batch_size=self.batch_size)
         return self._feed
 
@@ -621,8 +667,10 @@ class OutboxRelay:
         counted; it is published with the next batch all the same.
         """
         self._gauges_at = time.monotonic()
-        position = self.db[RELAY_LEASE].find_one({"_id": POSITION_ID}) or {}
-        through = position.get("through")
+        if self._feed is not None:
+            through = self._position.get("through")
+        else:  # the holder's position, as last written
+            through = (self.db[RELAY_LEASE].find_one({"_id": POSITION_ID}) or {}).get("through")
         after = {} if through is None else {"created_at": {"$gt": through}}
         OUTBOX_PENDING.labels(self.service).set(self.db[OUTBOX].count_documents(after))
         oldest = self.db[OUTBOX].find_one(after, {"created_at": 1}, sort=[("created_at", 1)])

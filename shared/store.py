@@ -153,7 +153,7 @@ def ensure_indexes(db: Database[Any], repository_cls: type[Repository]) -> None:
     """
     indexes: dict[str, list[IndexModel]] = {
         OUTBOX: [IndexModel(OUTBOX_ORDER_INDEX)],
-        OUTBOX_PUBLISHED: [IndexModel([("through", 1)])],
+        OUTBOX_PUBLISHED: [IndexModel([("through", 1)]), IndexModel([("at", 1)])],
         PROCESSED: [IndexModel([("processed_at", 1)])],
         **{name: list(models) for name, models in audit_trail.INDEXES.items()},
     }

@@ -355,6 +355,7 @@ def test_an_idle_relay_keeps_its_position_up_with_the_stream(
     """The store keeps the stream's history for a bounded time: a service with
     no events for longer must still resume from its position, not fall back."""
     monkeypatch.setattr("shequ.outbox.POSITION_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr("shequ.outbox.POSITION_SAVE_SECONDS", 0.0)
     with relaying(database, servers, "test-relay-idle") as (relay, _):
         assert relay.relay_once() == 0
         before = database[RELAY_LEASE].find_one({"_id": POSITION_ID})["token"]
@@ -362,3 +363,30 @@ def test_an_idle_relay_keeps_its_position_up_with_the_stream(
         assert relay.relay_once() == 0
         after = database[RELAY_LEASE].find_one({"_id": POSITION_ID})["token"]
     assert after != before
+
+
+def test_a_relay_resuming_from_an_older_position_publishes_nothing_the_log_holds(
+    database: Any, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The position is written at most once a second; a relay that dies
+    between two writes leaves one behind its log, and its successor reads
+    those entries again from the stream but does not publish them again."""
+    monkeypatch.setattr("shequ.outbox.POSITION_SAVE_SECONDS", 3600.0)
+    things = repository(database)
+    with relaying(database, servers, "test-relay-stale") as (successor, received):
+        died = OutboxRelay(
+            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
+        )
+        assert died.relay_once() == 0  # the first position is written at once
+        written = database[RELAY_LEASE].find_one({"_id": POSITION_ID})
+        things.run_in_transaction(lambda: things.happen("published-once"))
+        assert died.relay_once() == 1
+        assert database[RELAY_LEASE].find_one({"_id": POSITION_ID}) == written
+        # It dies without a word: no clean stop, its lease runs out.
+        database[RELAY_LEASE].update_one(
+            {"_id": RELAY_LEASE_ID}, {"$set": {"until": datetime.now(UTC)}}
+        )
+        assert successor.relay_once() == 0
+        things.run_in_transaction(lambda: things.happen("next"))
+        assert successor.relay_once() == 1
+    assert received == ["published-once", "next"]
