@@ -133,9 +133,7 @@ def test_the_relay_publishes_with_confirms_and_logs_what_it_published(
         exchange = kombu.Exchange("testsource.events", type="topic", durable=True)
         queue = kombu.Queue(queue_name, exchange, routing_key="thing.happened", auto_delete=False)
         queue(connection.default_channel).declare()
-        relay = OutboxRelay(
-            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
-        )
+        relay = relay_of(database, servers)
         try:
             if following:
                 assert relay.relay_once() == 0
@@ -180,9 +178,7 @@ def test_the_relay_logs_only_what_the_broker_confirmed_and_publishes_the_rest_ag
         )
         bound = queue(connection.default_channel)
         bound.declare()
-        relay = OutboxRelay(
-            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
-        )
+        relay = relay_of(database, servers)
         try:
             if following:
                 assert relay.relay_once() == 0
@@ -203,6 +199,12 @@ def test_the_relay_logs_only_what_the_broker_confirmed_and_publishes_the_rest_ag
     assert relay.pending_count() == 0
 
 
+def relay_of(database: Any, servers: Servers, **options: Any) -> OutboxRelay:
+    """A relay of the test outbox, waiting 0.1 s on an empty stream unless told otherwise."""
+    options.setdefault("poll_interval", 0.1)
+    return OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", **options)
+
+
 @contextlib.contextmanager
 def relaying(
     database: Any, servers: Servers, name: str, **options: Any
@@ -216,8 +218,7 @@ def relaying(
         )
         bound = queue(connection.default_channel)
         bound.declare()
-        options.setdefault("poll_interval", 0.1)
-        relay = OutboxRelay(database, amqp_uri=servers.amqp_uri, service="testsource", **options)
+        relay = relay_of(database, servers, **options)
         try:
             yield relay, received
         finally:
@@ -257,9 +258,7 @@ def test_one_relay_at_a_time_publishes_a_services_outbox(database: Any, servers:
     things = repository(database)
     things.run_in_transaction(lambda: things.happen("first"))
     with relaying(database, servers, "test-relay-lease") as (standby, received):
-        holder = OutboxRelay(
-            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
-        )
+        holder = relay_of(database, servers)
         try:
             assert holder.relay_once() == 1
             things.run_in_transaction(lambda: things.happen("second"))
@@ -332,9 +331,7 @@ def test_a_relay_whose_stream_history_is_gone_reads_the_outbox_instead(
             with pytest.raises(pymongo.errors.OperationFailure) as lost:
                 database[OUTBOX].watch(resume_after=position["token"]).try_next()
             assert lost.value.code == 286
-            after = OutboxRelay(
-                database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
-            )
+            after = relay_of(database, servers)
             try:
                 assert after.relay_once() == 1
                 things.run_in_transaction(lambda: things.happen("after"))
@@ -374,9 +371,7 @@ def test_a_relay_resuming_from_an_older_position_publishes_nothing_the_log_holds
     monkeypatch.setattr("shequ.outbox.POSITION_SAVE_SECONDS", 3600.0)
     things = repository(database)
     with relaying(database, servers, "test-relay-stale") as (successor, received):
-        died = OutboxRelay(
-            database, amqp_uri=servers.amqp_uri, service="testsource", poll_interval=0.1
-        )
+        died = relay_of(database, servers)
         assert died.relay_once() == 0  # the first position is written at once
         written = database[RELAY_LEASE].find_one({"_id": POSITION_ID})
         things.run_in_transaction(lambda: things.happen("published-once"))
