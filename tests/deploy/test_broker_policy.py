@@ -28,6 +28,7 @@ from shequ.deadletters import DeadLetter, list_dead_letters, replay_dead_letters
 from shequ.discovery import load_service
 from shequ.events import declare_service_queues, verify_or_declare, verify_service_queues
 from shequ.install import prepare
+from shequ.store import OUTBOX, OUTBOX_ORDER_INDEX, OUTBOX_PUBLISHED
 from shequ.topology import RPC_EXCHANGE, broker_use, subscriptions
 from tests.conftest import Servers, wait_for
 from tests.deploy.conftest import SERVICES, of_kind, rendered
@@ -228,7 +229,9 @@ def test_shequ_init_creates_every_service_database_indexes(servers: Servers, vho
     client = servers.mongo()
     try:
         for database in result.databases:
-            keys = [index["key"] for index in client[database]["outbox"].list_indexes()]
-            assert {"status": 1, "created_at": 1} in [dict(k) for k in keys], database
+            keys = [dict(index["key"]) for index in client[database][OUTBOX].list_indexes()]
+            assert dict(OUTBOX_ORDER_INDEX) in keys, database
+            logged = [dict(i["key"]) for i in client[database][OUTBOX_PUBLISHED].list_indexes()]
+            assert {"at": 1} in logged and {"through": 1} in logged, database
     finally:
         client.close()
