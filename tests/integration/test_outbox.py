@@ -385,3 +385,20 @@ def test_a_relay_resuming_from_an_older_position_publishes_nothing_the_log_holds
         things.run_in_transaction(lambda: things.happen("next"))
         assert successor.relay_once() == 1
     assert received == ["published-once", "next"]
+
+
+def test_entries_an_earlier_relay_marked_sent_are_not_published_again(
+    database: Any, servers: Servers
+) -> None:
+    """A database from before the publication log: its relay marked each entry
+    sent, and a relay of this version starts there with no position."""
+    things = repository(database)
+    for subject in ("marked", "unmarked"):
+        things.run_in_transaction(lambda subject=subject: things.happen(subject))
+    database[OUTBOX].update_one(
+        {"body.subject": "marked"}, {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}}
+    )
+    with relaying(database, servers, "test-relay-upgrade") as (relay, received):
+        assert relay.relay_once() == 1
+        assert relay.relay_once() == 0
+    assert received == ["unmarked"]
