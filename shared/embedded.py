@@ -584,13 +584,29 @@ class SecantusServer(_ChildServer):
         return self.uri_for(*self.admin) if self.admin else self.uri_for()
 
     def uri_for(self, user: str = "", password: str = "") -> str:
-        """The URI of this server, with a user's credentials (``authSource=admin``) if given."""
+        """The URI of this server, with a user's credentials (``authSource=admin``) if given.
+
+        Without retryable writes (``retryWrites=false``). SecantusDB keeps the
+        reply of every retryable write in memory for 30 minutes, up to
+        10,000, and at each such write scans them all, and past 10,000 sorts
+        them (0.7.0b3, ``TransactionRegistry._prune_retryable_locked``,
+        found with py-spy): single-document inserts from 8 threads fell from
+        1,024 a second to about 100 within 10,000 writes, and stayed there
+        (docs/performance.md). Without them they held 1,640 to 1,920 a
+        second over 72,000. What a retry would save here is a write whose
+        reply was lost on loopback to a live server; the records do not
+        outlive the server anyway. Transactions are not affected: the
+        driver retries a commit once whatever this says, and every effect
+        that an event or a delivery depends on is written in one.
+        Production's replica set keeps retryable writes (docs/deploy.md).
+        """
         if self.port is None:
             raise EmbeddedError("the SecantusDB server has no port yet: call start() first")
+        options = "directConnection=true&retryWrites=false"
         if not user:
-            return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
+            return f"mongodb://{LOOPBACK}:{self.port}/?{options}"
         quoted = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
-        return f"mongodb://{quoted}@{LOOPBACK}:{self.port}/?directConnection=true&authSource=admin"
+        return f"mongodb://{quoted}@{LOOPBACK}:{self.port}/?{options}&authSource=admin"
 
     def start(self, timeout: float = 60.0) -> None:
         """Spawn the server and return once it answers ``hello``.

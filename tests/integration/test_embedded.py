@@ -235,13 +235,15 @@ def test_a_secantus_server_starts_supports_a_multi_document_transaction_and_stop
 ) -> None:
     server = SecantusServer(tmp_path / "secantus")
     with server:
-        assert server.mongo_uri.endswith("/?directConnection=true")
+        assert server.mongo_uri.endswith("/?directConnection=true&retryWrites=false")
         with pytest.raises(EmbeddedError, match="already in use"):
             SecantusServer(tmp_path / "secantus").start()
         client: pymongo.MongoClient = pymongo.MongoClient(
             server.mongo_uri, serverSelectionTimeoutMS=5000
         )
         try:
+            # Retryable writes are off on the embedded store (SecantusServer.uri_for).
+            assert client.options.retry_writes is False
             db = client.shequ_test
             db.create_collection("cases")
             db.create_collection("events")
