@@ -10,13 +10,14 @@ change was committed.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import pymongo
 from nameko.extensions import DependencyProvider
@@ -211,6 +212,18 @@ class Repository:
         self.actor: dict[str, Any] = {"system": service}
         #: What they are doing: the route's action, the event's type, the timer's name.
         self.action: str = f"{service}.system"
+
+    def sibling(self) -> Self:
+        """A repository like this one (database, actor, settings) in no transaction.
+
+        For work done side by side in one worker: a repository holds the
+        session of the transaction it is in, so each thread or green
+        thread needs its own.
+        """
+        twin = copy.copy(self)
+        twin.session = None
+        twin._emitted = False
+        return twin
 
     @contextmanager
     def writes(self) -> Iterator[None]:

@@ -1,21 +1,32 @@
 """The delivery worker: sends due deliveries, records every attempt, retries, falls back.
 
 It runs from a timer in the service (and directly, with a controlled clock,
-in the tests). Each pass reads what is due once, then claims those deliveries
-one at a time under a lease (a compare-and-set, so replicas never send the
-same one twice), does
+in the tests). Each pass reads what is due, then claims each delivery under a
+lease (a compare-and-set, so replicas never send the same one twice), does
 the network I/O with no transaction open, then records the attempt and the
 delivery's new state in one transaction. A process that dies mid-send leaves
 the lease to expire and the delivery is tried again: at least once, never
 silently lost.
+
+Deliveries to different recipients go side by side, in up to
+``concurrency`` lanes; one recipient's go one after another in one lane, so
+its rate limit and its order hold within a pass. A ``reporter-of:``
+recipient is known only once grid has answered who reported the incident,
+so acknowledgements of two incidents to the same reporter may share a pass
+side by side before that, and its rate limit be passed by one each. A
+delivery spends most of its time waiting on the store and the network, about
+ten round trips: one lane sent about 20 a second while the store was idle,
+and one or two while it took a burst of reports (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -45,6 +56,8 @@ class Settings:
     default_channels: tuple[str, ...] = ("log",)
     http_timeout: float = 10.0
     batch: int = 100
+    #: Deliveries to different recipients sent at once (green threads in the service).
+    concurrency: int = 8
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -70,7 +83,20 @@ class Settings:
             digest_hour=int(config.get("NOTIFY_DIGEST_HOUR") or 8),
             default_channels=tuple(defaults),
             http_timeout=float(config.get("NOTIFY_HTTP_TIMEOUT_SECONDS") or 10),
+            concurrency=_at_least_one(
+                "NOTIFY_DELIVERY_CONCURRENCY", config.get("NOTIFY_DELIVERY_CONCURRENCY") or 8
+            ),
         )
+
+
+def _at_least_one(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return number
 
 
 Resolver = Callable[[str], str | None]
@@ -146,28 +172,38 @@ class DeliveryWorker:
         Reads what is due again after each round, so what a round made due
         (a fallback to the recipient's next channel) goes in the same pass.
         Once ``stopping`` says so it claims nothing more: what is left stays
-        due for the next process, and a shutdown waits for one send at most.
+        due for the next process, and a shutdown waits for one send per lane
+        at most.
         """
         handled = 0
-        while handled < self.settings.batch:
-            claimed = 0
-            wanted = self.settings.batch - handled
-            for candidate in self.repo.due(self.clock(), kinds, wanted, self.windows):
-                if self.stopping():
+        with ThreadPoolExecutor(self.settings.concurrency) as lanes:
+            while handled < self.settings.batch:
+                wanted = self.settings.batch - handled
+                due = self.repo.due(self.clock(), kinds, wanted, self.windows)
+                claimed = sum(lanes.map(self._run_lane, by_recipient(due)))
+                if not claimed or self.stopping():
                     return handled + claimed
-                delivery = self.repo.claim(candidate, self.clock(), self.settings.lease)
-                if delivery is None:
-                    continue  # another worker took it, or it changed: it is theirs
-                claimed += 1
-                try:
-                    self.deliver(delivery)
-                except Exception:
-                    # Leave the lease to expire: the delivery is tried again later.
-                    log.exception("delivery %s failed unexpectedly", delivery["_id"])
-            if not claimed:
-                break
-            handled += claimed
+                handled += claimed
         return handled
+
+    def _run_lane(self, candidates: list[dict[str, Any]]) -> int:
+        """Claim and send one recipient's due deliveries in order; how many were claimed."""
+        lane = copy.copy(self)
+        lane.repo = self.repo.sibling()  # its own transactions, beside the other lanes'
+        claimed = 0
+        for candidate in candidates:
+            if lane.stopping():
+                break
+            delivery = lane.repo.claim(candidate, lane.clock(), lane.settings.lease)
+            if delivery is None:
+                continue  # another worker took it, or it changed: it is theirs
+            claimed += 1
+            try:
+                lane.deliver(delivery)
+            except Exception:
+                # Leave the lease to expire: the delivery is tried again later.
+                log.exception("delivery %s failed unexpectedly", delivery["_id"])
+        return claimed
 
     def deliver(self, delivery: dict[str, Any]) -> None:
         if delivery["kind"] == "subscription":
@@ -461,6 +497,15 @@ class DeliveryWorker:
     def _observe(channel: str, outcome: str, latency: float) -> None:
         NOTIFICATIONS.labels(channel, outcome).inc()
         NOTIFICATION_SECONDS.labels(channel, outcome).observe(latency)
+
+
+def by_recipient(candidates: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Due deliveries in one lane per recipient (as resolved, where it has been), in order."""
+    lanes: dict[str, list[dict[str, Any]]] = {}
+    for candidate in candidates:
+        recipient = candidate.get("resolved") or candidate["recipient"]
+        lanes.setdefault(recipient, []).append(candidate)
+    return list(lanes.values())
 
 
 def _since(moment: datetime, now: datetime) -> float:

@@ -124,9 +124,13 @@ class Reporters(DependencyProvider):
 
     def setup(self) -> None:
         timeout = float(self.container.config.get("NOTIFY_RPC_TIMEOUT_SECONDS") or 5)
-        # Reply queues named for notify, as notify's broker account requires.
+        # Reply queues named for notify, as notify's broker account requires;
+        # as many kept open as the delivery worker has lanes asking at once.
         self.pool = RpcProxyPool(
-            self.container.service_name, dict(self.container.config), timeout=timeout
+            self.container.service_name,
+            dict(self.container.config),
+            timeout=timeout,
+            size=Settings.from_config(self.container.config).concurrency,
         )
 
     def stop(self) -> None:

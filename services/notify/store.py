@@ -378,7 +378,7 @@ class NotifyRepository(Repository):
             found += windows.setdefault(kind, BacklogWindow("due_at")).oldest(
                 self.db[DELIVERIES],
                 query,
-                {"kind": 1, "lease_until": 1},
+                {"kind": 1, "lease_until": 1, "recipient": 1, "resolved": 1},
                 [("due_at", ASCENDING)],
                 limit,
                 lambda delivery: lease_expired(delivery.get("lease_until"), now),

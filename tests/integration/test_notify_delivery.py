@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import uuid
@@ -569,8 +570,10 @@ def test_a_stopping_worker_sends_what_it_claimed_and_leaves_the_rest_due(
     repo.save_contact(contact("grid_worker:qy-02", ("webhook", f"{endpoint.url}/person")), START)
     record(repo, reported("INC-1", "qy-01"), clock)
     record(repo, reported("INC-2", "qy-02"), clock)
-    # The process is told to stop once the first send is under way.
+    # The process is told to stop once the first send is under way; one
+    # lane, so the second recipient's delivery is not already being sent.
     stopping = replace_stopping(worker, lambda: bool(endpoint.received))
+    stopping.settings = replace(worker.settings, concurrency=1)
     stopping.run_once(PEOPLE)
     assert len(endpoint.received) == 1
     untouched = [d for d in repo.deliveries({}, 50)[0] if d["attempts"] == 0]
@@ -579,6 +582,68 @@ def test_a_stopping_worker_sends_what_it_claimed_and_leaves_the_rest_due(
     worker.run_once(PEOPLE)
     assert len(endpoint.received) == 2
     assert delivery_to(repo, "grid_worker:qy-02")["status"] == "sent"
+
+
+class Gate:
+    """A channel that holds each send until ``wanted`` sends are under way at once.
+
+    It waits at most ``patience`` seconds for them, so a worker sending one
+    at a time gets through, slowly, and the test sees how many overlapped.
+    Each send's span is kept in the order of starts and ends, to tell which
+    sends overlapped.
+    """
+
+    name = "gate"
+
+    def __init__(self, wanted: int, patience: float = 5.0) -> None:
+        self.wanted = wanted
+        self.patience = patience
+        self.changed = threading.Condition()
+        self.under_way: set[str] = set()
+        self.most = 0
+        self.clock = 0
+        self.spans: dict[str, tuple[int, int]] = {}
+
+    def send(self, message: Any) -> None:
+        with self.changed:
+            self.clock += 1
+            started = self.clock
+            self.under_way.add(message.delivery_id)
+            self.most = max(self.most, len(self.under_way))
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most >= self.wanted, timeout=self.patience)
+            self.under_way.discard(message.delivery_id)
+            self.clock += 1
+            self.spans[message.delivery_id] = (started, self.clock)
+
+
+def test_deliveries_to_different_recipients_go_side_by_side_and_one_recipients_in_turn(
+    repo: NotifyRepository, worker: DeliveryWorker, clock: Clock
+) -> None:
+    # Three reports in one cell: its grid worker is told three times (one
+    # lane), and each report's reporter once (three lanes, as the reporter
+    # is not known until grid answers). Each send waits for all six to be
+    # under way, which only a worker sending the grid worker's side by side
+    # would reach, and is let go after a second.
+    gate = Gate(wanted=6, patience=1.0)
+    lanes = DeliveryWorker(
+        repo,
+        {"gate": gate},
+        replace(worker.settings, default_channels=("gate",), concurrency=8, rate_limit=100),
+        resolve_reporter=worker.resolve_reporter,
+        clock=clock,
+        rand=worker.rand,
+    )
+    for n in range(3):
+        record(repo, reported(f"INC-{n}", "qy-01"), clock)
+
+    assert lanes.run_once(PEOPLE) == 6
+    deliveries = repo.deliveries({}, 50)[0]
+    assert [d["status"] for d in deliveries] == ["sent"] * 6
+    assert gate.most >= 3  # side by side
+    spans = sorted(gate.spans[d["id"]] for d in deliveries if d["recipient"] == "grid_worker:qy-01")
+    assert len(spans) == 3
+    assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(spans)), spans
 
 
 def replace_stopping(worker: DeliveryWorker, stopping: Any) -> DeliveryWorker:

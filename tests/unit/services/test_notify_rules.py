@@ -10,7 +10,7 @@ import pytest
 
 from shequ_services.notify import domain, signing, templates
 from shequ_services.notify.channels import UnsafeUrl, check_url
-from shequ_services.notify.delivery import Settings
+from shequ_services.notify.delivery import Settings, by_recipient
 from shequ_services.notify.domain import Contact, ContactChannel, QuietHours, RetryPolicy, Rule
 from shequ_services.notify.schemas import sample_context
 from shequ_services.notify.service import CONSUMED, SEED_FILE, check_rule, load_seed
@@ -263,6 +263,26 @@ def test_settings_read_the_configs_strings_and_default_the_rest() -> None:
     assert settings.retry.horizon_seconds == 6 * 3600
     assert settings.default_channels == ("log", "webhook")
     assert settings.rate_limit == 20
+    assert settings.concurrency == 8
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "eight", "1.5"])
+def test_a_delivery_concurrency_below_one_or_not_a_whole_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match=r"NOTIFY_DELIVERY_CONCURRENCY must be a whole number"):
+        Settings.from_config({"NOTIFY_DELIVERY_CONCURRENCY": value})
+
+
+def test_due_deliveries_share_a_lane_per_recipient_in_their_order() -> None:
+    due = [
+        {"_id": "d1", "recipient": "grid_worker:qy-01"},
+        {"_id": "d2", "recipient": "reporter-of:INC-1", "resolved": "resident-7"},
+        {"_id": "d3", "recipient": "grid_worker:qy-02"},
+        {"_id": "d4", "recipient": "grid_worker:qy-01"},
+        {"_id": "d5", "recipient": "reporter-of:INC-2", "resolved": "resident-7"},
+        {"_id": "d6", "recipient": "reporter-of:INC-3"},
+    ]
+    lanes = [[d["_id"] for d in lane] for lane in by_recipient(due)]
+    assert lanes == [["d1", "d4"], ["d2", "d5"], ["d3"], ["d6"]]
 
 
 def test_a_volunteer_offer_goes_to_that_volunteer_at_once_and_a_session_to_the_parties() -> None:
