@@ -83,18 +83,20 @@ class Settings:
             digest_hour=int(config.get("NOTIFY_DIGEST_HOUR") or 8),
             default_channels=tuple(defaults),
             http_timeout=float(config.get("NOTIFY_HTTP_TIMEOUT_SECONDS") or 10),
-            concurrency=_at_least_one(
-                "NOTIFY_DELIVERY_CONCURRENCY", config.get("NOTIFY_DELIVERY_CONCURRENCY") or 8
-            ),
+            concurrency=_at_least_one(config, "NOTIFY_DELIVERY_CONCURRENCY", 8),
         )
 
 
-def _at_least_one(name: str, value: Any) -> int:
+def _at_least_one(config: Mapping[str, Any], name: str, default: int) -> int:
+    """A whole number of at least 1 from ``config`` (``default`` if unset); 0 is refused."""
+    value = config.get(name)
+    if value is None or value == "":
+        return default
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
-    if number < 1:
+    if number < 1 or isinstance(value, (bool, float)):
         raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
     return number
 

@@ -266,8 +266,8 @@ def test_settings_read_the_configs_strings_and_default_the_rest() -> None:
     assert settings.concurrency == 8
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "eight", "1.5"])
-def test_a_delivery_concurrency_below_one_or_not_a_whole_number_is_refused(value: str) -> None:
+@pytest.mark.parametrize("value", ["0", 0, "-2", "eight", "1.5", 1.5, True])
+def test_a_delivery_concurrency_below_one_or_not_a_whole_number_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match=r"NOTIFY_DELIVERY_CONCURRENCY must be a whole number"):
         Settings.from_config({"NOTIFY_DELIVERY_CONCURRENCY": value})
 
