@@ -530,6 +530,34 @@ class Platform:
             )
         }
 
+    def quiet(self, timeout: float, still: float = 2.0) -> float:
+        """Wait until the platform is idle; how long that took.
+
+        Idle: the store took no insert for ``still`` seconds (events,
+        marks, deliveries, attempts and audit records are all inserts; the
+        services' timers only update) and notify has nothing due. Between
+        phases, so that a paced phase does not measure the cascade of the
+        one before (mediation's and volunteer's events, notified in turn)
+        still draining.
+        """
+        deliveries = self.client[database_name("notify")]["deliveries"]
+        started = time.monotonic()
+        last = {"inserts": -1, "at": started}
+
+        def idle() -> bool:
+            inserts = self.store_operations().get("insert", 0)
+            now = time.monotonic()
+            if inserts != last["inserts"]:
+                last.update(inserts=inserts, at=now)
+                return False
+            if now - last["at"] < still:
+                return False
+            due = {"status": "pending", "due_at": {"$lte": datetime.now(UTC)}}
+            return deliveries.count_documents(due) == 0
+
+        wait_for(idle, timeout, "the platform to go quiet", every=0.5)
+        return time.monotonic() - started
+
     def store_operations(self) -> dict[str, int]:
         """The store's write counters, where the server keeps them."""
         try:
@@ -608,6 +636,7 @@ def measure_platform(platform: Platform, args: argparse.Namespace) -> dict[str, 
         "latency_ms": {},
     }
     for share in LOADS:
+        progress(f"  quiet after {platform.quiet(args.settle):.1f} s")
         rate = sustained * share
         count = max(10, int(rate * args.paced_seconds))
         progress(f"  paced at {share:.0%}: {count} reports at {rate:.2f}/s")
