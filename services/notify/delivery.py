@@ -14,9 +14,11 @@ its rate limit and its order hold within a pass. A ``reporter-of:``
 recipient is known only once grid has answered who reported the incident,
 so acknowledgements of two incidents to the same reporter may share a pass
 side by side before that, and its rate limit be passed by one each. A
-delivery spends most of its time waiting on the store and the network, about
-ten round trips: one lane sent about 20 a second while the store was idle,
-and one or two while it took a burst of reports (docs/performance.md).
+delivery spends most of its time waiting on the store and the network:
+thirteen or fourteen store commands (the claim, the contact, the finish
+with its attempt, audit record and event) and the channel. One lane sent
+about 20 a second while the store was idle, and one or two while it took a
+burst of reports (docs/performance.md).
 """
 
 from __future__ import annotations
