@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -69,30 +70,49 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be found, started or stopped."""
 
 
+#: Ports handed out by ``free_port`` are drawn from here: below the range the
+#: kernel takes outgoing connections' local ports from
+#: (``net.ipv4.ip_local_port_range``, 32768 to 60999 by default). A port the
+#: kernel picked for port 0 lies inside that range, so between the pick and
+#: the server's own bind any outgoing connection could be given it: a
+#: service once failed to start in the fault suite with "Address already in
+#: use" on its http port.
+PORT_RANGE = range(20000, 32768)
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port that is free on ``host`` right now (the OS's pick for port 0)."""
+    """Return a TCP port that is free on ``host`` right now, outside the ephemeral range."""
     return _free_ports(1, host)[0]
 
 
 def _free_ports(count: int, host: str = LOOPBACK, exclude: set[int] | None = None) -> list[int]:
     """Return ``count`` distinct free ports, none of them in ``exclude``.
 
-    The sockets are held open together so the OS cannot hand out the same
-    port twice within one call.
+    Each is tried by binding it; the sockets are held open together so one
+    call cannot hand out the same port twice.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     exclude = exclude or set()
+    candidates = [port for port in PORT_RANGE if port not in exclude]
+    random.shuffle(candidates)
     sockets: list[socket.socket] = []
     ports: list[int] = []
     try:
-        while len(ports) < count:
+        for port in candidates:
+            if len(ports) == count:
+                return ports
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-            if port not in exclude:
-                ports.append(port)
-        return ports
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # in use
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+        raise EmbeddedError(
+            f"no {count} free ports on {host} between {PORT_RANGE.start} and {PORT_RANGE.stop - 1}"
+        )
     finally:
         for sock in sockets:
             sock.close()
