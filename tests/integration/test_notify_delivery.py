@@ -766,8 +766,10 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
         repo = NotifyRepository(db, service="notify", district="test")
         routing = CachedRouting(repo.routing_table, max_age=3600)
         assert routing.rules_for(event_type=reported().type) == []  # read before the seed
+        woken = threading.Event()
         host = SimpleNamespace(
-            notifications=repo, delivery=SimpleNamespace(seeded=seeded, routing=routing)
+            notifications=repo,
+            delivery=SimpleNamespace(seeded=seeded, routing=routing, wake=woken.set),
         )
         host._wait_for_rules = lambda: NotifyService._wait_for_rules(host)  # type: ignore[arg-type]
         event = reported("INC-early")
@@ -784,6 +786,7 @@ def test_an_event_that_arrives_before_the_seed_is_planned_with_the_seeded_rules(
         assert not handler.is_alive()
         assert db["processed_events"].count_documents({"subject": "INC-early"}) == 1
         assert db["deliveries"].count_documents({"subject_ref": "INC-early"}) >= 1
+        assert woken.is_set()  # the delivery pass is started once the handler has committed
     finally:
         client.drop_database(name)
         client.close()
