@@ -372,6 +372,7 @@ class IncidentRepository(Repository):
         span: tuple[datetime, datetime] | None = scope.first_span()
         while span is not None and len(found) < limit:
             start, end = span
+            before = read
             for cell in scope.cells:
                 for document in self.db[INCIDENTS].find(
                     {
@@ -386,7 +387,7 @@ class IncidentRepository(Repository):
                         and document["_id"] != scope.exclude
                     ):
                         found.append(document)
-            span = scope.next_span(start, read, limit - len(found))
+            span = scope.next_span(start, read, limit - len(found), held=read - before)
         found.sort(key=lambda document: document["reported_at"], reverse=True)
         return [_to_incident(document) for document in found[:limit]]
 

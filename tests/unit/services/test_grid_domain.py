@@ -217,17 +217,26 @@ def test_the_duplicate_window_is_read_from_its_newest_minute() -> None:
 def test_a_quiet_scope_is_read_in_two_spans() -> None:
     scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
     start, _ = scope.first_span()
-    assert scope.next_span(start, read=0, wanted=20) == (NOW - WINDOW, start)
-    assert scope.next_span(NOW - WINDOW, read=0, wanted=20) is None
+    assert scope.next_span(start, read=0, wanted=20, held=0) == (NOW - WINDOW, start)
+    assert scope.next_span(NOW - WINDOW, read=0, wanted=20, held=0) is None
 
 
 def test_a_busy_scope_reads_a_span_sized_for_what_is_still_missing() -> None:
     scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
     start, end = scope.first_span()
     # 5 read in the first minute, 15 more wanted: six minutes more, twice the need.
-    assert scope.next_span(start, read=5, wanted=15) == (start - (end - start) * 6, start)
+    assert scope.next_span(start, read=5, wanted=15, held=5) == (start - (end - start) * 6, start)
     # A span that held more than twice what is wanted: at least as long again.
-    assert scope.next_span(start, read=100, wanted=1) == (start - (end - start), start)
+    assert scope.next_span(start, read=100, wanted=1, held=100) == (start - (end - start), start)
+
+
+def test_after_a_span_that_held_none_the_rest_of_the_window_is_read() -> None:
+    scope = domain.duplicate_scope(report(), SEED_CELLS, WINDOW)
+    start, end = scope.first_span()
+    # A burst in the newest minute, nothing in the six before it: the
+    # incidents thin out going back, so the rest is read at once.
+    older, _ = scope.next_span(start, read=5, wanted=15, held=5)
+    assert scope.next_span(older, read=5, wanted=15, held=0) == (NOW - WINDOW, older)
 
 
 @given(
@@ -242,7 +251,7 @@ def test_the_spans_cover_the_whole_window_once(
     read = 0
     for more, wanted in reads:
         read += more
-        span = scope.next_span(spans[-1][0], read, wanted)
+        span = scope.next_span(spans[-1][0], read, wanted, held=more)
         if span is None:
             break
         spans.append(span)
