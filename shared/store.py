@@ -298,12 +298,14 @@ class Repository:
         document is read by ``_id`` and written by ``_id``, and the
         transaction's snapshot makes the pair atomic, because a concurrent
         writer of the same document makes one of the two transactions
-        conflict and be retried, when it reads the new value. A single
-        ``{"_id": id, "version": v}`` filter would say the same in one round
-        trip, but SecantusDB, the embedded store, plans no index for a filter
-        naming more fields than an index holds and reads the whole collection
-        for it (docs/performance.md, "Query plans"); by ``_id`` alone it is a
-        point lookup on every store.
+        conflict and be retried, when it reads the new value. A
+        ``find_one_and_update({"_id": id, "version": v})`` would say the same
+        in one round trip, but SecantusDB, the embedded store, answers a
+        findAndModify in time that grows with the collection (below). An
+        ``update_one`` with that filter, then a read by ``_id``, would take one
+        command less: the store runs a filter that opens with ``_id`` as a
+        point lookup (notify's claim does so, docs/performance.md, "Query
+        plans"). Not done here yet: every service's steps go through this.
         """
         self._require_transaction("compare_and_set")
         current = self.db[collection].find_one({"_id": document_id}, session=self.session)

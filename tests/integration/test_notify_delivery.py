@@ -925,3 +925,40 @@ def test_the_routing_table_holds_the_stored_rules_live_subscriptions_and_templat
     received_again = parse_event(json.loads(json.dumps(reported("INC-S").to_json_dict())))
     repo.run_in_transaction(lambda: record_event(repo, received_again, clock()))
     assert planned and planned == {(d["audience"], d["rule"]) for d in repo.about("INC-S", 100)}
+
+
+def test_workers_racing_for_the_same_deliveries_claim_each_once(
+    repo: NotifyRepository, clock: Clock
+) -> None:
+    """Four workers read the same due deliveries at once and all try to lease
+    each one: every delivery goes to exactly one of them, with its lease."""
+    for n in range(10):
+        record(repo, reported(f"INC-{n}"), clock)
+    due = repo.due(clock(), PEOPLE, limit=100)
+    assert len(due) >= 10
+    start = threading.Barrier(4)
+    won: dict[str, list[timedelta]] = {}
+    lock = threading.Lock()
+
+    def worker(number: int) -> None:
+        mine, lease = repo.sibling(), timedelta(minutes=2, seconds=number)
+        start.wait()
+        for candidate in due:
+            claimed = mine.claim(candidate, clock(), lease)
+            if claimed is not None:
+                with lock:
+                    won.setdefault(claimed["_id"], []).append(lease)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == sorted(candidate["_id"] for candidate in due)
+    assert all(len(leases) == 1 for leases in won.values()), won
+    for delivery_id, (lease,) in won.items():
+        assert (
+            repo.db["deliveries"].find_one({"_id": delivery_id})["lease_until"] == clock() + lease
+        )
+    # Leased now: a claim with the lease read before is refused.
+    assert repo.claim(due[0], clock(), timedelta(minutes=2)) is None
