@@ -296,15 +296,18 @@ class DeliveryWorker:
             self._failed(delivery, now, route.kind, str(exc), routes, started, recipient)
             return
         latency = time.monotonic() - started
+        # When the channel took it, not when the attempt began: resolving the
+        # reporter and reading the contact come before, and are not the send.
+        sent = self.clock()
         self._observe(route.kind, "sent", latency)
-        NOTIFICATION_DELAY.labels(route.kind).observe(_since(delivery["created_at"], now))
+        NOTIFICATION_DELAY.labels(route.kind).observe(_since(delivery["created_at"], sent))
         self.repo.finish(
             delivery,
             status=SENT,
             attempt=self._attempt(delivery, recipient, route.kind, "sent", latency, None, now),
             changes={
                 "channel": route.kind,
-                "sent_at": now,
+                "sent_at": sent,
                 "attempts": delivery["attempts"] + 1,
                 "first_attempt_at": delivery.get("first_attempt_at") or now,
                 "rendered": {"subject": subject, "text": text},
@@ -425,8 +428,9 @@ class DeliveryWorker:
             )
             return
         latency = time.monotonic() - started
+        sent = self.clock()  # when the bureau answered, as for a notification
         self._observe("subscription", "sent", latency)
-        NOTIFICATION_DELAY.labels("subscription").observe(_since(delivery["created_at"], now))
+        NOTIFICATION_DELAY.labels("subscription").observe(_since(delivery["created_at"], sent))
         self.repo.finish(
             delivery,
             status=SENT,
@@ -436,7 +440,7 @@ class DeliveryWorker:
             changes={
                 "attempts": delivery["attempts"] + 1,
                 "first_attempt_at": delivery.get("first_attempt_at") or now,
-                "sent_at": now,
+                "sent_at": sent,
                 "channel": "subscription",
             },
         )

@@ -962,3 +962,37 @@ def test_workers_racing_for_the_same_deliveries_claim_each_once(
         )
     # Leased now: a claim with the lease read before is refused.
     assert repo.claim(due[0], clock(), timedelta(minutes=2)) is None
+
+
+class Slow:
+    """A channel whose every send takes ``seconds`` of the worker's clock."""
+
+    name = "slow"
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def send(self, message: Any) -> None:
+        self.clock.advance(seconds=self.seconds)
+
+
+def test_a_delivery_is_sent_when_the_channel_took_it_not_when_the_attempt_began(
+    repo: NotifyRepository, clock: Clock, worker: DeliveryWorker
+) -> None:
+    slow = DeliveryWorker(
+        repo,
+        {"slow": Slow(clock, 30)},
+        replace(worker.settings, default_channels=("slow",), concurrency=1),  # one clock
+        resolve_reporter=worker.resolve_reporter,
+        clock=clock,
+        rand=worker.rand,
+    )
+    record(repo, reported("INC-1", "qy-01"), clock)
+    assert slow.run_once(PEOPLE) == 2
+    sent = list(repo.db["deliveries"].find({"status": "sent"}))
+    assert len(sent) == 2
+    for delivery in sent:
+        # The attempt is dated when it began, the delivery when the channel
+        # had it: thirty seconds of the clock apart, the send's own time.
+        (attempt,) = repo.db["attempts"].find({"delivery_id": delivery["_id"]})
+        assert delivery["sent_at"] - attempt["at"] == timedelta(seconds=30)
