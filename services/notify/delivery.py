@@ -2,7 +2,8 @@
 
 It runs from a timer in the service (and directly, with a controlled clock,
 in the tests). Each pass reads what is due, then claims each delivery under a
-lease (a compare-and-set, so replicas never send the same one twice), does
+lease (a conditional update on the lease read, so replicas never send the
+same one twice), does
 the network I/O with no transaction open, then records the attempt and the
 delivery's new state in one transaction. A process that dies mid-send leaves
 the lease to expire and the delivery is tried again: at least once, never
@@ -15,7 +16,7 @@ recipient is known only once grid has answered who reported the incident,
 so acknowledgements of two incidents to the same reporter may share a pass
 side by side before that, and its rate limit be passed by one each. A
 delivery spends most of its time waiting on the store and the network:
-thirteen or fourteen store commands (the claim, the contact, the finish
+twelve or thirteen store commands (the claim, the contact, the finish
 with its attempt, audit record and event) and the channel. One lane sent
 about 20 a second while the store was idle, and one or two while it took a
 burst of reports (docs/performance.md).
