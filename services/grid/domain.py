@@ -489,7 +489,8 @@ class DuplicateScope:
         out going back, so the rate of the newer ones overstates the older
         ones and spans sized by it would grow a few times over for nothing.
         A burst that began a minute ago, the first thing a storm brings, read
-        four cells in six or seven spans that way (24 to 32 reads a report).
+        a scope's three or four cells in six to eight spans that way (18 to
+        32 reads a report).
 
         So a quiet scope costs two reads, a busy one a few spans growing
         geometrically, each about as full as what is still missing, and a
