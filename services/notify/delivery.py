@@ -3,11 +3,10 @@
 It runs from a timer in the service (and directly, with a controlled clock,
 in the tests). Each pass reads what is due, then claims each delivery under a
 lease (a conditional update on the lease read, so replicas never send the
-same one twice), does
-the network I/O with no transaction open, then records the attempt and the
-delivery's new state in one transaction. A process that dies mid-send leaves
-the lease to expire and the delivery is tried again: at least once, never
-silently lost.
+same one twice), does the network I/O with no transaction open, then records
+the attempt and the delivery's new state in one transaction. A process that
+dies mid-send leaves the lease to expire and the delivery is tried again: at
+least once, never silently lost.
 
 Deliveries to different recipients go side by side, in up to
 ``concurrency`` lanes; one recipient's go one after another in one lane, so
