@@ -19,6 +19,7 @@ import pika.exceptions
 import pytest
 from nameko.exceptions import RemoteError, RpcTimeout
 
+from shequ import rpc as rpc_module
 from shequ.embedded import RabbitMQNode
 from shequ.rpc import RpcProxyPool
 from shequ.topology import RPC_EXCHANGE
@@ -166,3 +167,25 @@ def test_a_kept_proxy_answers_after_the_broker_restarts(
     # The kept proxy's connection went with the broker: it was closed when
     # taken and another opened, rather than sending into a lost reply queue.
     assert pool.opened == 2
+
+
+def test_a_proxy_is_checked_only_after_it_has_been_idle_a_while(
+    server: Server, pool: RpcProxyPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check lets every other green thread run first, so a proxy just
+    given back is trusted; one idle for ``check_after`` is checked again."""
+    checked: list[object] = []
+    really_connected = rpc_module._still_connected
+
+    def counted(proxy: object) -> bool:
+        checked.append(proxy)
+        return really_connected(proxy)
+
+    monkeypatch.setattr(rpc_module, "_still_connected", counted)
+    pool.check_after = 3600.0
+    assert [pool.call(SERVICE, "echo", n) for n in range(3)] == [0, 1, 2]
+    assert checked == []
+    pool.check_after = 0.0
+    assert pool.call(SERVICE, "echo", "again") == "again"
+    assert len(checked) == 1
+    assert pool.opened == 1
