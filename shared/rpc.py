@@ -156,8 +156,8 @@ class RpcProxyPool:
     hub run every other green thread first: in notify under load, taking a
     kept proxy took 42 ms at p99 and 222 ms at most with the check, 0.1 ms
     at p99 without it (docs/performance.md). A connection that dropped
-    within a second of its last answer is missed, and that one call waits
-    out its timeout, as before the pool checked at all.
+    less than ``check_after`` after its last answer is missed, and that one
+    call waits out its timeout, as before the pool checked at all.
     """
 
     def __init__(
